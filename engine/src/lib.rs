@@ -1,0 +1,31 @@
+//! Lockplane's domain: the catalog model and its canonical hash, introspection of a live
+//! database, and the throwaway clusters used for shadow runs and tests.
+//!
+//! The engine holds no global state and no runtime of its own. Pure functions take catalogs
+//! and return catalogs, hashes and plans; I/O happens only through explicit handles (a
+//! `tokio_postgres::Client`, a [`cluster::Cluster`]).
+//!
+//! Map of the modules:
+//! - [`catalog`]: the model (`Catalog`, `Table`, `Column`, …) and `Manifest`.
+//! - [`hash`]: canonical JSON bytes (RFC 8785) and the SHA3-256 catalog hash.
+//! - [`normalize`]: one parser (pg_query) to normalise expressions and queries.
+//! - [`ident`]: the one function that quotes identifiers (and one for literals).
+//! - [`introspect`]: live database → `Catalog`.
+//! - [`connect`]: resolving a database URL / `PG*` environment and connecting.
+//! - [`cluster`]: throwaway Postgres clusters from local server binaries.
+//! - [`testkit`]: one shared throwaway cluster per process, fresh databases on it.
+
+#![warn(missing_docs)]
+
+pub mod catalog;
+pub mod cluster;
+pub mod connect;
+pub mod hash;
+pub mod ident;
+pub mod introspect;
+pub mod normalize;
+pub mod testkit;
+
+pub use catalog::{Catalog, Manifest};
+pub use hash::{catalog_hash, CatalogHash};
+pub use introspect::{introspect, IntrospectError, IntrospectOptions};
