@@ -1,0 +1,261 @@
+//! Behaviour of the sled backend (and the memory backend, for parity) on real disk.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use lockplane_store::{
+    sha3_256, verify, verify_with_blobs, Checkpoint, Head, MemoryStore, NewRecord, Problem,
+    SledStore, Store, StoreError, GENESIS_HASH,
+};
+
+fn rec(stream: &str, kind: &str, payload: &[u8]) -> NewRecord {
+    NewRecord {
+        at: 1_700_000_000_000_000,
+        stream: stream.into(),
+        kind: kind.into(),
+        payload: payload.to_vec(),
+    }
+}
+
+/// The same scenario on any backend: appends, conflict, reads, streams, blobs, verify.
+fn exercise(store: &dyn Store) -> Result<(), StoreError> {
+    assert_eq!(store.head()?, Head::GENESIS);
+    let h1 = store.append(
+        Some(Head::GENESIS),
+        vec![rec("a", "K1", b"one"), rec("b", "K2", b"two")],
+    )?;
+    assert_eq!(h1.seq, 2);
+
+    match store.append(Some(Head::GENESIS), vec![rec("a", "K3", b"late")]) {
+        Err(StoreError::Conflict { expected, actual }) => {
+            assert_eq!((expected, actual), (Head::GENESIS, h1));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.head()?, h1, "a conflicting append writes nothing");
+
+    let h2 = store.append(Some(h1), vec![rec("a", "K3", b"three")])?;
+    let h3 = store.append(None, vec![rec("b", "K4", b"four")])?;
+    assert_eq!((h2.seq, h3.seq), (3, 4));
+    assert_eq!(
+        store.append(Some(h3), vec![])?,
+        h3,
+        "empty batch is a no-op"
+    );
+
+    let all = store.read_range(1..100)?;
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].prev_hash, GENESIS_HASH);
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash());
+        assert_eq!(pair[1].seq, pair[0].seq + 1);
+    }
+    assert_eq!(all[3].hash(), h3.hash);
+    assert_eq!(store.read_range(2..3)?[0].payload, b"two");
+
+    let a: Vec<u64> = store
+        .read_stream("a", 0, 10)?
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(a, vec![1, 3]);
+    let b: Vec<u64> = store
+        .read_stream("b", 3, 10)?
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(b, vec![4]);
+    assert_eq!(store.read_stream("a", 0, 1)?.len(), 1);
+    assert!(store.read_stream("ab", 0, 10)?.is_empty());
+
+    let blob = store.put_blob(b"a large manifest")?;
+    assert_eq!(blob, sha3_256(b"a large manifest"));
+    assert_eq!(store.put_blob(b"a large manifest")?, blob, "stored once");
+    assert_eq!(
+        store.get_blob(&blob)?.as_deref(),
+        Some(&b"a large manifest"[..])
+    );
+    assert_eq!(store.get_blob(&sha3_256(b"absent"))?, None);
+
+    let report = verify(store, Some(Checkpoint::from(h2)));
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.records_checked, 4);
+
+    let refs = move |r: &lockplane_store::Record| {
+        if r.seq == 2 {
+            vec![blob, sha3_256(b"never stored")]
+        } else {
+            vec![blob]
+        }
+    };
+    let report = verify_with_blobs(store, None, &refs);
+    let bad = report
+        .first_bad
+        .unwrap_or_else(|| panic!("missing blob not caught"));
+    assert_eq!(bad.seq, 2);
+    assert!(matches!(bad.problem, Problem::MissingBlob { .. }));
+
+    let wrong = Checkpoint {
+        seq: 3,
+        head_hash: h1.hash,
+    };
+    let report = verify(store, Some(wrong));
+    assert_eq!(report.first_bad.map(|b| b.seq), Some(3));
+    let ahead = Checkpoint {
+        seq: 9,
+        head_hash: h1.hash,
+    };
+    let bad = verify(store, Some(ahead)).first_bad;
+    assert_eq!(
+        bad.map(|b| (b.seq, b.problem)),
+        Some((5, Problem::TruncatedBelowCheckpoint { checkpoint_seq: 9 }))
+    );
+    Ok(())
+}
+
+#[test]
+fn memory_store_behaves() -> Result<(), StoreError> {
+    exercise(&MemoryStore::new())
+}
+
+#[test]
+fn sled_store_behaves_and_survives_reopen() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::io("tempdir", e))?;
+    let head = {
+        let store = SledStore::open(dir.path())?;
+        exercise(&store)?;
+        store.head()?
+    };
+    // Reopening right after the last handle is dropped works, and everything is still there.
+    let store = SledStore::open(dir.path())?;
+    assert_eq!(store.head()?, head);
+    let report = verify(&store, Some(head.into()));
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.records_checked, 4);
+    assert!(dir.path().join("lockplane.lock").exists());
+    Ok(())
+}
+
+#[test]
+fn both_backends_write_identical_bytes() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::io("tempdir", e))?;
+    let sled = SledStore::open(dir.path())?;
+    let mem = MemoryStore::new();
+    for store in [&sled as &dyn Store, &mem] {
+        store.append(None, vec![rec("a", "K", b"x"), rec("b", "L", b"yy")])?;
+    }
+    assert_eq!(sled.read_raw(0..10)?, mem.read_raw(0..10)?);
+    assert_eq!(sled.head()?, mem.head()?);
+    Ok(())
+}
+
+#[test]
+fn checkpoint_prints_as_json() -> Result<(), StoreError> {
+    let store = MemoryStore::new();
+    let head = store.append(None, vec![rec("a", "K", b"x")])?;
+    let cp = Checkpoint::from(head);
+    let json = cp.to_string();
+    assert_eq!(
+        json,
+        format!(
+            r#"{{"seq":1,"head_hash":"sha3-256:{}"}}"#,
+            head.hash.to_hex()
+        )
+    );
+    assert_eq!(Checkpoint::from_json(&json).ok(), Some(cp));
+    let report = serde_json::to_string(&verify(&store, Some(cp))).unwrap_or_default();
+    assert!(report.contains(r#""first_bad":null"#), "{report}");
+    Ok(())
+}
+
+#[test]
+fn two_handles_in_one_process_never_fork() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| StoreError::io("tempdir", e))?;
+    let first = SledStore::open(dir.path())?;
+    let second = SledStore::open(dir.path())?;
+    let base = first.append(None, vec![rec("a", "K", b"base")])?;
+
+    // Many contenders, same expected head, released at once: exactly one may win.
+    for round in 0..20u8 {
+        let expected = first.head()?;
+        let contenders = 8;
+        let barrier = Arc::new(Barrier::new(contenders));
+        let results: Vec<Result<Head, StoreError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..contenders)
+                .map(|i| {
+                    let store = if i % 2 == 0 { &first } else { &second };
+                    let barrier = Arc::clone(&barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        store.append(Some(expected), vec![rec("a", "Race", &[round, i as u8])])
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Err(StoreError::Closed)))
+                .collect()
+        });
+        let winners: Vec<&Head> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        for r in &results {
+            if let Err(e) = r {
+                assert!(
+                    matches!(e, StoreError::Conflict { expected: e, actual } if *e == expected && actual == winners[0]),
+                    "{e}"
+                );
+            }
+        }
+    }
+    assert_eq!(second.head()?.seq, base.seq + 20);
+    let report = verify(&second, None);
+    assert!(report.is_ok(), "{report}");
+    Ok(())
+}
+
+#[test]
+fn a_ledger_held_by_another_process_names_its_holder() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ledger-crash-child"))
+        .arg(dir.path())
+        .arg("hold")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    assert_eq!(line.trim(), "ready");
+
+    match SledStore::open(dir.path()) {
+        Err(StoreError::Locked { holder, path }) => {
+            assert_eq!(holder.pid, Some(child.id()));
+            let cmd = holder.command.clone().unwrap_or_default();
+            assert!(cmd.contains("ledger-crash-child"), "{cmd}");
+            assert!(cmd.contains("hold"), "{cmd}");
+            let msg = StoreError::Locked { path, holder }.to_string();
+            assert!(msg.contains(&format!("pid {}", child.id())), "{msg}");
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    assert!(matches!(
+        SledStore::open_waiting(dir.path(), Duration::from_millis(200)),
+        Err(StoreError::Locked { .. })
+    ));
+
+    // Once the holder exits, a waiting open gets in.
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    stdin.flush()?;
+    let waiter = std::thread::spawn({
+        let path = dir.path().to_path_buf();
+        move || SledStore::open_waiting(path, Duration::from_secs(20)).map(|s| s.head())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    drop(stdin);
+    child.wait()?;
+    let head = waiter.join().map_err(|_| "waiter panicked")???;
+    assert_eq!(head, Head::GENESIS);
+    Ok(())
+}
