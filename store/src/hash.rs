@@ -1,4 +1,4 @@
-//! The ledger's hashes: the 32-byte [`Hash`] type, the genesis hash, the record hash input and
+//! The ledger's hashes: the 32-byte [`Hash`](struct@Hash) type, the genesis hash, the record hash input and
 //! the single SHA3-256 entry point.
 //!
 //! # Record hash byte layout
@@ -122,7 +122,7 @@ impl fmt::Debug for Hash {
     }
 }
 
-/// Why a string is not a [`Hash`].
+/// Why a string is not a [`Hash`](struct@Hash).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a sha3-256 hash (expected `sha3-256:` followed by 64 hex digits): {0:?}")]
 pub struct ParseHashError(pub String);

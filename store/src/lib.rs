@@ -34,7 +34,7 @@ mod error;
 pub mod hash;
 mod memory;
 pub mod record;
-mod sled_store;
+pub mod sled_store;
 mod store;
 mod verify;
 

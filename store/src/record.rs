@@ -175,9 +175,16 @@ pub fn encode_record(record: &Record, hash: &Hash) -> Vec<u8> {
         payload: &record.payload,
         hash,
     };
+    // Sized up front (fixed fields and markers take at most 110 bytes) so encoding doesn't
+    // reallocate; verify re-encodes every record.
+    let mut out =
+        Vec::with_capacity(110 + record.stream.len() + record.kind.len() + record.payload.len());
     // Serialising this struct into a Vec can't fail: every field is a plain value and the
     // writer is infallible. Fall back to an empty (undecodable) value rather than panic.
-    rmp_serde::to_vec(&stored).unwrap_or_default()
+    match rmp_serde::encode::write(&mut out, &stored) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Decodes stored bytes into the record and the hash stored with it.

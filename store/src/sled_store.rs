@@ -43,6 +43,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -84,6 +85,8 @@ impl std::fmt::Debug for SledStore {
 struct Shared {
     path: PathBuf,
     head: Arc<Mutex<HeadState>>,
+    /// Commit groups made durable (one flush each), for [`SledStore::commit_groups`].
+    commits: Arc<AtomicU64>,
     tx: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     /// `Option` only so `Drop` can close sled and release the lock file while it still holds
@@ -154,18 +157,21 @@ impl SledStore {
 
         let head_state = read_head(&log)?;
         let head = Arc::new(Mutex::new(head_state));
+        let commits = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel();
         let writer = {
-            let (db, log, head) = (db.clone(), log.clone(), Arc::clone(&head));
+            let (db, log) = (db.clone(), log.clone());
+            let (head, commits) = (Arc::clone(&head), Arc::clone(&commits));
             std::thread::Builder::new()
                 .name("lockplane-ledger-writer".into())
-                .spawn(move || run_writer(rx, db, log, head))
+                .spawn(move || run_writer(rx, db, log, head, commits))
                 .map_err(|e| StoreError::io("starting the ledger writer thread", e))?
         };
 
         let shared = Arc::new(Shared {
             path: path.clone(),
             head,
+            commits,
             tx: Some(tx),
             writer: Some(writer),
             engine: Some(Engine {
@@ -194,6 +200,12 @@ impl SledStore {
                 other => return other,
             }
         }
+    }
+
+    /// How many commit groups (each one `flush`) this process has made durable since the
+    /// ledger was opened; appends divided by this is the average group size.
+    pub fn commit_groups(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
     }
 
     /// The ledger directory (canonical).
@@ -337,6 +349,7 @@ fn run_writer(
     db: sled::Db,
     log: sled::Tree,
     shared_head: Arc<Mutex<HeadState>>,
+    commits: Arc<AtomicU64>,
 ) {
     let (mut head, mut poisoned) = {
         let state = lock_head(&shared_head);
@@ -401,6 +414,7 @@ fn run_writer(
                 continue;
             }
             lock_head(&shared_head).head = head;
+            commits.fetch_add(1, Ordering::Relaxed);
         }
         for (reply, outcome) in replies {
             let _ = reply.send(outcome);

@@ -290,3 +290,28 @@ fn problems_are_classified() -> Result<(), Box<dyn std::error::Error>> {
     check(|p| matches!(p, Problem::Missing), last)?;
     Ok(())
 }
+
+/// A damaged stored head doesn't stop the ledger from opening (so verify can report it), but
+/// appends are refused until it is repaired.
+#[test]
+fn damaged_head_is_reported_and_blocks_appends() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let built = build(dir.path(), 4, &[8])?;
+    let (log, _) = built.store.raw_trees_for_tests()?;
+    log.insert(SledStore::HEAD_KEY_FOR_TESTS, b"garbage".to_vec())?;
+    log.flush()?;
+    drop((log, built.store));
+
+    let store = SledStore::open(dir.path())?;
+    assert!(matches!(store.head(), Err(StoreError::Corrupt { .. })));
+    let report = verify_with_blobs(&store, None, &refs);
+    assert!(
+        matches!(report.first_bad, Some(ref b) if matches!(b.problem, Problem::BadHead { .. })),
+        "{report}"
+    );
+    let append = store.append(None, vec![NewRecord::now("db", "K", vec![])]);
+    assert!(matches!(append, Err(StoreError::Poisoned(_))), "{append:?}");
+    // Nothing was written past the damage.
+    assert_eq!(store.read_raw(5..100)?.len(), 0);
+    Ok(())
+}
