@@ -281,8 +281,9 @@ fn walk(
     // halves cost about the same, so overlapping them brings verify close to raw SHA3 speed.
     let prev = std::thread::scope(|scope| {
         let (tx, rx) = mpsc::sync_channel::<Result<Page, (u64, String)>>(4);
-        scope.spawn(move || read_pages(store, head.seq, tx));
-        check_pages(store, checkpoint, blob_refs, report, rx)
+        let (recycle_tx, recycle_rx) = mpsc::channel::<Page>();
+        scope.spawn(move || read_pages(store, head.seq, tx, recycle_rx));
+        check_pages(store, checkpoint, blob_refs, report, rx, recycle_tx)
         // `rx` is dropped here, which stops the reader if we return early.
     })?;
 
@@ -321,7 +322,15 @@ fn walk(
 
 /// Reads records `1..=last` page by page and sends them decoded; stops at the first read error
 /// (sent as `(seq, error)`) or when the checker hangs up.
-fn read_pages(store: &dyn Store, last: u64, tx: mpsc::SyncSender<Result<Page, (u64, String)>>) {
+///
+/// Checked pages come back on `recycle` to be freed here: freeing them on the checker's thread
+/// made both threads fight over this thread's malloc arena, which cost more than the hashing.
+fn read_pages(
+    store: &dyn Store,
+    last: u64,
+    tx: mpsc::SyncSender<Result<Page, (u64, String)>>,
+    recycle: mpsc::Receiver<Page>,
+) {
     let mut next = 1u64;
     while next <= last {
         let end = next.saturating_add(PAGE).min(last.saturating_add(1));
@@ -341,10 +350,14 @@ fn read_pages(store: &dyn Store, last: u64, tx: mpsc::SyncSender<Result<Page, (u
         };
         let failed = page.is_err();
         if tx.send(page).is_err() || failed {
-            return;
+            break;
         }
+        recycle.try_iter().for_each(drop);
         next = end;
     }
+    drop(tx);
+    // Free the remaining pages here too, until the checker is done.
+    recycle.iter().for_each(drop);
 }
 
 /// Checks pages in order; returns the hash of the last record (the genesis hash if none).
@@ -354,18 +367,19 @@ fn check_pages(
     blob_refs: &dyn Fn(&Record) -> Vec<BlobHash>,
     report: &mut VerifyReport,
     pages: mpsc::Receiver<Result<Page, (u64, String)>>,
+    recycle: mpsc::Sender<Page>,
 ) -> Result<Hash, (u64, Problem)> {
     let mut prev = GENESIS_HASH;
     let mut next = 1u64;
     let mut good_blobs = BTreeSet::new();
     for page in pages {
         let page = page.map_err(|(seq, error)| (seq, Problem::ReadFailed { error }))?;
-        for item in page.records {
+        for item in &page.records {
             if item.key != next {
                 return Err((next, Problem::Missing));
             }
             report.bytes_read += item.len as u64;
-            let (record, stored) = item.decoded.map_err(|e| {
+            let (record, stored) = item.decoded.as_ref().map_err(|e| {
                 (
                     next,
                     Problem::Undecodable {
@@ -373,10 +387,11 @@ fn check_pages(
                     },
                 )
             })?;
+            let stored = *stored;
             if record.seq != next {
                 return Err((next, Problem::SeqMismatch { found: record.seq }));
             }
-            let input = hash_input(&record);
+            let input = hash_input(record);
             report.bytes_hashed += input.len() as u64;
             let computed = sha3_256(&input);
             if computed != stored {
@@ -391,7 +406,7 @@ fn check_pages(
                     },
                 ));
             }
-            for blob in blob_refs(&record) {
+            for blob in blob_refs(record) {
                 if good_blobs.contains(&blob) {
                     continue;
                 }
@@ -418,6 +433,8 @@ fn check_pages(
             // The page ended early: the next record is gone.
             return Err((next, Problem::Missing));
         }
+        // A closed channel only means the reader stopped; the page is then freed here.
+        let _ = recycle.send(page);
     }
     Ok(prev)
 }
