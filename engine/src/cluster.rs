@@ -100,7 +100,7 @@ impl PgBinaries {
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(dir) = explicit {
             candidates.push(dir.to_path_buf());
-        } else if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+        } else if let Some(dir) = std::env::var_os(BIN_DIR_ENV).filter(|d| !d.is_empty()) {
             candidates.push(PathBuf::from(dir));
         } else {
             if let Some(path) = std::env::var_os("PATH") {

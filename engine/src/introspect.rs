@@ -250,7 +250,7 @@ fn read_relations(catalog: &mut Catalog, rows: &[Row]) -> Result<Rels, Introspec
                 let definition = normalized(
                     || format!("view {schema_name}.{name}"),
                     &text,
-                    normalize::query,
+                    normalize::view_query,
                 )?;
                 schema.views.insert(
                     name.clone(),

