@@ -1,6 +1,6 @@
 # The two commands of the README. Both set up what they need on a fresh Debian machine.
 CARGO ?= cargo
-PG_MATRIX ?= 14 16
+PG_MATRIX ?= 14 16 17 18
 
 .PHONY: setup build demo test test-matrix lint bench
 

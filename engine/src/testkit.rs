@@ -33,3 +33,28 @@ pub async fn fresh_database(prefix: &str) -> Result<String, ClusterError> {
     cluster.create_database(&name).await?;
     Ok(name)
 }
+
+/// Environment variable naming the folder of corpus schemas (Chinook, Pagila).
+pub const CORPUS_ENV: &str = "LOCKPLANE_CORPUS";
+
+/// The SQL of corpus schema `file` (e.g. `pagila-schema.sql`), from `$LOCKPLANE_CORPUS` or the
+/// `shared/corpus` folder beside the repository. `None`, with a one-line notice on stderr,
+/// when neither has it (a user's clone has no `shared/`).
+pub fn corpus_sql(file: &str) -> Option<String> {
+    let dir = std::env::var_os(CORPUS_ENV)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")
+        });
+    let path = dir.join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(sql) => Some(sql),
+        Err(_) => {
+            eprintln!(
+                "corpus {} not found (set {CORPUS_ENV}); skipping",
+                path.display()
+            );
+            None
+        }
+    }
+}
