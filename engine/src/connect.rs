@@ -66,7 +66,7 @@ fn from_pg_env() -> Option<Config> {
     if let Some(password) = var("PGPASSWORD") {
         config.password(password);
     }
-    config.application_name(&var("PGAPPNAME").unwrap_or_else(|| "lockplane".into()));
+    config.application_name(var("PGAPPNAME").unwrap_or_else(|| "lockplane".into()));
     Some(config)
 }
 
