@@ -30,19 +30,32 @@ impl fmt::Display for CatalogHash {
 /// Errors building canonical bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum CanonicalError {
-    /// The value could not be represented as JSON.
-    #[error("value cannot be serialised as JSON: {0}")]
-    Serialize(#[from] serde_json::Error),
+    /// The value's `Serialize` implementation failed.
+    #[error("value cannot be serialised: {0}")]
+    Serialize(String),
     /// RFC 8785 only allows finite numbers; the manifest never holds floats, so this is a bug.
     #[error("non-integer number {0} has no canonical form here")]
     Number(String),
+    /// JSON object keys are strings.
+    #[error("map key is not a string")]
+    KeyNotString,
+}
+
+impl serde::ser::Error for CanonicalError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        CanonicalError::Serialize(msg.to_string())
+    }
 }
 
 /// The RFC 8785 canonical JSON bytes of `value`.
+///
+/// Written by a serde serializer of its own rather than through `serde_json::Value`: the
+/// manifest of a large database is megabytes, and building a value tree only to sort it cost
+/// more than the whole catalog read. Objects are written in place and reordered only when their
+/// keys did not arrive sorted (struct fields arrive in declaration order).
 pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
-    let value = serde_json::to_value(value)?;
-    let mut out = Vec::with_capacity(4096);
-    write_canonical(&value, &mut out)?;
+    let mut out = Vec::with_capacity(64 * 1024);
+    value.serialize(Canonical { out: &mut out })?;
     Ok(out)
 }
 
@@ -60,50 +73,472 @@ pub fn catalog_hash(catalog: &Catalog) -> Result<CatalogHash, CanonicalError> {
     )))
 }
 
-fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
-    use serde_json::Value;
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => {
-            // Integers print the same in ES6 number serialisation and in Rust; floats would
-            // need the ES6 shortest round-trip algorithm, which nothing here needs.
-            if n.is_i64() || n.is_u64() {
-                out.extend_from_slice(n.to_string().as_bytes());
-            } else {
-                return Err(CanonicalError::Number(n.to_string()));
+/// RFC 8785 §3.2.3 orders members by the UTF-16 code units of their names. That equals UTF-8
+/// byte order unless a name holds a character at or above U+E000 (surrogate pairs sort below
+/// it in UTF-16, above it in UTF-8), so bytes are compared unless such a character is present.
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let high = |s: &str| s.chars().any(|c| c >= '\u{E000}');
+    if high(a) || high(b) {
+        a.encode_utf16().cmp(b.encode_utf16())
+    } else {
+        a.cmp(b)
+    }
+}
+
+struct Canonical<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+/// An array being written: elements go straight to the output.
+struct CanonicalSeq<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+    /// Closing text: `]`, or `]}` for a tuple variant.
+    close: &'static [u8],
+}
+
+/// An object being written. Members are written in arrival order; `end` reorders them if
+/// their names did not arrive sorted.
+struct CanonicalMap<'a> {
+    out: &'a mut Vec<u8>,
+    /// Offset just after `{`.
+    start: usize,
+    /// Each member's name and the byte range of `"name":value` (without the comma).
+    members: Vec<(std::borrow::Cow<'static, str>, std::ops::Range<usize>)>,
+    pending_key: Option<String>,
+    /// Closing text: `}`, or `}}` for a struct variant.
+    close: &'static [u8],
+}
+
+impl CanonicalMap<'_> {
+    fn member<T: Serialize + ?Sized>(
+        &mut self,
+        key: std::borrow::Cow<'static, str>,
+        value: &T,
+    ) -> Result<(), CanonicalError> {
+        if !self.members.is_empty() {
+            self.out.push(b',');
+        }
+        let begin = self.out.len();
+        write_string(&key, self.out);
+        self.out.push(b':');
+        value.serialize(Canonical { out: self.out })?;
+        self.members.push((key, begin..self.out.len()));
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), CanonicalError> {
+        let sorted = self
+            .members
+            .windows(2)
+            .all(|w| key_order(&w[0].0, &w[1].0) == std::cmp::Ordering::Less);
+        if !sorted {
+            let written = self.out.split_off(self.start);
+            let mut members = self.members;
+            members.sort_by(|a, b| key_order(&a.0, &b.0));
+            for (i, (_, range)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    self.out.push(b',');
+                }
+                let (from, to) = (range.start - self.start, range.end - self.start);
+                self.out.extend_from_slice(&written[from..to]);
             }
         }
-        Value::String(s) => write_string(s, out),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out)?;
-            }
-            out.push(b']');
-        }
-        Value::Object(members) => {
-            let mut sorted: Vec<(&String, &Value)> = members.iter().collect();
-            // RFC 8785 §3.2.3: sort by UTF-16 code units, which differs from UTF-8 byte order
-            // only for characters beyond the BMP versus U+E000..U+FFFF.
-            sorted.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            out.push(b'{');
-            for (i, (key, item)) in sorted.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                write_canonical(item, out)?;
-            }
-            out.push(b'}');
+        self.out.extend_from_slice(self.close);
+        Ok(())
+    }
+}
+
+impl<'a> Canonical<'a> {
+    fn map(self, close: &'static [u8]) -> CanonicalMap<'a> {
+        self.out.push(b'{');
+        let start = self.out.len();
+        CanonicalMap {
+            out: self.out,
+            start,
+            members: Vec::new(),
+            pending_key: None,
+            close,
         }
     }
-    Ok(())
+
+    fn seq(self, close: &'static [u8]) -> CanonicalSeq<'a> {
+        self.out.push(b'[');
+        CanonicalSeq {
+            out: self.out,
+            first: true,
+            close,
+        }
+    }
+
+    /// `{"variant":` — the opening of an externally tagged enum value.
+    fn variant_open(&mut self, variant: &str) {
+        self.out.push(b'{');
+        write_string(variant, self.out);
+        self.out.push(b':');
+    }
+
+    fn integer(self, text: String) -> Result<(), CanonicalError> {
+        self.out.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+}
+
+impl<'a> serde::Serializer for Canonical<'a> {
+    type Ok = ();
+    type Error = CanonicalError;
+    type SerializeSeq = CanonicalSeq<'a>;
+    type SerializeTuple = CanonicalSeq<'a>;
+    type SerializeTupleStruct = CanonicalSeq<'a>;
+    type SerializeTupleVariant = CanonicalSeq<'a>;
+    type SerializeMap = CanonicalMap<'a>;
+    type SerializeStruct = CanonicalMap<'a>;
+    type SerializeStructVariant = CanonicalMap<'a>;
+
+    fn serialize_bool(self, v: bool) -> Result<(), CanonicalError> {
+        self.out
+            .extend_from_slice(if v { b"true" as &[u8] } else { b"false" });
+        Ok(())
+    }
+    fn serialize_i8(self, v: i8) -> Result<(), CanonicalError> {
+        self.integer(v.to_string())
+    }
+    fn serialize_i16(self, v: i16) -> Result<(), CanonicalError> {
+        self.integer(v.to_string())
+    }
+    fn serialize_i32(self, v: i32) -> Result<(), CanonicalError> {
+        self.integer(v.to_string())
+    }
+    fn serialize_i64(self, v: i64) -> Result<(), CanonicalError> {
+        self.integer(v.to_string())
+    }
+    fn serialize_u8(self, v: u8) -> Result<(), CanonicalError> {
+        self.integer(v.to_string())
+    }
+    fn serialize_u16(self, v: u16) -> Result<(), CanonicalError> {
+        self.integer(v.to_string())
+    }
+    fn serialize_u32(self, v: u32) -> Result<(), CanonicalError> {
+        self.integer(v.to_string())
+    }
+    fn serialize_u64(self, v: u64) -> Result<(), CanonicalError> {
+        self.integer(v.to_string())
+    }
+    fn serialize_f32(self, v: f32) -> Result<(), CanonicalError> {
+        Err(CanonicalError::Number(v.to_string()))
+    }
+    fn serialize_f64(self, v: f64) -> Result<(), CanonicalError> {
+        Err(CanonicalError::Number(v.to_string()))
+    }
+    fn serialize_char(self, v: char) -> Result<(), CanonicalError> {
+        write_string(v.encode_utf8(&mut [0u8; 4]), self.out);
+        Ok(())
+    }
+    fn serialize_str(self, v: &str) -> Result<(), CanonicalError> {
+        write_string(v, self.out);
+        Ok(())
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<(), CanonicalError> {
+        use serde::ser::SerializeSeq;
+        let mut seq = self.seq(b"]");
+        for b in v {
+            seq.serialize_element(b)?;
+        }
+        seq.end()
+    }
+    fn serialize_none(self) -> Result<(), CanonicalError> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), CanonicalError> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), CanonicalError> {
+        self.serialize_none()
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), CanonicalError> {
+        self.serialize_none()
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+    ) -> Result<(), CanonicalError> {
+        self.serialize_str(variant)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), CanonicalError> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        mut self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), CanonicalError> {
+        self.variant_open(variant);
+        value.serialize(Canonical { out: self.out })?;
+        self.out.push(b'}');
+        Ok(())
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<CanonicalSeq<'a>, CanonicalError> {
+        Ok(self.seq(b"]"))
+    }
+    fn serialize_tuple(self, _: usize) -> Result<CanonicalSeq<'a>, CanonicalError> {
+        Ok(self.seq(b"]"))
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<CanonicalSeq<'a>, CanonicalError> {
+        Ok(self.seq(b"]"))
+    }
+    fn serialize_tuple_variant(
+        mut self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        _: usize,
+    ) -> Result<CanonicalSeq<'a>, CanonicalError> {
+        self.variant_open(variant);
+        Ok(self.seq(b"]}"))
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<CanonicalMap<'a>, CanonicalError> {
+        Ok(self.map(b"}"))
+    }
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<CanonicalMap<'a>, CanonicalError> {
+        Ok(self.map(b"}"))
+    }
+    fn serialize_struct_variant(
+        mut self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        _: usize,
+    ) -> Result<CanonicalMap<'a>, CanonicalError> {
+        self.variant_open(variant);
+        Ok(self.map(b"}}"))
+    }
+}
+
+impl CanonicalSeq<'_> {
+    fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonicalError> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        value.serialize(Canonical { out: self.out })
+    }
+
+    fn close(self) -> Result<(), CanonicalError> {
+        self.out.extend_from_slice(self.close);
+        Ok(())
+    }
+}
+
+macro_rules! seq_impl {
+    ($trait:ident, $method:ident) => {
+        impl serde::ser::$trait for CanonicalSeq<'_> {
+            type Ok = ();
+            type Error = CanonicalError;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonicalError> {
+                self.element(value)
+            }
+            fn end(self) -> Result<(), CanonicalError> {
+                self.close()
+            }
+        }
+    };
+}
+seq_impl!(SerializeSeq, serialize_element);
+seq_impl!(SerializeTuple, serialize_element);
+seq_impl!(SerializeTupleStruct, serialize_field);
+seq_impl!(SerializeTupleVariant, serialize_field);
+
+impl serde::ser::SerializeMap for CanonicalMap<'_> {
+    type Ok = ();
+    type Error = CanonicalError;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), CanonicalError> {
+        self.pending_key = Some(key.serialize(KeyText)?);
+        Ok(())
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonicalError> {
+        let key = self
+            .pending_key
+            .take()
+            .ok_or(CanonicalError::KeyNotString)?;
+        self.member(key.into(), value)
+    }
+    fn end(self) -> Result<(), CanonicalError> {
+        self.finish()
+    }
+}
+
+macro_rules! struct_impl {
+    ($trait:ident) => {
+        impl serde::ser::$trait for CanonicalMap<'_> {
+            type Ok = ();
+            type Error = CanonicalError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), CanonicalError> {
+                self.member(key.into(), value)
+            }
+            fn end(self) -> Result<(), CanonicalError> {
+                self.finish()
+            }
+        }
+    };
+}
+struct_impl!(SerializeStruct);
+struct_impl!(SerializeStructVariant);
+
+/// Turns a map key into its text: strings as they are, integers in decimal (as serde_json
+/// does); anything else is not a JSON object key.
+struct KeyText;
+
+impl serde::Serializer for KeyText {
+    type Ok = String;
+    type Error = CanonicalError;
+    type SerializeSeq = serde::ser::Impossible<String, CanonicalError>;
+    type SerializeTuple = serde::ser::Impossible<String, CanonicalError>;
+    type SerializeTupleStruct = serde::ser::Impossible<String, CanonicalError>;
+    type SerializeTupleVariant = serde::ser::Impossible<String, CanonicalError>;
+    type SerializeMap = serde::ser::Impossible<String, CanonicalError>;
+    type SerializeStruct = serde::ser::Impossible<String, CanonicalError>;
+    type SerializeStructVariant = serde::ser::Impossible<String, CanonicalError>;
+
+    fn serialize_str(self, v: &str) -> Result<String, CanonicalError> {
+        Ok(v.to_owned())
+    }
+    fn serialize_char(self, v: char) -> Result<String, CanonicalError> {
+        Ok(v.to_string())
+    }
+    fn serialize_i64(self, v: i64) -> Result<String, CanonicalError> {
+        Ok(v.to_string())
+    }
+    fn serialize_u64(self, v: u64) -> Result<String, CanonicalError> {
+        Ok(v.to_string())
+    }
+    fn serialize_i32(self, v: i32) -> Result<String, CanonicalError> {
+        Ok(v.to_string())
+    }
+    fn serialize_u32(self, v: u32) -> Result<String, CanonicalError> {
+        Ok(v.to_string())
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+    ) -> Result<String, CanonicalError> {
+        Ok(variant.to_owned())
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<String, CanonicalError> {
+        value.serialize(self)
+    }
+    fn serialize_bool(self, _: bool) -> Result<String, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_i8(self, v: i8) -> Result<String, CanonicalError> {
+        Ok(v.to_string())
+    }
+    fn serialize_i16(self, v: i16) -> Result<String, CanonicalError> {
+        Ok(v.to_string())
+    }
+    fn serialize_u8(self, v: u8) -> Result<String, CanonicalError> {
+        Ok(v.to_string())
+    }
+    fn serialize_u16(self, v: u16) -> Result<String, CanonicalError> {
+        Ok(v.to_string())
+    }
+    fn serialize_f32(self, _: f32) -> Result<String, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_f64(self, _: f64) -> Result<String, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<String, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_none(self) -> Result<String, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<String, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_unit(self) -> Result<String, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<String, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<String, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStruct, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, CanonicalError> {
+        Err(CanonicalError::KeyNotString)
+    }
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
@@ -160,6 +595,53 @@ mod tests {
         let v = json!({"\u{1F600}": 1, "\u{FF61}": 2});
         let s = String::from_utf8(canonical_json(&v).unwrap()).unwrap();
         assert!(s.find('\u{1F600}') < s.find('\u{FF61}'), "{s}");
+    }
+
+    #[test]
+    fn structs_enums_and_maps_match_a_sorted_value_tree() {
+        #[derive(Serialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum Tagged {
+            Zeta { b: u8, a: Vec<i64> },
+        }
+        #[derive(Serialize)]
+        enum External {
+            New(u8),
+            Tuple(u8, bool),
+            Struct { y: u8, x: u8 },
+            Unit,
+        }
+        #[derive(Serialize)]
+        struct Outer {
+            zz: Option<String>,
+            map: std::collections::BTreeMap<String, Tagged>,
+            ext: Vec<External>,
+            aa: (u8, &'static str),
+        }
+        let mut map = std::collections::BTreeMap::new();
+        map.insert(
+            "q".to_string(),
+            Tagged::Zeta {
+                b: 1,
+                a: vec![-5, 7],
+            },
+        );
+        let value = Outer {
+            zz: None,
+            map,
+            ext: vec![
+                External::New(1),
+                External::Tuple(2, true),
+                External::Struct { y: 3, x: 4 },
+                External::Unit,
+            ],
+            aa: (9, "s"),
+        };
+        let ours = String::from_utf8(canonical_json(&value).unwrap()).unwrap();
+        assert_eq!(
+            ours,
+            r#"{"aa":[9,"s"],"ext":[{"New":1},{"Tuple":[2,true]},{"Struct":{"x":4,"y":3}},"Unit"],"map":{"q":{"a":[-5,7],"b":1,"type":"zeta"}},"zz":null}"#
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{database_with, hash_of, read};
-use lockplane_engine::catalog_hash;
+use lockplane_engine::introspect::introspect_parallel;
+use lockplane_engine::{catalog_hash, testkit, IntrospectOptions};
 
 const ENUM: &str = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');";
 const USERS: &str = "CREATE TABLE users (
@@ -131,4 +132,19 @@ async fn every_semantic_change_gives_a_different_hash() {
         }
     }
     assert_eq!(seen.len(), MUTATIONS.len() + 1);
+}
+
+#[tokio::test]
+async fn two_connections_read_the_same_catalog_as_one() {
+    let (db, mut client) = database_with(&base()).await;
+    let single = read(&mut client).await;
+    let mut helper = testkit::shared_cluster()
+        .unwrap()
+        .connect(&db)
+        .await
+        .unwrap();
+    let parallel = introspect_parallel(&mut client, &mut helper, &IntrospectOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(single, parallel);
 }

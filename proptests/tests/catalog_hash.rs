@@ -36,12 +36,10 @@ struct TableSpec {
 }
 
 fn column() -> impl Strategy<Value = ColumnSpec> {
-    (0..TYPES.len(), any::<bool>(), any::<bool>()).prop_map(|(ty, not_null, default)| {
-        ColumnSpec {
-            ty,
-            not_null,
-            default,
-        }
+    (0..TYPES.len(), any::<bool>(), any::<bool>()).prop_map(|(ty, not_null, default)| ColumnSpec {
+        ty,
+        not_null,
+        default,
     })
 }
 
