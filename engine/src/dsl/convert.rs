@@ -623,7 +623,7 @@ impl<'d> Converter<'d> {
                 self.error(
                     &format!("{path}.query"),
                     v.origin.field("query"),
-                    format!("cannot parse the query: {}", e.message),
+                    format!("cannot parse the query: {}", sql::clean(&e.message)),
                     None,
                 );
                 v.query.clone()
@@ -1107,7 +1107,6 @@ impl<'d> Converter<'d> {
         for (i, index) in t.indexes.iter().enumerate() {
             let ipath = path_or(&index.origin, || format!("{path}.indexes[{i}]"));
             if let Some((name, converted)) = self.index(index, &ipath, &t.name, &column_names) {
-                self.claim_relation(ns, &ipath, index.origin.field("name"), &name, "index");
                 if table.indexes.contains_key(&name) {
                     self.error(
                         &ipath,
@@ -1117,6 +1116,7 @@ impl<'d> Converter<'d> {
                     );
                     continue;
                 }
+                self.claim_relation(ns, &ipath, index.origin.field("name"), &name, "index");
                 table.indexes.insert(name, converted);
             }
         }
@@ -1577,7 +1577,10 @@ impl<'d> Converter<'d> {
             Err(e) => self.error(
                 path,
                 span,
-                format!("cannot normalise the exclusion definition: {}", e.message),
+                format!(
+                    "cannot normalise the exclusion definition: {}",
+                    sql::clean(&e.message)
+                ),
                 None,
             ),
         }

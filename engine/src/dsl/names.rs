@@ -223,12 +223,25 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 /// The candidate closest to `word`, when it is close enough to be a likely typo.
 pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let limit = (word.chars().count() / 2).max(2);
+    let common_prefix = |c: &str| {
+        word.chars()
+            .zip(c.chars())
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
+    // Ties go to the candidate sharing the longest prefix (`intt` → `int`, not `inet`).
     candidates
         .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, _)| *d <= limit)
+        .map(|c| {
+            (
+                edit_distance(word, c),
+                std::cmp::Reverse(common_prefix(c)),
+                *c,
+            )
+        })
+        .filter(|(d, _, _)| *d <= limit)
         .min()
-        .map(|(_, c)| c)
+        .map(|(_, _, c)| c)
         .or_else(|| {
             // `nul` for `not_null`: a prefix or suffix of a longer key is a typo too.
             candidates

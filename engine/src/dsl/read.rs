@@ -196,7 +196,11 @@ impl<'n> Obj<'n> {
     }
 
     fn field_path(&self, key: &str) -> String {
-        format!("{}.{key}", self.path)
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
     }
 }
 

@@ -9,11 +9,19 @@ use super::helpers::{HELPER_FUNCTIONS, HELPER_SCHEMA};
 
 const SELECT_PREFIX: &str = "SELECT ";
 
+/// pg_query's message without its generic prefix.
+pub fn clean(message: &str) -> String {
+    message
+        .strip_prefix("Invalid statement: ")
+        .unwrap_or(message)
+        .to_owned()
+}
+
 /// The parse tree of `SELECT <text>` as generic JSON, which reaches every node whatever its
 /// type: pg_query's own walkers cover only some node types.
 fn tree(text: &str) -> Result<(String, serde_json::Value), String> {
     let sql = format!("{SELECT_PREFIX}{text}");
-    let parsed = pg_query::parse(&sql, 0).map_err(|e| e.to_string())?;
+    let parsed = pg_query::parse(&sql, 0).map_err(|e| clean(&e.to_string()))?;
     let json = serde_json::to_value(&parsed.protobuf).map_err(|e| e.to_string())?;
     Ok((sql, json))
 }
@@ -49,7 +57,7 @@ fn strings(list: Option<&serde_json::Value>) -> Vec<&str> {
 /// positions the parser reports for them.
 pub fn expression_with_helpers(text: &str) -> Result<String, String> {
     // Validate first, so that errors are about the text as written.
-    normalize::expression(text).map_err(|e| e.message)?;
+    normalize::expression(text).map_err(|e| clean(&e.message))?;
     let (sql, json) = tree(text)?;
     let mut offsets = Vec::new();
     walk(&json, &mut |key, node| {
@@ -85,12 +93,12 @@ pub fn expression_with_helpers(text: &str) -> Result<String, String> {
     let body = qualified
         .strip_prefix(SELECT_PREFIX)
         .ok_or_else(|| "unexpected expression shape".to_owned())?;
-    normalize::expression(body).map_err(|e| e.message)
+    normalize::expression(body).map_err(|e| clean(&e.message))
 }
 
 /// Normalises an expression as is.
 pub fn expression(text: &str) -> Result<String, String> {
-    normalize::expression(text).map_err(|e| e.message)
+    normalize::expression(text).map_err(|e| clean(&e.message))
 }
 
 /// Column names referenced by an expression (the last part of each column reference).

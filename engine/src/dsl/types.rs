@@ -108,6 +108,7 @@ pub fn resolve(text: &str, scope: &dyn TypeScope) -> Result<Resolved, String> {
 
 /// Every built-in name the reader understands, for suggestions.
 pub const BUILTIN_NAMES: &[&str] = &[
+    "int",
     "bigint",
     "bigserial",
     "bit",
@@ -384,10 +385,11 @@ fn typmods(nodes: &[Node]) -> Result<Vec<i64>, String> {
 fn parse(text: &str) -> Result<TypeName, String> {
     let bad = |message: String| format!("cannot parse type `{text}`: {message}");
     // Type-name mode accepts exactly one type name: nothing can be smuggled around it.
-    pg_query::parse(text, pg_query::ParserOptions::TYPE_NAME).map_err(|e| bad(e.to_string()))?;
+    pg_query::parse(text, pg_query::ParserOptions::TYPE_NAME)
+        .map_err(|e| bad(super::sql::clean(&e.to_string())))?;
     // The newline ends a trailing `--` comment before the closing parenthesis.
     let sql = format!("CREATE TABLE t (c {text}\n)");
-    let parsed = pg_query::parse(&sql, 0).map_err(|e| bad(e.to_string()))?;
+    let parsed = pg_query::parse(&sql, 0).map_err(|e| bad(super::sql::clean(&e.to_string())))?;
     let stmt = match parsed.protobuf.stmts.as_slice() {
         [stmt] => stmt.stmt.as_ref().and_then(|n| n.node.as_ref()),
         _ => None,
