@@ -1108,12 +1108,15 @@ impl<'d> Converter<'d> {
             let ipath = path_or(&index.origin, || format!("{path}.indexes[{i}]"));
             if let Some((name, converted)) = self.index(index, &ipath, &t.name, &column_names) {
                 if table.indexes.contains_key(&name) {
-                    self.error(
-                        &ipath,
-                        index.origin.field("name"),
-                        format!("duplicate index `{name}`"),
-                        None,
-                    );
+                    let (message, hint) = if index.name.is_some() {
+                        (format!("duplicate index `{name}`"), None)
+                    } else {
+                        (
+                            format!("the default name `{name}` is already taken in this schema"),
+                            Some("give this index a `name`".to_owned()),
+                        )
+                    };
+                    self.error(&ipath, index.origin.field("name"), message, hint);
                     continue;
                 }
                 self.claim_relation(ns, &ipath, index.origin.field("name"), &name, "index");
