@@ -14,16 +14,20 @@
 //! - [`connect`]: resolving a database URL / `PG*` environment and connecting.
 //! - [`cluster`]: throwaway Postgres clusters from local server binaries.
 //! - [`testkit`]: one shared throwaway cluster per process, fresh databases on it.
+//! - [`events`]: the domain events the ledger records, and their stored encoding.
+//! - [`projection`]: what the ledger says now (plans, live hashes, history), as pure folds.
 
 #![warn(missing_docs)]
 
 pub mod catalog;
 pub mod cluster;
 pub mod connect;
+pub mod events;
 pub mod hash;
 pub mod ident;
 pub mod introspect;
 pub mod normalize;
+pub mod projection;
 pub mod testkit;
 
 pub use catalog::{Catalog, Manifest};

@@ -1,0 +1,95 @@
+//! `lockplane introspect`: read a live database into its manifest, print it, and record the
+//! reading in the ledger.
+
+use std::path::Path;
+
+use clap::ValueEnum;
+use lockplane_engine::connect::{self, ConnectError};
+use lockplane_engine::events::{self, CatalogIntrospected, Event};
+use lockplane_engine::{introspect, IntrospectOptions, Manifest};
+
+use super::{ledger, print, CliError};
+
+/// Flags of `lockplane introspect`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Database to read (else DATABASE_URL, else the PG* variables).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+    /// Only this schema (repeatable). All user schemas when omitted.
+    #[arg(long = "schema", value_name = "NAME")]
+    schemas: Vec<String>,
+    /// Read only: don't record the introspection in the ledger (and don't open it).
+    #[arg(long)]
+    no_ledger: bool,
+    /// The database's id in the ledger (its stream); default `host:port/dbname`.
+    #[arg(long, env = "LOCKPLANE_DB_ID", value_name = "ID")]
+    db_id: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Yaml,
+}
+
+/// Runs `lockplane introspect`.
+pub(crate) async fn run(ledger_path: &Path, actor: &str, args: Args) -> Result<(), CliError> {
+    // Open the ledger first: if another process holds it, say so before doing any work.
+    let store = if args.no_ledger {
+        None
+    } else {
+        Some(ledger::open(ledger_path)?)
+    };
+    let config = connect::resolve(args.database_url.as_deref())?;
+    let mut client = connect::connect(&config)
+        .await
+        .map_err(|source| ConnectError::Connect {
+            shown: connect::describe(&config),
+            source,
+        })?;
+    let server_version = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .ok()
+        .and_then(|row| row.try_get::<_, String>(0).ok());
+    let schemas = args.schemas.clone();
+    let catalog = introspect(&mut client, &IntrospectOptions { schemas }).await?;
+    let manifest = Manifest::new(catalog).map_err(|e| CliError::Output(e.to_string()))?;
+    let text = match args.format {
+        Format::Json => {
+            serde_json::to_string_pretty(&manifest).map_err(|e| CliError::Output(e.to_string()))?
+        }
+        Format::Yaml => {
+            serde_saphyr::to_string(&manifest).map_err(|e| CliError::Output(e.to_string()))?
+        }
+    };
+
+    if let Some(store) = &store {
+        let (bytes, address) =
+            events::manifest_blob(&manifest).map_err(|e| CliError::Output(e.to_string()))?;
+        let event = Event::CatalogIntrospected(CatalogIntrospected {
+            actor: actor.to_owned(),
+            database: args
+                .db_id
+                .clone()
+                .unwrap_or_else(|| events::database_id(&config)),
+            catalog_hash: manifest.catalog_hash.clone(),
+            manifest: address.clone(),
+            schemas: args.schemas,
+            server_version,
+        });
+        let head = ledger::record(store, &event, &[(&bytes, &address)])?;
+        eprintln!(
+            "lockplane: recorded {} of {} as seq {} in {}",
+            event.kind(),
+            event.database(),
+            head.seq,
+            store.path().display()
+        );
+    }
+    print(&text)
+}

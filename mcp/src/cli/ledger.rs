@@ -1,0 +1,81 @@
+//! Opening the ledger and moving events in and out of it, for the CLI commands.
+
+use std::path::Path;
+
+use lockplane_engine::events::{self, Event};
+use lockplane_store::{BlobHash, Head, NewRecord, Record, SledStore, Store};
+
+use super::CliError;
+
+/// Records read per call while walking the log.
+const PAGE: u64 = 4096;
+
+/// Opens the ledger at `path` (creating it if needed); a ledger held by another process is a
+/// [`CliError::Ledger`] naming the holder, with a hint.
+pub(crate) fn open(path: &Path) -> Result<SledStore, CliError> {
+    Ok(SledStore::open(path)?)
+}
+
+/// Stores `blobs`, then appends `event` after whatever the head is (for events that don't
+/// depend on the log's state, like an introspection). Returns the new head.
+pub(crate) fn record(
+    store: &dyn Store,
+    event: &Event,
+    blobs: &[(&[u8], &events::BlobRef)],
+) -> Result<Head, CliError> {
+    for (bytes, address) in blobs {
+        let stored = store.put_blob(bytes)?;
+        if stored.to_string() != address.as_str() {
+            return Err(CliError::Output(format!(
+                "blob stored as {stored}, but the event refers to {address}"
+            )));
+        }
+    }
+    let record = NewRecord::now(event.database(), event.kind(), events::encode(event));
+    Ok(store.append(None, vec![record])?)
+}
+
+/// Calls `each` with every record from `from_seq` to the head, in order, page by page.
+pub(crate) fn for_each_record(
+    store: &dyn Store,
+    from_seq: u64,
+    mut each: impl FnMut(Record) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    let end = store.head()?.seq.saturating_add(1);
+    let mut next = from_seq.max(1);
+    while next < end {
+        let upto = next.saturating_add(PAGE).min(end);
+        for record in store.read_range(next..upto)? {
+            each(record)?;
+        }
+        next = upto;
+    }
+    Ok(())
+}
+
+/// The record's event, checked against its kind and stream.
+pub(crate) fn decode(record: &Record) -> Result<Event, CliError> {
+    events::decode_record_payload(&record.kind, &record.stream, &record.payload).map_err(|source| {
+        CliError::Event {
+            seq: record.seq,
+            source,
+        }
+    })
+}
+
+/// The blobs a record's event refers to, as store addresses; an event that doesn't decode
+/// (or names a malformed address) yields `Err` with the reason.
+pub(crate) fn blob_refs(record: &Record) -> Result<Vec<BlobHash>, String> {
+    let event = events::decode_record_payload(&record.kind, &record.stream, &record.payload)
+        .map_err(|e| e.to_string())?;
+    event
+        .blob_refs()
+        .into_iter()
+        .map(|address| {
+            address
+                .as_str()
+                .parse::<BlobHash>()
+                .map_err(|e| format!("blob reference: {e}"))
+        })
+        .collect()
+}

@@ -1,0 +1,153 @@
+//! The human CLI: argument parsing, dispatch, and the errors it renders.
+//!
+//! - [`introspect`]: `lockplane introspect` (reads a database, records it in the ledger);
+//! - [`sandbox`]: `lockplane sandbox` (a throwaway Postgres for demos and trials);
+//! - [`audit`]: `lockplane audit …` (read, check and export the ledger);
+//! - [`ledger`]: opening the ledger and turning its records into events, shared by the above.
+
+mod audit;
+mod introspect;
+mod ledger;
+mod sandbox;
+mod time;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use lockplane_engine::cluster::ClusterError;
+use lockplane_engine::connect::ConnectError;
+use lockplane_engine::events::EventError;
+use lockplane_engine::IntrospectError;
+use lockplane_store::{StoreError, DEFAULT_LEDGER_DIR};
+use miette::Diagnostic;
+
+#[derive(Parser)]
+#[command(
+    name = "lockplane",
+    version,
+    about = "Plan, apply and audit Postgres schema changes"
+)]
+struct Cli {
+    /// Ledger directory (the hash-chained event log).
+    #[arg(
+        long,
+        global = true,
+        env = "LOCKPLANE_LEDGER",
+        default_value = DEFAULT_LEDGER_DIR,
+        value_name = "PATH"
+    )]
+    ledger: PathBuf,
+    /// Who is acting, as recorded in the ledger (an agent or user id; default `user:$USER`).
+    #[arg(long, global = true, env = "LOCKPLANE_ACTOR", value_name = "ID")]
+    actor: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read a live database into its canonical catalog manifest and print it with its hash;
+    /// record the reading (`CatalogIntrospected`, manifest as a blob) in the ledger.
+    Introspect(introspect::Args),
+    /// Start a throwaway Postgres cluster, print `DATABASE_URL=…`, and keep it running until
+    /// standard input closes or the process is interrupted; then stop and delete it.
+    Sandbox {
+        /// Directory holding initdb/pg_ctl/postgres (else $LOCKPLANE_PG_BIN, PATH,
+        /// /usr/lib/postgresql/*/bin).
+        #[arg(long)]
+        pg_bin: Option<PathBuf>,
+    },
+    /// Read, check and export the ledger.
+    Audit {
+        #[command(subcommand)]
+        command: audit::Command,
+    },
+}
+
+/// Everything the CLI can fail with, with the help a human needs to act on it.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub(crate) enum CliError {
+    #[error(transparent)]
+    #[diagnostic(code(lockplane::connect))]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    #[diagnostic(code(lockplane::introspect))]
+    Introspect(#[from] IntrospectError),
+    #[error(transparent)]
+    #[diagnostic(code(lockplane::cluster))]
+    Cluster(#[from] ClusterError),
+    #[error("cannot encode the output: {0}")]
+    #[diagnostic(code(lockplane::output))]
+    Output(String),
+    /// The ledger failed (or is held by another process: then `help` says what to do).
+    #[error("{error}")]
+    #[diagnostic(code(lockplane::ledger))]
+    Ledger {
+        error: StoreError,
+        #[help]
+        help: Option<String>,
+    },
+    /// A record's payload is not an event this build can read.
+    #[error("ledger record at seq {seq} cannot be read as an event: {source}")]
+    #[diagnostic(
+        code(lockplane::ledger::event),
+        help("run `lockplane audit verify` to check the ledger's integrity")
+    )]
+    Event {
+        seq: u64,
+        #[source]
+        source: EventError,
+    },
+    /// `audit verify` found a bad record (or an unreadable event).
+    #[error("{0}")]
+    #[diagnostic(code(lockplane::audit::verify))]
+    VerifyFailed(String),
+    /// A command was given something it can't use.
+    #[error("{0}")]
+    #[diagnostic(code(lockplane::usage))]
+    Usage(String),
+}
+
+impl From<StoreError> for CliError {
+    /// Wraps a store error, adding what to do when the ledger is held by another process.
+    fn from(error: StoreError) -> CliError {
+        let help = matches!(error, StoreError::Locked { .. }).then(|| {
+            "only one process can have a ledger open at a time. Stop that process or wait \
+             for it to exit; or use another ledger with --ledger PATH (or LOCKPLANE_LEDGER); \
+             or, to read a database without recording it, run \
+             `lockplane introspect --no-ledger`"
+                .to_owned()
+        });
+        CliError::Ledger { error, help }
+    }
+}
+
+/// Parses the command line and runs the command.
+pub(crate) async fn run() -> Result<(), CliError> {
+    let cli = Cli::parse();
+    let actor = cli.actor.unwrap_or_else(default_actor);
+    match cli.command {
+        Command::Introspect(args) => introspect::run(&cli.ledger, &actor, args).await,
+        Command::Sandbox { pg_bin } => sandbox::run(pg_bin).await,
+        Command::Audit { command } => audit::run(&cli.ledger, command),
+    }
+}
+
+/// `user:$USER`, the actor when none is given.
+fn default_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    format!("user:{user}")
+}
+
+/// Writes `text` and a newline to standard output.
+pub(crate) fn print(text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|_| out.flush())
+        .map_err(|e| CliError::Output(e.to_string()))
+}
