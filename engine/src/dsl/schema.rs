@@ -66,6 +66,20 @@ fn object(keys: &[&str], properties: Vec<(&str, Value)>, required: &[&str]) -> V
     })
 }
 
+/// An object schema that also accepts other JSON types: keywords like `properties` apply only
+/// to objects, so no `oneOf` is needed and validators report errors at the offending key.
+fn or_also(mut object: Value, types: &[&str], extra: Value) -> Value {
+    if let Value::Object(map) = &mut object {
+        let mut all: Vec<Value> = types.iter().map(|t| json!(t)).collect();
+        all.push(json!("object"));
+        map.insert("type".into(), Value::Array(all));
+        if let Value::Object(extra) = extra {
+            map.extend(extra);
+        }
+    }
+    object
+}
+
 fn sequence_options() -> Vec<(&'static str, Value)> {
     vec![
         ("start", integer("START WITH")),
@@ -83,10 +97,8 @@ pub fn json_schema() -> Value {
         "description": "select, insert, update, delete, truncate, references, trigger, maintain, usage; \
                         `all` (every privilege of the object's kind, maintain excepted) and \
                         `insert_update` (insert and update) are shorthands",
-        "oneOf": [
-            { "type": "string" },
-            { "type": "array", "items": { "type": "string" } },
-        ],
+        "type": ["string", "array"],
+        "items": { "type": "string" },
     });
     let mut defs = Map::new();
     let mut def = |name: &str, value: Value| {
@@ -94,37 +106,55 @@ pub fn json_schema() -> Value {
     };
     def(
         "extension",
-        json!({ "oneOf": [
-            { "type": "string", "description": "extension name" },
-            object(EXTENSION_KEYS, vec![
-                ("name", string("extension name")),
-                ("schema", string("schema of its objects (default public)")),
-                ("required", boolean("false when the schema can live without it (default true)")),
-            ], &["name"]),
-        ]}),
+        or_also(
+            object(
+                EXTENSION_KEYS,
+                vec![
+                    ("name", string("extension name")),
+                    ("schema", string("schema of its objects (default public)")),
+                    (
+                        "required",
+                        boolean("false when the schema can live without it (default true)"),
+                    ),
+                ],
+                &["name"],
+            ),
+            &["string"],
+            json!({}),
+        ),
     );
     def(
         "schema",
-        json!({ "oneOf": [
-            { "type": "null" },
-            object(SCHEMA_KEYS, vec![
-                ("comment", string("COMMENT ON SCHEMA")),
-                ("enums", map_of("enum", "enum types by name")),
-                ("sequences", map_of("sequence", "sequences by name")),
-                ("tables", map_of("table", "tables by name")),
-                ("views", map_of("view", "views by name")),
-            ], &[]),
-        ]}),
+        or_also(
+            object(
+                SCHEMA_KEYS,
+                vec![
+                    ("comment", string("COMMENT ON SCHEMA")),
+                    ("enums", map_of("enum", "enum types by name")),
+                    ("sequences", map_of("sequence", "sequences by name")),
+                    ("tables", map_of("table", "tables by name")),
+                    ("views", map_of("view", "views by name")),
+                ],
+                &[],
+            ),
+            &["null"],
+            json!({}),
+        ),
     );
     def(
         "enum",
-        json!({ "oneOf": [
-            names("labels in sort order"),
-            object(ENUM_KEYS, vec![
-                ("labels", names("labels in sort order")),
-                ("comment", string("COMMENT ON TYPE")),
-            ], &["labels"]),
-        ]}),
+        or_also(
+            object(
+                ENUM_KEYS,
+                vec![
+                    ("labels", names("labels in sort order")),
+                    ("comment", string("COMMENT ON TYPE")),
+                ],
+                &["labels"],
+            ),
+            &["array"],
+            json!({ "items": { "type": "string" } }),
+        ),
     );
     let mut seq = vec![(
         "type",
@@ -143,7 +173,7 @@ pub fn json_schema() -> Value {
     seq.push(("comment", string("COMMENT ON SEQUENCE")));
     def(
         "sequence",
-        json!({ "oneOf": [{ "type": "null" }, object(SEQUENCE_KEYS, seq, &[])] }),
+        or_also(object(SEQUENCE_KEYS, seq, &[]), &["null"], json!({})),
     );
     def(
         "view",
@@ -211,7 +241,11 @@ pub fn json_schema() -> Value {
     identity.extend(sequence_options());
     def(
         "identity",
-        json!({ "oneOf": [words(GENERATIONS), object(IDENTITY_KEYS, identity, &["generation"])] }),
+        or_also(
+            object(IDENTITY_KEYS, identity, &["generation"]),
+            &["string"],
+            json!({ "pattern": "^(always|by_default)$" }),
+        ),
     );
     def(
         "column",
@@ -449,15 +483,7 @@ mod tests {
     use super::*;
 
     fn keys_of(schema: &Value, def: &str) -> Vec<String> {
-        let node = &schema["$defs"][def];
-        let object = if node.get("properties").is_some() {
-            node
-        } else {
-            node["oneOf"]
-                .as_array()
-                .and_then(|alts| alts.iter().find(|a| a.get("properties").is_some()))
-                .unwrap_or(node)
-        };
+        let object = &schema["$defs"][def];
         let mut keys: Vec<String> = object["properties"]
             .as_object()
             .map(|m| m.keys().cloned().collect())
