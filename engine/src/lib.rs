@@ -11,6 +11,7 @@
 //! - [`normalize`]: one parser (pg_query) to normalise expressions and queries.
 //! - [`ident`]: the one function that quotes identifiers (and one for literals).
 //! - [`introspect`]: live database → `Catalog`.
+//! - [`dsl`]: the YAML/JSON schema DSL: documents → catalogs and back, its JSON Schema.
 //! - [`connect`]: resolving a database URL / `PG*` environment and connecting.
 //! - [`cluster`]: throwaway Postgres clusters from local server binaries.
 //! - [`testkit`]: one shared throwaway cluster per process, fresh databases on it.
@@ -22,6 +23,7 @@
 pub mod catalog;
 pub mod cluster;
 pub mod connect;
+pub mod dsl;
 pub mod events;
 pub mod hash;
 pub mod ident;
@@ -32,4 +34,4 @@ pub mod testkit;
 
 pub use catalog::{Catalog, Manifest};
 pub use hash::{catalog_hash, CatalogHash};
-pub use introspect::{introspect, IntrospectError, IntrospectOptions};
+pub use introspect::{introspect, introspect_parallel, IntrospectError, IntrospectOptions};
