@@ -805,15 +805,18 @@ impl<'d> Converter<'d> {
                 Some("keep one of the two".into()),
             );
         }
-        let primary_key: Option<(
-            Option<String>,
-            Vec<String>,
-            bool,
-            bool,
-            Option<String>,
-            String,
-            Span,
-        )> = match (&t.primary_key, pk_flagged.first()) {
+        // The long form, or the column flagged `pk: true` as a one-column long form.
+        let flagged_pk = pk_flagged.first().map(|c| {
+            (
+                PrimaryKeyDecl {
+                    columns: vec![c.name.clone()],
+                    ..PrimaryKeyDecl::default()
+                },
+                path_or(&c.origin, || format!("{path}.columns")),
+                c.origin.field("pk"),
+            )
+        });
+        let primary_key = match (&t.primary_key, flagged_pk) {
             (Some(pk), _) => {
                 let ppath = path_or(&pk.origin, || format!("{path}.primary_key"));
                 self.column_list(
@@ -824,40 +827,23 @@ impl<'d> Converter<'d> {
                     "a primary key",
                     &t.name,
                 );
-                Some((
-                    pk.name.clone(),
-                    pk.columns.clone(),
-                    pk.deferrable,
-                    pk.initially_deferred,
-                    pk.comment.clone(),
-                    ppath,
-                    pk.origin.span,
-                ))
+                Some((pk.clone(), ppath, pk.origin.span))
             }
-            (None, Some(c)) => Some((
-                None,
-                vec![c.name.clone()],
-                false,
-                false,
-                None,
-                path_or(&c.origin, || format!("{path}.columns")),
-                c.origin.field("pk"),
-            )),
-            (None, None) => None,
+            (None, flagged) => flagged,
         };
-        if let Some((name, columns, deferrable, initially_deferred, comment, ppath, span)) =
-            primary_key
-        {
-            pk_columns.extend(columns.iter().cloned());
+        if let Some((pk, ppath, span)) = primary_key {
+            pk_columns.extend(pk.columns.iter().cloned());
             constraints.push(Pending {
-                explicit: name,
+                explicit: pk.name,
                 default_name: names::primary_key_name(&t.name),
                 constraint: Constraint {
-                    definition: ConstraintDef::PrimaryKey { columns },
-                    deferrable,
-                    initially_deferred,
+                    definition: ConstraintDef::PrimaryKey {
+                        columns: pk.columns,
+                    },
+                    deferrable: pk.deferrable,
+                    initially_deferred: pk.initially_deferred,
                     validated: true,
-                    comment,
+                    comment: pk.comment,
                 },
                 path: ppath,
                 span,

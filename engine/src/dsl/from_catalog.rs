@@ -233,7 +233,7 @@ fn schema_decl(catalog: &Catalog, name: &str, schema: &Schema) -> SchemaDecl {
 fn index_name_text(printed: &str, split_dots: bool) -> String {
     match split_printed_name(printed) {
         Some(parts) => {
-            let simple = |p: &String| !p.contains('"') && !(split_dots && p.contains('.'));
+            let simple = |p: &String| !(p.contains('"') || split_dots && p.contains('.'));
             match parts.as_slice() {
                 [one] if simple(one) && (split_dots || !one.is_empty()) => one.clone(),
                 [s, n] if split_dots && simple(s) && simple(n) => format!("{s}.{n}"),

@@ -436,7 +436,7 @@ pub fn to_dsl(printed: &str, schema: &str, scope: &dyn TypeScope) -> String {
     if let Some(parts) = super::names::split_printed_name(base) {
         if let [s, name] = parts.as_slice() {
             // Only drop the qualifier when reading it back finds the same type.
-            let local = s == schema && scope.find_enum(name).as_deref() == Some(schema.as_ref());
+            let local = s == schema && scope.find_enum(name).as_deref() == Some(schema);
             if local && pg_quote(name) == *name && !is_builtin_word(name) {
                 return format!("{name}{suffix}");
             }
