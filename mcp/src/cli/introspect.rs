@@ -6,7 +6,7 @@ use std::path::Path;
 use clap::ValueEnum;
 use lockplane_engine::connect::{self, ConnectError};
 use lockplane_engine::events::{self, CatalogIntrospected, Event};
-use lockplane_engine::{introspect, IntrospectOptions, Manifest};
+use lockplane_engine::{introspect_parallel, IntrospectOptions, Manifest};
 
 use super::{ledger, print, CliError};
 
@@ -45,19 +45,25 @@ pub(crate) async fn run(ledger_path: &Path, actor: &str, args: Args) -> Result<(
         Some(ledger::open(ledger_path)?)
     };
     let config = connect::resolve(args.database_url.as_deref())?;
-    let mut client = connect::connect(&config)
-        .await
-        .map_err(|source| ConnectError::Connect {
-            shown: connect::describe(&config),
-            source,
-        })?;
+    // Two connections sharing one snapshot: the server reads the catalog with two backends.
+    let connect_one = || async {
+        connect::connect(&config)
+            .await
+            .map_err(|source| ConnectError::Connect {
+                shown: connect::describe(&config),
+                source,
+            })
+    };
+    let (client, helper) = tokio::join!(connect_one(), connect_one());
+    let (mut client, mut helper) = (client?, helper?);
     let server_version = client
         .query_one("SHOW server_version", &[])
         .await
         .ok()
         .and_then(|row| row.try_get::<_, String>(0).ok());
     let schemas = args.schemas.clone();
-    let catalog = introspect(&mut client, &IntrospectOptions { schemas }).await?;
+    let catalog =
+        introspect_parallel(&mut client, &mut helper, &IntrospectOptions { schemas }).await?;
     let manifest = Manifest::new(catalog).map_err(|e| CliError::Output(e.to_string()))?;
     let text = match args.format {
         Format::Json => {

@@ -25,11 +25,18 @@ pub(crate) async fn run(pg_bin: Option<PathBuf>) -> Result<(), CliError> {
         cluster.major_version(),
         cluster.port()
     );
-    let stdin_closed = async {
-        use tokio::io::AsyncReadExt;
-        let mut stdin = tokio::io::stdin();
+    // A plain thread, not tokio's stdin: a read blocked in tokio's blocking pool would keep the
+    // runtime (and so the process) alive after a signal has stopped the cluster.
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin();
         let mut buf = [0u8; 256];
-        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        let _ = closed_tx.send(());
+    });
+    let stdin_closed = async {
+        let _ = closed_rx.await;
     };
     let terminated = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
