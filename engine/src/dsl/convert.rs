@@ -1092,7 +1092,7 @@ impl<'d> Converter<'d> {
 
         for (i, index) in t.indexes.iter().enumerate() {
             let ipath = path_or(&index.origin, || format!("{path}.indexes[{i}]"));
-            if let Some((name, converted)) = self.index(index, &ipath, &t.name, &column_names) {
+            if let Some((name, converted)) = self.index(index, &ipath, &t.name, &table.columns) {
                 if table.indexes.contains_key(&name) {
                     let (message, hint) = if index.name.is_some() {
                         (format!("duplicate index `{name}`"), None)
@@ -1622,8 +1622,10 @@ impl<'d> Converter<'d> {
         index: &IndexDecl,
         path: &str,
         table: &str,
-        column_names: &[&str],
+        columns: &BTreeMap<String, Column>,
     ) -> Option<(String, Index)> {
+        let column_names: Vec<&str> = columns.keys().map(String::as_str).collect();
+        let column_names = column_names.as_slice();
         if index.keys.is_empty() {
             // The reader has said why; a document built in code gets told here.
             if index.origin.path.is_empty() {
@@ -1718,6 +1720,16 @@ impl<'d> Converter<'d> {
                         None
                     }
                 });
+            // `pg_get_indexdef` prints a key's collation only where it differs from the
+            // column's, so the catalog never holds one equal to it.
+            let column_collation = column
+                .as_ref()
+                .and_then(|c| columns.get(c))
+                .and_then(|c| c.collation.as_deref())
+                .and_then(names::split_printed_name);
+            let collation = collation.filter(|k| {
+                column_collation.is_none() || names::split_printed_name(k) != column_collation
+            });
             keys.push(IndexKey {
                 column,
                 expression,

@@ -184,6 +184,11 @@ mod yaml {
             // Duplicates reach the reader, which reports all of them with their positions.
             duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
             with_snippet: false,
+            // YAML 1.2: `n`, `no`, `off` are names, not booleans (a column named `n`).
+            strict_booleans: true,
+            // `007` and `1_000` stay the text they look like.
+            leading_zero_numbers_as_strings: true,
+            underscored_numbers_as_strings: true,
         };
         match serde_saphyr::from_str_with_options::<Option<Spanned<Value>>>(text, options) {
             Ok(Some(root)) => Ok(node(root)),
@@ -553,7 +558,7 @@ mod tests {
 
     #[test]
     fn yaml_values_and_positions() {
-        let root = yaml("a: 1\nb:\n  - x\n  - 'true'\n  - true\nc: ~\n");
+        let root = yaml("a: 1\nb:\n  - x\n  - 'true'\n  - true\n  - n\n  - off\n  - 007\nc: ~\n");
         let Value::Map(entries) = &root.value else {
             panic!("{root:?}")
         };
@@ -567,6 +572,9 @@ mod tests {
         assert_eq!(items[1].value, Value::Str("true".into()));
         assert_eq!(items[2].value, Value::Bool(true));
         assert_eq!((items[2].span.line, items[2].span.column), (5, 5));
+        assert_eq!(items[3].value, Value::Str("n".into()));
+        assert_eq!(items[4].value, Value::Str("off".into()));
+        assert_eq!(items[5].value, Value::Str("007".into()));
         assert_eq!(entries[2].1.value, Value::Null);
     }
 
