@@ -443,3 +443,17 @@ fn errors_are_miette_diagnostics_with_source_spans() {
         "did you mean `columns`?"
     );
 }
+
+#[test]
+fn reserved_schemas() {
+    for name in ["lockplane", "pg_temp_x"] {
+        let errors = errors_of(
+            "schema.yaml",
+            &format!("version: 1\nschemas:\n  {name}: {{}}\n"),
+            Format::Yaml,
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].message, format!("schema `{name}` is reserved"));
+        assert_eq!((errors[0].line, errors[0].column), (3, 3));
+    }
+}

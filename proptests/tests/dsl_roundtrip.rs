@@ -694,3 +694,52 @@ proptest! {
         prop_assert_eq!(&back.catalog, &catalog, "{}", json);
     }
 }
+
+/// Any text, and any small edit of a valid document, gives a document or errors with
+/// positions inside the text: never a panic.
+fn check_errors_point_into(text: &str, format: Format) -> Result<(), TestCaseError> {
+    if let Err(e) = dsl::load("fuzz", text, format) {
+        prop_assert!(!e.errors.is_empty());
+        let lines = text.split('\n').count() as u32;
+        for err in &e.errors {
+            prop_assert!(
+                err.line >= 1 && err.line <= lines + 1,
+                "{err} (of {lines} lines)"
+            );
+            prop_assert!(err.offset <= text.len(), "{err}");
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in any::<String>()) {
+        check_errors_point_into(&text, Format::Yaml)?;
+        check_errors_point_into(&text, Format::Json)?;
+    }
+
+    #[test]
+    fn edited_documents_never_panic(
+        doc in document(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<bool>(), "[ -~\n\t]{0,3}"), 1..4),
+    ) {
+        let Ok(catalog) = dsl::to_catalog(&doc) else { return Ok(()) };
+        for (mut text, format) in [(dsl::to_yaml(&catalog), Format::Yaml), (dsl::to_json(&catalog), Format::Json)] {
+            for (at, delete, insert) in &edits {
+                let mut i = at.index(text.len() + 1);
+                while !text.is_char_boundary(i) {
+                    i -= 1;
+                }
+                if *delete {
+                    let end = text[i..].chars().next().map_or(i, |c| i + c.len_utf8());
+                    text.replace_range(i..end, "");
+                }
+                text.insert_str(i, insert);
+            }
+            check_errors_point_into(&text, format)?;
+        }
+    }
+}

@@ -8,6 +8,7 @@ use crate::normalize;
 
 use super::document::*;
 use super::error::DslError;
+use super::helpers::HELPER_SCHEMA;
 use super::names::{self, identifier_problem, pg_qualified, pg_quote, suggest};
 use super::privileges::{self, ObjectKind};
 use super::read::segment;
@@ -160,15 +161,6 @@ impl<'d> Converter<'d> {
     pub fn convert(&mut self) -> Catalog {
         let doc = self.doc;
         let mut catalog = Catalog::default();
-        if doc.version != DSL_VERSION && doc.origin.path.is_empty() && doc.origin.span.is_unknown()
-        {
-            self.error(
-                "version",
-                doc.origin.field("version"),
-                format!("unsupported version {}", doc.version),
-                None,
-            );
-        }
         let schema_names: BTreeSet<&str> = doc.schemas.iter().map(|s| s.name.as_str()).collect();
         for (i, ext) in doc.extensions.iter().enumerate() {
             let path = path_or(&ext.origin, || format!("extensions[{i}]"));
@@ -218,6 +210,18 @@ impl<'d> Converter<'d> {
                 format!("schemas{}", segment(&schema.name))
             });
             self.check_name(&path, schema.origin.field("name"), "schema", &schema.name);
+            if schema.name == HELPER_SCHEMA || schema.name.starts_with("pg_") {
+                self.error(
+                    &path,
+                    schema.origin.field("name"),
+                    format!("schema `{}` is reserved", schema.name),
+                    Some(if schema.name == HELPER_SCHEMA {
+                        "Lockplane keeps its helper functions there".to_owned()
+                    } else {
+                        "Postgres reserves names starting with `pg_`".to_owned()
+                    }),
+                );
+            }
             if catalog.schemas.contains_key(&schema.name) {
                 self.error(
                     &path,

@@ -185,6 +185,16 @@ fn parse_collecting(
 pub fn to_catalog(doc: &Document) -> Result<Catalog, DslErrors> {
     let mut converter = convert::Converter::new(doc);
     let catalog = converter.convert();
+    // A parsed document had its version checked by the reader; one built in code has not.
+    if doc.version != DSL_VERSION {
+        converter.errors.push(DslError::new(
+            &doc.file,
+            "version",
+            doc.origin.field("version"),
+            format!("unsupported version {}", doc.version),
+            Some(format!("this Lockplane reads version {DSL_VERSION}")),
+        ));
+    }
     if converter.errors.is_empty() {
         Ok(catalog)
     } else {

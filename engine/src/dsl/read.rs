@@ -676,6 +676,16 @@ impl<'f> Reader<'f> {
     }
 
     fn table(&mut self, name: String, span: Span, node: &Node, path: String) -> Option<TableDecl> {
+        // `t:` with nothing under it is a table without columns, as `t: {}` is.
+        let empty = Node {
+            value: Value::Map(Vec::new()),
+            span,
+        };
+        let node = if node.value == Value::Null {
+            &empty
+        } else {
+            node
+        };
         let obj = self.obj(node, &path, TABLE_KEYS)?;
         let primary_key = obj
             .get("primary_key")
