@@ -1,8 +1,8 @@
 //! The parsed DSL document: what the file says, before any of it is checked against the rest.
 //!
 //! These types mirror the file's shape, not the catalog's: shorthands stay shorthands,
-//! privileges stay as written (`insert_update`), types stay as written (`int`). [`to_catalog`]
-//! (crate::dsl::to_catalog) resolves all of that. Every item carries an [`Origin`] so that a
+//! privileges stay as written (`insert_update`), types stay as written (`int`).
+//! [`to_catalog`](crate::dsl::to_catalog) resolves all of that. Every item carries an [`Origin`] so that a
 //! problem found later (a foreign key to a missing table) still points at the right line.
 
 use std::collections::BTreeMap;

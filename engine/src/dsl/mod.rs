@@ -91,7 +91,19 @@
 //! **Collations** are written as their name (`C`, `en_US.utf8`: a dot does not qualify), or in
 //! quoted form for another schema's collation (`"myschema"."mycoll"`). Operator classes are
 //! written as their name, qualified with a dot when they come from an extension
-//! (`public.gin_trgm_ops`).
+//! (`public.gin_trgm_ops`). An index key's collation equal to its column's is dropped, as
+//! `pg_get_indexdef` drops it.
+//!
+//! **Exclusion constraints** are written as their clause (`definition: "EXCLUDE USING gist
+//! (during WITH &&)"`), which is how the catalog holds them; `DEFERRABLE` in the clause sets
+//! the constraint's flags.
+//!
+//! **YAML is read as YAML 1.2**: only `true`/`false` are booleans (`n`, `no`, `off` are
+//! strings, so a column may be named `n`), `007` and `1_000` stay text. Duplicate keys are
+//! errors. The writer still quotes YAML 1.1's boolean words, for other tools' sake.
+//!
+//! **Reserved names.** A document cannot declare schema `lockplane` (Lockplane's helpers) or a
+//! schema whose name starts with `pg_`.
 //!
 //! # What the pure conversion cannot predict
 //!
