@@ -457,3 +457,35 @@ fn reserved_schemas() {
         assert_eq!((errors[0].line, errors[0].column), (3, 3));
     }
 }
+
+#[test]
+fn exclusion_definitions_are_checked() {
+    let table = |definition: &str| {
+        format!(
+            "{HEAD}      t:\n        columns:\n          - {{ name: id, type: int }}\n          \
+             - {{ name: during, type: tstzrange }}\n        exclusions:\n          - {{ name: x, definition: \"{definition}\" }}\n"
+        )
+    };
+    for (definition, message) in [
+        ("UNIQUE (id)", "the definition must start with `EXCLUDE`"),
+        ("EXCLUDE USING gist (during WITH &&) INCLUDE (id) WHERE (id > 0)", "this exclusion definition does not survive normalisation (INCLUDE together with WHERE is not supported)"),
+        ("EXCLUDE USING gist (nope WITH &&)", "table `t` has no column `nope`"),
+    ] {
+        let errors = errors_of("schema.yaml", &table(definition), Format::Yaml);
+        assert_eq!(
+            errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+            [message],
+            "{definition}"
+        );
+        assert_eq!(errors[0].path, "schemas.public.tables.t.exclusions[0]");
+    }
+    let ok = dsl::load(
+        "schema.yaml",
+        &table("EXCLUDE USING gist (during WITH &&) DEFERRABLE INITIALLY DEFERRED"),
+        Format::Yaml,
+    )
+    .unwrap()
+    .catalog;
+    let x = &ok.schemas["public"].tables["t"].constraints["x"];
+    assert!(x.deferrable && x.initially_deferred);
+}
