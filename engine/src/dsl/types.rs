@@ -20,15 +20,6 @@ pub enum Resolved {
     Serial(&'static str),
 }
 
-/// A type name that names a user type: where to look for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserType {
-    /// The schema, when written.
-    pub schema: Option<String>,
-    /// The type's name.
-    pub name: String,
-}
-
 /// What the caller knows about user types, to resolve and check them.
 pub trait TypeScope {
     /// The schema holding an enum `name` visible from the current schema (the current schema
