@@ -5,6 +5,9 @@
 //! view bodies) comes out schema-qualified the same way whatever the caller's settings. OIDs are
 //! used only to join rows here and never reach the catalog.
 //!
+//! The `lockplane` schema holds Lockplane's own helpers (`tenant_id()`, `user_id()`, see
+//! [`crate::dsl::helpers`]) and, like the system schemas, is not part of any catalog.
+//!
 //! Expressions come from `pg_get_expr`/`pg_get_viewdef` and go through [`crate::normalize`].
 //! Index definitions come from `pg_get_indexdef` parsed with pg_query, so opclass, ordering and
 //! collation decisions are Postgres' own.
@@ -824,7 +827,7 @@ macro_rules! grantee {
 const SQL_SCHEMAS: &str = concat!(
     "SELECT n.nspname::text, pg_catalog.obj_description(n.oid, 'pg_namespace') \
      FROM pg_catalog.pg_namespace n \
-     WHERE n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' AND ",
+     WHERE n.nspname NOT IN ('information_schema', 'lockplane') AND n.nspname !~ '^pg_' AND ",
     not_extension_member!("pg_catalog.pg_namespace", "n.oid"),
     " ORDER BY 1"
 );

@@ -596,3 +596,21 @@ async fn fresh_database_is_just_public_and_plpgsql() {
     assert!(c.unsupported.is_empty());
     assert_eq!(c.format, FORMAT_VERSION);
 }
+
+#[tokio::test]
+async fn lockplanes_own_helper_schema_is_not_part_of_the_catalog() {
+    let c = catalog_of(&format!(
+        "{}
+         CREATE TABLE docs (tenant uuid);
+         ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY tenant ON docs USING (tenant = lockplane.tenant_id());",
+        lockplane_engine::dsl::helpers::install_sql()
+    ))
+    .await;
+    assert_eq!(c.schemas.keys().collect::<Vec<_>>(), ["public"]);
+    assert!(c.unsupported.is_empty(), "{:?}", c.unsupported);
+    assert_eq!(
+        table(&c, "docs").rls.policies["tenant"].using.as_deref(),
+        Some("tenant = lockplane.tenant_id()")
+    );
+}

@@ -136,3 +136,71 @@ async fn prints_the_manifest_and_the_same_hash_as_the_library() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn yaml_output_is_a_dsl_document_that_validates_to_the_same_hash() {
+    let db = testkit::fresh_database("cli_yaml").await.expect("database");
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let client = cluster.connect(&db).await.expect("connect");
+    client
+        .batch_execute(
+            "CREATE TYPE state AS ENUM ('open', 'done');
+             CREATE TABLE users (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email text NOT NULL UNIQUE);
+             CREATE TABLE todos (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+               owner uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+               state state NOT NULL DEFAULT 'open', title text);
+             CREATE INDEX todos_open ON todos (owner) WHERE state = 'open';
+             COMMENT ON TABLE todos IS 'things to do';",
+        )
+        .await
+        .expect("schema");
+    let url = cluster.url(&db);
+    let json = lockplane(&["introspect", "--no-ledger", "--database-url", &url], &[]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let manifest: Value = serde_json::from_slice(&json.stdout).expect("manifest");
+
+    let yaml = lockplane(
+        &[
+            "introspect",
+            "--no-ledger",
+            "--database-url",
+            &url,
+            "--format",
+            "yaml",
+        ],
+        &[],
+    );
+    assert!(yaml.status.success(), "{}", stderr(&yaml));
+    let text = String::from_utf8(yaml.stdout).expect("utf-8");
+    let hash = manifest["catalog_hash"].as_str().expect("hash");
+    assert!(
+        text.starts_with(&format!("# catalog_hash: {hash}")),
+        "{text}"
+    );
+    assert!(text.contains("version: 1"), "{text}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("schema.yaml");
+    std::fs::write(&file, &text).expect("write");
+    let checked = lockplane(&["validate", file.to_str().expect("path")], &[]);
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    let out = String::from_utf8_lossy(&checked.stdout);
+    assert!(out.contains(&format!("document hash: {hash}")), "{out}");
+
+    // A broken document is refused with its place.
+    std::fs::write(&file, "version: 1\nschemas:\n  public:\n    tables:\n      t:\n        columns:\n          - { name: a, typ: int }\n").expect("write");
+    let broken = lockplane(&["validate", file.to_str().expect("path")], &[]);
+    assert!(!broken.status.success());
+    let err = stderr(&broken);
+    assert!(err.contains("schema.yaml:7:"), "{err}");
+    assert!(err.contains("did you mean `type`"), "{err}");
+}
+
+#[test]
+fn schema_prints_the_dsl_json_schema() {
+    let out = lockplane(&["schema"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let schema: Value = serde_json::from_slice(&out.stdout).expect("JSON Schema");
+    assert_eq!(schema, lockplane_engine::dsl::json_schema());
+    assert!(schema["properties"]["schemas"].is_object(), "{schema}");
+}

@@ -16,7 +16,8 @@ pub(crate) struct Args {
     /// Database to read (else DATABASE_URL, else the PG* variables).
     #[arg(long)]
     database_url: Option<String>,
-    /// Output format.
+    /// Output format: `json`, the manifest `{catalog, catalog_hash}`; `yaml`, the catalog as a
+    /// DSL document (reproduces the catalog when planned against an empty database).
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
     /// Only this schema (repeatable). All user schemas when omitted.
@@ -69,9 +70,11 @@ pub(crate) async fn run(ledger_path: &Path, actor: &str, args: Args) -> Result<(
         Format::Json => {
             serde_json::to_string_pretty(&manifest).map_err(|e| CliError::Output(e.to_string()))?
         }
-        Format::Yaml => {
-            serde_saphyr::to_string(&manifest).map_err(|e| CliError::Output(e.to_string()))?
-        }
+        Format::Yaml => format!(
+            "# catalog_hash: {}\n{}",
+            manifest.catalog_hash,
+            lockplane_engine::dsl::to_yaml(&manifest.catalog)
+        ),
     };
 
     if let Some(store) = &store {
