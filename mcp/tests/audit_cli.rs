@@ -528,6 +528,24 @@ fn a_held_ledger_gives_a_clear_locked_error() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn with_ledger_wait_a_command_gets_in_once_the_holder_lets_go() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let ledger = dir.path().join("ledger");
+    build(&ledger)?;
+    let held = SledStore::open(&ledger)?;
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        drop(held);
+    });
+    let started = std::time::Instant::now();
+    let log = ok(&ledger, &["--ledger-wait", "30", "audit", "log", "--json"])?;
+    release.join().map_err(|_| "release thread panicked")?;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1000));
+    assert!(!log.trim().is_empty());
+    Ok(())
+}
+
 #[tokio::test]
 async fn introspect_records_the_reading_in_the_ledger() -> TestResult {
     let name = testkit::fresh_database("audit_cli").await?;

@@ -12,7 +12,6 @@
 //!   so the chain can be rechecked with other tools.
 
 use std::cell::RefCell;
-use std::path::Path;
 
 use clap::{Subcommand, ValueEnum};
 use lockplane_engine::events::{short, Event};
@@ -80,7 +79,8 @@ pub(crate) enum ExportFormat {
 }
 
 /// Runs an `audit` subcommand against the ledger at `path`.
-pub(crate) fn run(path: &Path, command: Command) -> Result<(), CliError> {
+pub(crate) fn run(at: &ledger::LedgerAt, command: Command) -> Result<(), CliError> {
+    let path = at.path.as_path();
     // Reading commands don't create a ledger where there is none (a mistyped --ledger).
     if !path.join(SLED_DIR_NAME).is_dir() {
         return Err(CliError::Usage(format!(
@@ -89,7 +89,7 @@ pub(crate) fn run(path: &Path, command: Command) -> Result<(), CliError> {
             path.display()
         )));
     }
-    let store = ledger::open(path)?;
+    let store = ledger::open(at)?;
     match command {
         Command::Checkpoint => checkpoint(&store),
         Command::Verify { checkpoint, json } => {

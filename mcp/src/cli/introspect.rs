@@ -1,8 +1,6 @@
 //! `lockplane introspect`: read a live database into its manifest, print it, and record the
 //! reading in the ledger.
 
-use std::path::Path;
-
 use clap::ValueEnum;
 use lockplane_engine::connect::{self, ConnectError};
 use lockplane_engine::events::{self, CatalogIntrospected, Event};
@@ -38,12 +36,12 @@ enum Format {
 }
 
 /// Runs `lockplane introspect`.
-pub(crate) async fn run(ledger_path: &Path, actor: &str, args: Args) -> Result<(), CliError> {
+pub(crate) async fn run(at: &ledger::LedgerAt, actor: &str, args: Args) -> Result<(), CliError> {
     // Open the ledger first: if another process holds it, say so before doing any work.
     let store = if args.no_ledger {
         None
     } else {
-        Some(ledger::open(ledger_path)?)
+        Some(ledger::open(at)?)
     };
     let config = connect::resolve(args.database_url.as_deref())?;
     // Two connections sharing one snapshot: the server reads the catalog with two backends.

@@ -1,7 +1,5 @@
 //! Opening the ledger and moving events in and out of it, for the CLI commands.
 
-use std::path::Path;
-
 use lockplane_engine::events::{self, Event};
 use lockplane_store::{BlobHash, Head, NewRecord, Record, SledStore, Store};
 
@@ -12,8 +10,21 @@ const PAGE: u64 = 4096;
 
 /// Opens the ledger at `path` (creating it if needed); a ledger held by another process is a
 /// [`CliError::Ledger`] naming the holder, with a hint.
-pub(crate) fn open(path: &Path) -> Result<SledStore, CliError> {
-    Ok(SledStore::open(path)?)
+pub(crate) fn open(at: &LedgerAt) -> Result<SledStore, CliError> {
+    if at.wait.is_zero() {
+        Ok(SledStore::open(&at.path)?)
+    } else {
+        Ok(SledStore::open_waiting(&at.path, at.wait)?)
+    }
+}
+
+/// Where the ledger is, and how long to wait for another process that holds it (a running
+/// `lockplane` releases it when its command ends).
+pub(crate) struct LedgerAt {
+    /// The ledger directory.
+    pub(crate) path: std::path::PathBuf,
+    /// How long to retry while another process holds the ledger.
+    pub(crate) wait: std::time::Duration,
 }
 
 /// Stores `blobs`, then appends `event` after whatever the head is (for events that don't

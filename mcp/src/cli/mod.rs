@@ -38,6 +38,16 @@ struct Cli {
         value_name = "PATH"
     )]
     ledger: PathBuf,
+    /// Seconds to wait while another lockplane process holds the ledger (it is released when
+    /// that command ends); 0 fails at once, naming the holder.
+    #[arg(
+        long,
+        global = true,
+        env = "LOCKPLANE_LEDGER_WAIT",
+        default_value_t = 0,
+        value_name = "SECONDS"
+    )]
+    ledger_wait: u64,
     /// Who is acting, as recorded in the ledger (an agent or user id; default `user:$USER`).
     #[arg(long, global = true, env = "LOCKPLANE_ACTOR", value_name = "ID")]
     actor: Option<String>,
@@ -147,15 +157,19 @@ impl From<StoreError> for CliError {
 pub(crate) async fn run() -> Result<(), CliError> {
     let cli = Cli::parse();
     let actor = cli.actor.unwrap_or_else(default_actor);
+    let at = ledger::LedgerAt {
+        path: cli.ledger,
+        wait: std::time::Duration::from_secs(cli.ledger_wait),
+    };
     match cli.command {
-        Command::Introspect(args) => introspect::run(&cli.ledger, &actor, args).await,
+        Command::Introspect(args) => introspect::run(&at, &actor, args).await,
         Command::Sandbox { pg_bin } => sandbox::run(pg_bin).await,
         Command::Validate { file } => validate(&file),
         Command::Schema => print(
             &serde_json::to_string_pretty(&lockplane_engine::dsl::json_schema())
                 .map_err(|e| CliError::Output(e.to_string()))?,
         ),
-        Command::Audit { command } => audit::run(&cli.ledger, command),
+        Command::Audit { command } => audit::run(&at, command),
     }
 }
 
