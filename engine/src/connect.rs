@@ -70,8 +70,9 @@ fn from_pg_env() -> Option<Config> {
     Some(config)
 }
 
-/// A description of `config` fit for messages and logs: never the password.
-pub fn describe(config: &Config) -> String {
+/// The first host (a name, or a socket directory) and port of `config`, with Postgres'
+/// defaults where unset.
+pub fn host_port(config: &Config) -> (String, u16) {
     let host = config
         .get_hosts()
         .first()
@@ -81,6 +82,12 @@ pub fn describe(config: &Config) -> String {
         })
         .unwrap_or_else(|| "localhost".into());
     let port = config.get_ports().first().copied().unwrap_or(5432);
+    (host, port)
+}
+
+/// A description of `config` fit for messages and logs: never the password.
+pub fn describe(config: &Config) -> String {
+    let (host, port) = host_port(config);
     format!(
         "postgres://{}@{host}:{port}/{}",
         config.get_user().unwrap_or("?"),

@@ -96,15 +96,7 @@ pub fn manifest_blob(manifest: &Manifest) -> Result<(Vec<u8>, BlobRef), Canonica
 /// The same database reached under another host name gets another id; callers that need one
 /// id across addresses configure it explicitly.
 pub fn database_id(config: &tokio_postgres::Config) -> String {
-    let host = config
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => name.clone(),
-            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let (host, port) = crate::connect::host_port(config);
     let dbname = config
         .get_dbname()
         .or(config.get_user())
