@@ -1,0 +1,810 @@
+//! Golden transitions against a real server: schema A in one fresh database, schema B in
+//! another; plan(A → B) must be exactly the expected SQL, applying it to A's database must
+//! reach B's hash, the reverse plan applied after it must come back to A's hash, and
+//! plan(B → B) must be empty.
+//!
+//! Set `LOCKPLANE_GOLDEN_PRINT=1` to print the planned SQL of every case instead of failing on
+//! a difference (to write the expectation of a new case; read it before pasting it).
+
+mod common;
+
+use common::{database_with, read};
+use lockplane_engine::catalog::Catalog;
+use lockplane_engine::diff::Renames;
+use lockplane_engine::plan::{plan, read_stats, reverse, Plan, PlanError};
+use lockplane_engine::{catalog_hash, testkit};
+use tokio_postgres::Client;
+
+/// Runs a plan the way the executor will: the transactional steps in one transaction with a
+/// lock timeout, the non-transactional ones alone, in plan order.
+async fn apply(client: &Client, plan: &Plan) {
+    let mut i = 0;
+    let steps = &plan.steps;
+    while i < steps.len() {
+        if steps[i].transactional {
+            let mut sql = String::from("BEGIN;\nSET LOCAL lock_timeout = '5s';\n");
+            while i < steps.len() && steps[i].transactional {
+                sql.push_str(&steps[i].sql);
+                sql.push_str(";\n");
+                i += 1;
+            }
+            sql.push_str("COMMIT;");
+            if let Err(e) = client.batch_execute(&sql).await {
+                let _ = client.batch_execute("ROLLBACK").await;
+                panic!("transaction failed: {e:?}\n{sql}");
+            }
+        } else {
+            client
+                .batch_execute(&steps[i].sql)
+                .await
+                .unwrap_or_else(|e| panic!("step failed: {e:?}\n{}", steps[i].sql));
+            i += 1;
+        }
+    }
+}
+
+struct Case<'a> {
+    name: &'a str,
+    a: &'a str,
+    b: &'a str,
+    renames: Renames,
+    expected: &'a [&'a str],
+    /// The reverse must be refused (it would remove enum labels that are in use).
+    one_way: bool,
+}
+
+async fn run(case: Case<'_>) -> Plan {
+    let (_, mut client_a) = database_with(case.a).await;
+    let (_, mut client_b) = database_with(case.b).await;
+    let cat_a: Catalog = read(&mut client_a).await;
+    let cat_b: Catalog = read(&mut client_b).await;
+    let hash_a = catalog_hash(&cat_a).expect("hash");
+    let hash_b = catalog_hash(&cat_b).expect("hash");
+    assert_ne!(hash_a, hash_b, "{}: A and B are the same schema", case.name);
+
+    let stats = read_stats(&client_a).await.expect("stats");
+    let forward = plan(&cat_a, &cat_b, &case.renames, &stats, "golden")
+        .unwrap_or_else(|e| panic!("{}: plan failed: {e}", case.name));
+    let sql: Vec<&str> = forward.steps.iter().map(|s| s.sql.as_str()).collect();
+    if std::env::var_os("LOCKPLANE_GOLDEN_PRINT").is_some() {
+        eprintln!("=== {}", case.name);
+        for s in &forward.steps {
+            eprintln!(
+                "    r#\"{}\"#,  // {} {} {:?}",
+                s.sql,
+                if s.transactional { "tx" } else { "NON-TX" },
+                s.lock,
+                s.hazards.iter().map(|h| h.kind).collect::<Vec<_>>()
+            );
+        }
+    } else {
+        assert_eq!(sql, case.expected, "{}: planned SQL", case.name);
+    }
+    assert_eq!(forward.base_hash, hash_a);
+    assert_eq!(forward.target_hash, hash_b);
+    assert_eq!(forward.computed_id().expect("id"), forward.plan_id);
+
+    apply(&client_a, &forward).await;
+    let after = read(&mut client_a).await;
+    assert_eq!(
+        catalog_hash(&after).expect("hash"),
+        hash_b,
+        "{}: applying the plan did not reach B\nafter: {after:#?}\nB: {cat_b:#?}",
+        case.name
+    );
+
+    // B → B and A → A are empty.
+    let same = plan(&cat_b, &cat_b, &Renames::none(), &stats, "golden").expect("plan");
+    assert!(
+        same.steps.is_empty(),
+        "{}: B → B: {:#?}",
+        case.name,
+        same.steps
+    );
+    let same = plan(&cat_a, &cat_a, &Renames::none(), &stats, "golden").expect("plan");
+    assert!(
+        same.steps.is_empty(),
+        "{}: A → A: {:#?}",
+        case.name,
+        same.steps
+    );
+
+    // The reverse takes the database back to A.
+    let stats_b = read_stats(&client_a).await.expect("stats");
+    let back = reverse(&cat_a, &cat_b, &case.renames, &stats_b, "golden");
+    if case.one_way {
+        let refused = matches!(back, Err(PlanError::Refused { .. }));
+        assert!(
+            refused,
+            "{}: the reverse should be refused: {back:?}",
+            case.name
+        );
+        return forward;
+    }
+    let back = back.unwrap_or_else(|e| panic!("{}: reverse plan failed: {e}", case.name));
+    apply(&client_a, &back).await;
+    let restored = read(&mut client_a).await;
+    assert_eq!(
+        catalog_hash(&restored).expect("hash"),
+        hash_a,
+        "{}: the reverse plan did not come back to A\nafter: {restored:#?}\nA: {cat_a:#?}\nreverse: {:#?}",
+        case.name,
+        back.steps
+    );
+    drop(client_b);
+    let _ = testkit::shared_cluster();
+    forward
+}
+
+macro_rules! golden {
+    ($name:ident, $a:expr, $b:expr, [$($sql:expr),* $(,)?]) => {
+        golden!($name, $a, $b, Renames::none(), [$($sql),*]);
+    };
+    ($name:ident, $a:expr, $b:expr, [$($sql:expr),* $(,)?], one_way) => {
+        golden!(@case $name, $a, $b, Renames::none(), [$($sql),*], true);
+    };
+    ($name:ident, $a:expr, $b:expr, $renames:expr, [$($sql:expr),* $(,)?]) => {
+        golden!(@case $name, $a, $b, $renames, [$($sql),*], false);
+    };
+    (@case $name:ident, $a:expr, $b:expr, $renames:expr, [$($sql:expr),* $(,)?], $one_way:expr) => {
+        #[tokio::test]
+        async fn $name() {
+            run(Case {
+                name: stringify!($name),
+                a: $a,
+                b: $b,
+                renames: $renames,
+                expected: &[$($sql),*],
+                one_way: $one_way,
+            })
+            .await;
+        }
+    };
+}
+
+const T: &str = "CREATE TABLE t (id int PRIMARY KEY)";
+
+// ---- columns -------------------------------------------------------------------------------
+
+golden!(
+    add_nullable_column,
+    T,
+    "CREATE TABLE t (id int PRIMARY KEY, name text)",
+    [r#"ALTER TABLE "public"."t" ADD COLUMN "name" text"#,]
+);
+
+golden!(
+    add_not_null_column_with_default,
+    T,
+    "CREATE TABLE t (id int PRIMARY KEY, n int NOT NULL DEFAULT 0)",
+    [r#"ALTER TABLE "public"."t" ADD COLUMN "n" integer DEFAULT 0 NOT NULL"#,]
+);
+
+golden!(
+    drop_column,
+    "CREATE TABLE t (id int PRIMARY KEY, legacy text)",
+    T,
+    [r#"ALTER TABLE "public"."t" DROP COLUMN "legacy""#,]
+);
+
+golden!(
+    rename_column,
+    "CREATE TABLE t (id int PRIMARY KEY, name text CHECK (name <> ''));
+     CREATE INDEX t_name_idx ON t (lower(name));",
+    "CREATE TABLE t (id int PRIMARY KEY, full_name text CONSTRAINT t_name_check CHECK (full_name <> ''));
+     CREATE INDEX t_name_idx ON t (lower(full_name));",
+    Renames::none().column("public", "t", "name", "full_name"),
+    [
+        r#"ALTER TABLE "public"."t" RENAME COLUMN "name" TO "full_name""#,
+    ]
+);
+
+golden!(
+    widen_int_to_bigint,
+    "CREATE TABLE t (id int PRIMARY KEY, n int DEFAULT 0)",
+    "CREATE TABLE t (id int PRIMARY KEY, n bigint DEFAULT 0)",
+    [
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "n" DROP DEFAULT"#,
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "n" TYPE bigint"#,
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "n" SET DEFAULT 0"#,
+    ]
+);
+
+golden!(
+    narrow_varchar,
+    "CREATE TABLE t (id int PRIMARY KEY, code varchar(100))",
+    "CREATE TABLE t (id int PRIMARY KEY, code varchar(10))",
+    [r#"ALTER TABLE "public"."t" ALTER COLUMN "code" TYPE character varying(10)"#,]
+);
+
+golden!(
+    varchar_to_text_keeps_default,
+    "CREATE TABLE t (id int PRIMARY KEY, code varchar(10) DEFAULT 'x')",
+    "CREATE TABLE t (id int PRIMARY KEY, code text DEFAULT 'x')",
+    [
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "code" DROP DEFAULT"#,
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "code" TYPE text"#,
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "code" SET DEFAULT 'x'::text"#,
+    ]
+);
+
+golden!(
+    text_to_integer_uses_a_cast,
+    "CREATE TABLE t (id int PRIMARY KEY, n text)",
+    "CREATE TABLE t (id int PRIMARY KEY, n integer)",
+    [r#"ALTER TABLE "public"."t" ALTER COLUMN "n" TYPE integer USING "n"::integer"#,]
+);
+
+golden!(
+    set_default,
+    "CREATE TABLE t (id int PRIMARY KEY, status text)",
+    "CREATE TABLE t (id int PRIMARY KEY, status text DEFAULT 'new')",
+    [r#"ALTER TABLE "public"."t" ALTER COLUMN "status" SET DEFAULT 'new'::text"#,]
+);
+
+golden!(
+    set_not_null_on_empty_table,
+    "CREATE TABLE t (id int PRIMARY KEY, email text)",
+    "CREATE TABLE t (id int PRIMARY KEY, email text NOT NULL)",
+    [r#"ALTER TABLE "public"."t" ALTER COLUMN "email" SET NOT NULL"#,]
+);
+
+golden!(
+    add_identity,
+    "CREATE TABLE t (id int PRIMARY KEY, n bigint)",
+    "CREATE TABLE t (id int PRIMARY KEY, n bigint GENERATED BY DEFAULT AS IDENTITY (START WITH 100))",
+    [
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "n" SET NOT NULL"#,
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "n" ADD GENERATED BY DEFAULT AS IDENTITY (START WITH 100)"#,
+    ]
+);
+
+golden!(
+    alter_identity,
+    "CREATE TABLE t (id int GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY)",
+    "CREATE TABLE t (id int GENERATED ALWAYS AS IDENTITY (INCREMENT BY 10 CACHE 5) PRIMARY KEY)",
+    [
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "id" SET GENERATED ALWAYS SET INCREMENT BY 10 SET CACHE 5"#,
+    ]
+);
+
+golden!(
+    serial_to_identity,
+    "CREATE TABLE t (id serial PRIMARY KEY)",
+    "CREATE TABLE t (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY)",
+    [
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "id" DROP DEFAULT"#,
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "id" ADD GENERATED ALWAYS AS IDENTITY"#,
+        r#"DROP SEQUENCE "public"."t_id_seq""#,
+    ]
+);
+
+golden!(
+    generated_column_added_and_dropped_expression,
+    "CREATE TABLE t (id int PRIMARY KEY, price numeric, doubled numeric GENERATED ALWAYS AS (price * 2) STORED)",
+    "CREATE TABLE t (id int PRIMARY KEY, price numeric, doubled numeric,
+       tripled numeric GENERATED ALWAYS AS (price * 3) STORED)",
+    [
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "doubled" DROP EXPRESSION"#,
+        r#"ALTER TABLE "public"."t" ADD COLUMN "tripled" numeric GENERATED ALWAYS AS (price * 3::numeric) STORED"#,
+    ]
+);
+
+golden!(
+    collation_change,
+    "CREATE TABLE t (id int PRIMARY KEY, name text)",
+    "CREATE TABLE t (id int PRIMARY KEY, name text COLLATE \"C\")",
+    [r#"ALTER TABLE "public"."t" ALTER COLUMN "name" TYPE text COLLATE "C""#,]
+);
+
+golden!(
+    unlogged_to_logged,
+    "CREATE UNLOGGED TABLE t (id int PRIMARY KEY)",
+    T,
+    [r#"ALTER TABLE "public"."t" SET LOGGED"#,]
+);
+
+// ---- constraints ---------------------------------------------------------------------------
+
+golden!(
+    primary_key_add,
+    "CREATE TABLE t (id int, name text)",
+    "CREATE TABLE t (id int PRIMARY KEY, name text)",
+    [r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_pkey" PRIMARY KEY ("id")"#,]
+);
+
+golden!(
+    unique_add_nulls_not_distinct,
+    "CREATE TABLE t (id int PRIMARY KEY, email text)",
+    "CREATE TABLE t (id int PRIMARY KEY, email text CONSTRAINT t_email_key UNIQUE NULLS NOT DISTINCT)",
+    [
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_email_key" UNIQUE NULLS NOT DISTINCT ("email")"#,
+    ]
+);
+
+golden!(
+    foreign_key_add_with_actions,
+    "CREATE TABLE parent (id int PRIMARY KEY); CREATE TABLE child (id int PRIMARY KEY, parent_id int)",
+    "CREATE TABLE parent (id int PRIMARY KEY);
+     CREATE TABLE child (id int PRIMARY KEY, parent_id int
+       CONSTRAINT child_parent_fk REFERENCES parent ON DELETE CASCADE ON UPDATE RESTRICT DEFERRABLE)",
+    [
+        r#"ALTER TABLE "public"."child" ADD CONSTRAINT "child_parent_fk" FOREIGN KEY ("parent_id") REFERENCES "public"."parent" ("id") ON UPDATE RESTRICT ON DELETE CASCADE DEFERRABLE"#,
+    ]
+);
+
+golden!(
+    foreign_key_change_action,
+    "CREATE TABLE parent (id int PRIMARY KEY);
+     CREATE TABLE child (id int PRIMARY KEY, parent_id int CONSTRAINT child_parent_fk REFERENCES parent)",
+    "CREATE TABLE parent (id int PRIMARY KEY);
+     CREATE TABLE child (id int PRIMARY KEY, parent_id int CONSTRAINT child_parent_fk REFERENCES parent ON DELETE SET NULL)",
+    [
+        r#"ALTER TABLE "public"."child" DROP CONSTRAINT "child_parent_fk""#,
+        r#"ALTER TABLE "public"."child" ADD CONSTRAINT "child_parent_fk" FOREIGN KEY ("parent_id") REFERENCES "public"."parent" ("id") ON DELETE SET NULL"#,
+    ]
+);
+
+golden!(
+    foreign_key_deferrability,
+    "CREATE TABLE parent (id int PRIMARY KEY);
+     CREATE TABLE child (id int PRIMARY KEY, parent_id int CONSTRAINT child_parent_fk REFERENCES parent)",
+    "CREATE TABLE parent (id int PRIMARY KEY);
+     CREATE TABLE child (id int PRIMARY KEY, parent_id int CONSTRAINT child_parent_fk REFERENCES parent DEFERRABLE INITIALLY DEFERRED)",
+    [
+        r#"ALTER TABLE "public"."child" ALTER CONSTRAINT "child_parent_fk" DEFERRABLE INITIALLY DEFERRED"#,
+    ]
+);
+
+golden!(
+    check_add_and_change,
+    "CREATE TABLE t (id int PRIMARY KEY, qty int CONSTRAINT qty_positive CHECK (qty > 0))",
+    "CREATE TABLE t (id int PRIMARY KEY, qty int CONSTRAINT qty_positive CHECK (qty >= 0),
+       CONSTRAINT id_small CHECK (id < 1000000))",
+    [
+        r#"ALTER TABLE "public"."t" DROP CONSTRAINT "qty_positive""#,
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "id_small" CHECK (id < 1000000)"#,
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "qty_positive" CHECK (qty >= 0)"#,
+    ]
+);
+
+golden!(
+    exclusion_add,
+    "CREATE TABLE t (id int PRIMARY KEY, area circle)",
+    "CREATE TABLE t (id int PRIMARY KEY, area circle, CONSTRAINT no_overlap EXCLUDE USING gist (area WITH &&))",
+    [
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "no_overlap" EXCLUDE USING gist (area WITH &&)"#,
+    ]
+);
+
+// ---- indexes -------------------------------------------------------------------------------
+
+golden!(
+    index_create_and_drop,
+    "CREATE TABLE t (id int PRIMARY KEY, a int, b text); CREATE INDEX t_old ON t (a)",
+    "CREATE TABLE t (id int PRIMARY KEY, a int, b text);
+     CREATE UNIQUE INDEX t_b ON t (b DESC NULLS LAST) INCLUDE (a);
+     CREATE INDEX t_expr ON t (lower(b) text_pattern_ops) WHERE a > 0",
+    [
+        r#"DROP INDEX "public"."t_old""#,
+        r#"CREATE UNIQUE INDEX "t_b" ON "public"."t" USING btree ("b" DESC NULLS LAST) INCLUDE ("a")"#,
+        r#"CREATE INDEX "t_expr" ON "public"."t" USING btree ((lower(b)) "text_pattern_ops") WHERE a > 0"#,
+    ]
+);
+
+golden!(
+    index_change_predicate,
+    "CREATE TABLE t (id int PRIMARY KEY, a int); CREATE INDEX t_a ON t (a) WHERE a > 0",
+    "CREATE TABLE t (id int PRIMARY KEY, a int); CREATE INDEX t_a ON t (a) WHERE a > 10",
+    [
+        r#"DROP INDEX "public"."t_a""#,
+        r#"CREATE INDEX "t_a" ON "public"."t" USING btree ("a") WHERE a > 10"#,
+    ]
+);
+
+golden!(
+    index_rename,
+    "CREATE TABLE t (id int PRIMARY KEY, a int); CREATE INDEX t_a ON t (a)",
+    "CREATE TABLE t (id int PRIMARY KEY, a int); CREATE INDEX t_a_idx ON t (a)",
+    [r#"ALTER INDEX "public"."t_a" RENAME TO "t_a_idx""#,]
+);
+
+// ---- enums ---------------------------------------------------------------------------------
+
+golden!(
+    enum_create_and_use,
+    T,
+    "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+     CREATE TABLE t (id int PRIMARY KEY, m mood DEFAULT 'ok')",
+    [
+        r#"CREATE TYPE "public"."mood" AS ENUM ('sad', 'ok', 'happy')"#,
+        r#"ALTER TABLE "public"."t" ADD COLUMN "m" public.mood DEFAULT 'ok'::public.mood"#,
+    ]
+);
+
+golden!(
+    enum_add_labels,
+    "CREATE TYPE mood AS ENUM ('sad', 'happy'); CREATE TABLE t (id int PRIMARY KEY, m mood)",
+    "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy', 'ecstatic'); CREATE TABLE t (id int PRIMARY KEY, m mood)",
+    [
+        r#"ALTER TYPE "public"."mood" ADD VALUE 'ok' BEFORE 'happy'"#,
+        r#"ALTER TYPE "public"."mood" ADD VALUE 'ecstatic'"#,
+    ],
+    one_way
+);
+
+golden!(
+    enum_label_used_by_a_default,
+    "CREATE TYPE mood AS ENUM ('sad', 'happy'); CREATE TABLE t (id int PRIMARY KEY, m mood)",
+    "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); CREATE TABLE t (id int PRIMARY KEY, m mood DEFAULT 'ok')",
+    [
+        r#"ALTER TYPE "public"."mood" ADD VALUE 'ok' BEFORE 'happy'"#,
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "m" SET DEFAULT 'ok'::public.mood"#,
+    ],
+    one_way
+);
+
+golden!(
+    enum_recreated_when_unused,
+    "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')",
+    "CREATE TYPE mood AS ENUM ('happy', 'sad')",
+    [
+        r#"DROP TYPE "public"."mood""#,
+        r#"CREATE TYPE "public"."mood" AS ENUM ('happy', 'sad')"#,
+    ]
+);
+
+golden!(
+    enum_drop,
+    "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE t (id int PRIMARY KEY, m mood)",
+    T,
+    [
+        r#"ALTER TABLE "public"."t" DROP COLUMN "m""#,
+        r#"DROP TYPE "public"."mood""#,
+    ]
+);
+
+// ---- sequences -----------------------------------------------------------------------------
+
+golden!(
+    sequence_create_owned,
+    T,
+    "CREATE SEQUENCE counter AS integer INCREMENT BY 5 START WITH 10 CACHE 3;
+     CREATE TABLE t (id int PRIMARY KEY, n int DEFAULT nextval('counter'));
+     ALTER SEQUENCE counter OWNED BY t.n",
+    [
+        r#"CREATE SEQUENCE "public"."counter" AS integer INCREMENT BY 5 START WITH 10 CACHE 3"#,
+        r#"ALTER TABLE "public"."t" ADD COLUMN "n" integer DEFAULT nextval('public.counter'::regclass)"#,
+        r#"ALTER SEQUENCE "public"."counter" OWNED BY "public"."t"."n""#,
+    ]
+);
+
+golden!(
+    sequence_alter,
+    "CREATE SEQUENCE counter",
+    "CREATE SEQUENCE counter AS integer INCREMENT BY 2 MAXVALUE 1000 CYCLE",
+    [
+        r#"ALTER SEQUENCE "public"."counter" AS integer INCREMENT BY 2 MINVALUE 1 MAXVALUE 1000 CYCLE"#,
+    ]
+);
+
+golden!(
+    sequence_drop,
+    "CREATE SEQUENCE counter; CREATE TABLE t (id int PRIMARY KEY, n bigint DEFAULT nextval('counter'))",
+    "CREATE TABLE t (id int PRIMARY KEY, n bigint)",
+    [
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "n" DROP DEFAULT"#,
+        r#"DROP SEQUENCE "public"."counter""#,
+    ]
+);
+
+// ---- views ---------------------------------------------------------------------------------
+
+golden!(
+    view_create,
+    "CREATE TABLE t (id int PRIMARY KEY, name text)",
+    "CREATE TABLE t (id int PRIMARY KEY, name text);
+     CREATE VIEW names WITH (security_barrier) AS SELECT name FROM t WHERE id > 0",
+    [
+        r#"CREATE VIEW "public"."names" WITH (security_barrier=true) AS SELECT name FROM public.t WHERE id > 0"#,
+    ]
+);
+
+golden!(
+    view_replace_appending_a_column,
+    "CREATE TABLE t (id int PRIMARY KEY, name text); CREATE VIEW v AS SELECT id FROM t",
+    "CREATE TABLE t (id int PRIMARY KEY, name text); CREATE VIEW v AS SELECT id, name FROM t",
+    [r#"CREATE OR REPLACE VIEW "public"."v" AS SELECT id, name FROM public.t"#,]
+);
+
+golden!(
+    view_incompatible_change_and_dependent_view,
+    "CREATE TABLE t (id int PRIMARY KEY, name text);
+     CREATE VIEW v AS SELECT id, name FROM t;
+     CREATE VIEW w AS SELECT name FROM v;
+     GRANT SELECT ON w TO app_reader",
+    "CREATE TABLE t (id int PRIMARY KEY, name text);
+     CREATE VIEW v AS SELECT name, id FROM t;
+     CREATE VIEW w AS SELECT name FROM v;
+     GRANT SELECT ON w TO app_reader",
+    [
+        r#"DROP VIEW "public"."w""#,
+        r#"DROP VIEW "public"."v""#,
+        r#"CREATE VIEW "public"."v" AS SELECT name, id FROM public.t"#,
+        r#"CREATE VIEW "public"."w" AS SELECT name FROM public.v"#,
+        r#"GRANT SELECT ON TABLE "public"."w" TO "app_reader""#,
+    ]
+);
+
+golden!(
+    column_type_change_under_a_view,
+    "CREATE TABLE t (id int PRIMARY KEY, n int); CREATE VIEW v AS SELECT n FROM t",
+    "CREATE TABLE t (id int PRIMARY KEY, n bigint); CREATE VIEW v AS SELECT n FROM t",
+    [
+        r#"DROP VIEW "public"."v""#,
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "n" TYPE bigint"#,
+        r#"CREATE VIEW "public"."v" AS SELECT n FROM public.t"#,
+    ]
+);
+
+golden!(
+    view_drop,
+    "CREATE TABLE t (id int PRIMARY KEY); CREATE VIEW v AS SELECT id FROM t",
+    T,
+    [r#"DROP VIEW "public"."v""#,]
+);
+
+// ---- RLS and policies ----------------------------------------------------------------------
+
+golden!(
+    rls_enable_force_and_policy,
+    "CREATE TABLE t (id int PRIMARY KEY, tenant int)",
+    "CREATE TABLE t (id int PRIMARY KEY, tenant int);
+     ALTER TABLE t ENABLE ROW LEVEL SECURITY; ALTER TABLE t FORCE ROW LEVEL SECURITY;
+     CREATE POLICY tenant_rows ON t AS RESTRICTIVE FOR SELECT TO app_reader
+       USING (tenant = current_setting('app.tenant_id')::int)",
+    [
+        r#"ALTER TABLE "public"."t" ENABLE ROW LEVEL SECURITY"#,
+        r#"ALTER TABLE "public"."t" FORCE ROW LEVEL SECURITY"#,
+        r#"CREATE POLICY "tenant_rows" ON "public"."t" AS RESTRICTIVE FOR SELECT TO "app_reader" USING (tenant = current_setting('app.tenant_id'::text)::int)"#,
+    ]
+);
+
+golden!(
+    policy_alter_using_and_roles,
+    "CREATE TABLE t (id int PRIMARY KEY, tenant int); ALTER TABLE t ENABLE ROW LEVEL SECURITY;
+     CREATE POLICY p ON t USING (tenant = 1)",
+    "CREATE TABLE t (id int PRIMARY KEY, tenant int); ALTER TABLE t ENABLE ROW LEVEL SECURITY;
+     CREATE POLICY p ON t TO app_reader, app_writer USING (tenant = 2) WITH CHECK (tenant > 0)",
+    [
+        r#"ALTER POLICY "p" ON "public"."t" TO "app_reader", "app_writer" USING (tenant = 2) WITH CHECK (tenant > 0)"#,
+    ]
+);
+
+golden!(
+    policy_command_change,
+    "CREATE TABLE t (id int PRIMARY KEY, tenant int); ALTER TABLE t ENABLE ROW LEVEL SECURITY;
+     CREATE POLICY p ON t FOR SELECT USING (tenant = 1)",
+    "CREATE TABLE t (id int PRIMARY KEY, tenant int); ALTER TABLE t ENABLE ROW LEVEL SECURITY;
+     CREATE POLICY p ON t FOR UPDATE USING (tenant = 1)",
+    [
+        r#"DROP POLICY "p" ON "public"."t""#,
+        r#"CREATE POLICY "p" ON "public"."t" FOR UPDATE USING (tenant = 1)"#,
+    ]
+);
+
+// ---- grants --------------------------------------------------------------------------------
+
+golden!(
+    grants_table_column_view_sequence,
+    "CREATE TABLE t (id int PRIMARY KEY, secret text); CREATE VIEW v AS SELECT id FROM t;
+     CREATE SEQUENCE s;
+     GRANT SELECT, INSERT ON t TO app_writer",
+    "CREATE TABLE t (id int PRIMARY KEY, secret text); CREATE VIEW v AS SELECT id FROM t;
+     CREATE SEQUENCE s;
+     GRANT SELECT ON t TO app_writer WITH GRANT OPTION;
+     GRANT SELECT (id), UPDATE (secret) ON t TO app_reader;
+     GRANT SELECT ON v TO PUBLIC;
+     GRANT USAGE ON SEQUENCE s TO app_writer",
+    [
+        r#"REVOKE INSERT ON TABLE "public"."t" FROM "app_writer""#,
+        r#"GRANT USAGE ON SEQUENCE "public"."s" TO "app_writer""#,
+        r#"GRANT SELECT ON TABLE "public"."v" TO PUBLIC"#,
+        r#"GRANT SELECT ON TABLE "public"."t" TO "app_writer" WITH GRANT OPTION"#,
+        r#"GRANT SELECT ("id") ON TABLE "public"."t" TO "app_reader""#,
+        r#"GRANT UPDATE ("secret") ON TABLE "public"."t" TO "app_reader""#,
+    ]
+);
+
+golden!(
+    revoke_table_privilege_keeps_column_grant,
+    "CREATE TABLE t (id int PRIMARY KEY, a int);
+     GRANT SELECT ON t TO app_reader; GRANT SELECT (a) ON t TO app_reader",
+    "CREATE TABLE t (id int PRIMARY KEY, a int); GRANT SELECT (a) ON t TO app_reader",
+    [
+        r#"REVOKE SELECT ON TABLE "public"."t" FROM "app_reader""#,
+        r#"GRANT SELECT ("a") ON TABLE "public"."t" TO "app_reader""#,
+    ]
+);
+
+// ---- comments ------------------------------------------------------------------------------
+
+golden!(
+    comments_on_everything,
+    "CREATE TABLE t (id int CONSTRAINT t_pkey PRIMARY KEY, a int); CREATE INDEX t_a ON t (a);
+     CREATE VIEW v AS SELECT id FROM t; COMMENT ON COLUMN t.a IS 'old'",
+    "CREATE TABLE t (id int CONSTRAINT t_pkey PRIMARY KEY, a int); CREATE INDEX t_a ON t (a);
+     CREATE VIEW v AS SELECT id FROM t;
+     COMMENT ON TABLE t IS 'things'; COMMENT ON INDEX t_a IS 'by a';
+     COMMENT ON CONSTRAINT t_pkey ON t IS 'the key'; COMMENT ON VIEW v IS 'it''s a view';
+     COMMENT ON SCHEMA public IS 'main'",
+    [
+        r#"COMMENT ON SCHEMA "public" IS 'main'"#,
+        r#"COMMENT ON VIEW "public"."v" IS 'it''s a view'"#,
+        r#"COMMENT ON TABLE "public"."t" IS 'things'"#,
+        r#"COMMENT ON COLUMN "public"."t"."a" IS NULL"#,
+        r#"COMMENT ON CONSTRAINT "t_pkey" ON "public"."t" IS 'the key'"#,
+        r#"COMMENT ON INDEX "public"."t_a" IS 'by a'"#,
+    ]
+);
+
+// ---- schemas and extensions ----------------------------------------------------------------
+
+golden!(
+    schema_create_with_table,
+    "",
+    "CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int PRIMARY KEY)",
+    [
+        r#"CREATE SCHEMA "billing""#,
+        r#"CREATE TABLE "billing"."invoices" (
+    "id" integer NOT NULL,
+    CONSTRAINT "invoices_pkey" PRIMARY KEY ("id")
+)"#,
+    ]
+);
+
+golden!(
+    extension_create_and_use,
+    "",
+    "CREATE EXTENSION citext; CREATE TABLE t (id int PRIMARY KEY, email public.citext)",
+    [
+        r#"CREATE EXTENSION "citext" WITH SCHEMA "public""#,
+        r#"CREATE TABLE "public"."t" (
+    "email" public.citext,
+    "id" integer NOT NULL,
+    CONSTRAINT "t_pkey" PRIMARY KEY ("id")
+)"#,
+    ]
+);
+
+// ---- tables --------------------------------------------------------------------------------
+
+golden!(
+    table_create_with_everything,
+    "",
+    "CREATE TABLE parent (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY);
+     CREATE TABLE t (
+       id serial PRIMARY KEY,
+       parent_id bigint NOT NULL REFERENCES parent ON DELETE CASCADE,
+       email text NOT NULL UNIQUE,
+       qty int DEFAULT 1 CHECK (qty > 0),
+       label text COLLATE \"C\",
+       created timestamptz NOT NULL DEFAULT now()
+     );
+     CREATE INDEX t_created ON t (created DESC);
+     ALTER TABLE t ENABLE ROW LEVEL SECURITY;
+     CREATE POLICY own ON t TO app_reader USING (parent_id > 0);
+     GRANT SELECT ON t TO app_reader; GRANT SELECT (email) ON t TO auditor;
+     COMMENT ON TABLE t IS 'everything'; COMMENT ON COLUMN t.email IS 'login'",
+    [
+        r#"CREATE SEQUENCE "public"."t_id_seq" AS integer"#,
+        r#"CREATE TABLE "public"."parent" (
+    "id" bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    CONSTRAINT "parent_pkey" PRIMARY KEY ("id")
+)"#,
+        r#"CREATE TABLE "public"."t" (
+    "created" timestamp with time zone DEFAULT now() NOT NULL,
+    "email" text NOT NULL,
+    "id" integer DEFAULT nextval('public.t_id_seq'::regclass) NOT NULL,
+    "label" text COLLATE "C",
+    "parent_id" bigint NOT NULL,
+    "qty" integer DEFAULT 1,
+    CONSTRAINT "t_email_key" UNIQUE ("email"),
+    CONSTRAINT "t_pkey" PRIMARY KEY ("id"),
+    CONSTRAINT "t_qty_check" CHECK (qty > 0)
+)"#,
+        r#"ALTER SEQUENCE "public"."t_id_seq" OWNED BY "public"."t"."id""#,
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_parent_id_fkey" FOREIGN KEY ("parent_id") REFERENCES "public"."parent" ("id") ON DELETE CASCADE"#,
+        r#"CREATE INDEX "t_created" ON "public"."t" USING btree ("created" DESC)"#,
+        r#"ALTER TABLE "public"."t" ENABLE ROW LEVEL SECURITY"#,
+        r#"CREATE POLICY "own" ON "public"."t" TO "app_reader" USING (parent_id > 0)"#,
+        r#"GRANT SELECT ON TABLE "public"."t" TO "app_reader""#,
+        r#"GRANT SELECT ("email") ON TABLE "public"."t" TO "auditor""#,
+        r#"COMMENT ON TABLE "public"."t" IS 'everything'"#,
+        r#"COMMENT ON COLUMN "public"."t"."email" IS 'login'"#,
+    ]
+);
+
+golden!(
+    table_drop,
+    "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE keep (id int)",
+    "CREATE TABLE keep (id int)",
+    [r#"DROP TABLE "public"."t""#,]
+);
+
+golden!(
+    table_rename_with_serial,
+    "CREATE TABLE users (id serial PRIMARY KEY, name text)",
+    "CREATE TABLE accounts (id serial PRIMARY KEY, name text)",
+    Renames::none().table("public", "users", "accounts"),
+    [
+        r#"ALTER TABLE "public"."users" RENAME TO "accounts""#,
+        r#"ALTER SEQUENCE "public"."users_id_seq" RENAME TO "accounts_id_seq""#,
+        r#"ALTER TABLE "public"."accounts" RENAME CONSTRAINT "users_pkey" TO "accounts_pkey""#,
+    ]
+);
+
+golden!(
+    two_tables_referencing_each_other,
+    "",
+    "CREATE TABLE a (id int PRIMARY KEY, b_id int);
+     CREATE TABLE b (id int PRIMARY KEY, a_id int REFERENCES a);
+     ALTER TABLE a ADD CONSTRAINT a_b_id_fkey FOREIGN KEY (b_id) REFERENCES b",
+    [
+        r#"CREATE TABLE "public"."a" (
+    "b_id" integer,
+    "id" integer NOT NULL,
+    CONSTRAINT "a_pkey" PRIMARY KEY ("id")
+)"#,
+        r#"CREATE TABLE "public"."b" (
+    "a_id" integer,
+    "id" integer NOT NULL,
+    CONSTRAINT "b_pkey" PRIMARY KEY ("id")
+)"#,
+        r#"ALTER TABLE "public"."a" ADD CONSTRAINT "a_b_id_fkey" FOREIGN KEY ("b_id") REFERENCES "public"."b" ("id")"#,
+        r#"ALTER TABLE "public"."b" ADD CONSTRAINT "b_a_id_fkey" FOREIGN KEY ("a_id") REFERENCES "public"."a" ("id")"#,
+    ]
+);
+
+golden!(
+    drop_table_referenced_by_a_foreign_key,
+    "CREATE TABLE parent (id int PRIMARY KEY);
+     CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent)",
+    "CREATE TABLE child (id int PRIMARY KEY, parent_id int)",
+    [
+        r#"ALTER TABLE "public"."child" DROP CONSTRAINT "child_parent_id_fkey""#,
+        r#"DROP TABLE "public"."parent""#,
+    ]
+);
+
+// ---- populated tables: online forms --------------------------------------------------------
+
+const POPULATED: &str = "CREATE TABLE parent (id int PRIMARY KEY);
+     INSERT INTO parent SELECT g FROM generate_series(1, 100) g;
+     CREATE TABLE t (id int PRIMARY KEY, parent_id int, email text, qty int);
+     CREATE INDEX t_old ON t (qty);
+     INSERT INTO t SELECT g, g, 'u' || g, g FROM generate_series(1, 100) g;
+     ANALYZE parent; ANALYZE t;";
+
+golden!(
+    populated_table_uses_online_forms,
+    POPULATED,
+    "CREATE TABLE parent (id int PRIMARY KEY);
+     CREATE TABLE t (id int PRIMARY KEY, parent_id int REFERENCES parent, email text NOT NULL,
+       qty int CONSTRAINT qty_positive CHECK (qty > 0));
+     CREATE INDEX t_email ON t (email);
+     COMMENT ON INDEX t_email IS 'lookup'",
+    [
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_email_not_null_lockplane" CHECK ("email" IS NOT NULL) NOT VALID"#,
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "qty_positive" CHECK (qty > 0) NOT VALID"#,
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_parent_id_fkey" FOREIGN KEY ("parent_id") REFERENCES "public"."parent" ("id") NOT VALID"#,
+        r#"DROP INDEX CONCURRENTLY "public"."t_old""#,
+        r#"CREATE INDEX CONCURRENTLY "t_email" ON "public"."t" USING btree ("email")"#,
+        r#"ALTER TABLE "public"."t" VALIDATE CONSTRAINT "qty_positive""#,
+        r#"ALTER TABLE "public"."t" VALIDATE CONSTRAINT "t_parent_id_fkey""#,
+        r#"ALTER TABLE "public"."t" VALIDATE CONSTRAINT "t_email_not_null_lockplane""#,
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "email" SET NOT NULL"#,
+        r#"ALTER TABLE "public"."t" DROP CONSTRAINT "t_email_not_null_lockplane""#,
+        r#"COMMENT ON INDEX "public"."t_email" IS 'lookup'"#,
+    ]
+);
