@@ -11,6 +11,9 @@
 //! - [`normalize`]: one parser (pg_query) to normalise expressions and queries.
 //! - [`ident`]: the one function that quotes identifiers (and one for literals).
 //! - [`introspect`]: live database → `Catalog`.
+//! - [`diff`]: live vs desired catalog → the list of changes (with renames).
+//! - [`compile`]: changes → ordered SQL steps with locks and graded hazards.
+//! - [`plan`]: the hashed `Plan` value tying both together, its reverse, table statistics.
 //! - [`dsl`]: the YAML/JSON schema DSL: documents → catalogs and back, its JSON Schema.
 //! - [`connect`]: resolving a database URL / `PG*` environment and connecting.
 //! - [`cluster`]: throwaway Postgres clusters from local server binaries.
@@ -22,13 +25,16 @@
 
 pub mod catalog;
 pub mod cluster;
+pub mod compile;
 pub mod connect;
+pub mod diff;
 pub mod dsl;
 pub mod events;
 pub mod hash;
 pub mod ident;
 pub mod introspect;
 pub mod normalize;
+pub mod plan;
 pub mod projection;
 pub mod testkit;
 
