@@ -435,24 +435,26 @@ impl<'d> Converter<'d> {
         }
     }
 
-    /// A default constraint name, or an error when it is already taken in the schema (Postgres
-    /// would pick another one depending on creation order; the document must say which).
+    /// A default constraint name, or `None` (and an error) when it is already taken in the
+    /// schema (Postgres would pick another one depending on creation order; the document must
+    /// say which).
     fn default_constraint_name(
         &mut self,
         ns: &mut Namespaces,
         path: &str,
         span: Span,
         name: String,
-    ) -> String {
-        if !ns.constraint_names.insert(name.clone()) {
-            self.error(
-                path,
-                span,
-                format!("the default name `{name}` is already taken in this schema"),
-                Some("give this constraint a `name`".into()),
-            );
+    ) -> Option<String> {
+        if ns.constraint_names.insert(name.clone()) {
+            return Some(name);
         }
-        name
+        self.error(
+            path,
+            span,
+            format!("the default name `{name}` is already taken in this schema"),
+            Some("give this constraint a `name`".into()),
+        );
+        None
     }
 
     fn grants(
@@ -493,18 +495,21 @@ impl<'d> Converter<'d> {
         out
     }
 
+    /// Sequence options with Postgres' defaults; `at` gives the position of an option's value
+    /// (or of the whole item where options have no positions of their own).
     fn sequence_options(
         &mut self,
         path: &str,
-        span: Span,
+        at: &dyn Fn(&str) -> Span,
         data_type: &str,
         given: [Option<i64>; 5],
     ) -> SequenceOptions {
         let [start, increment, min, max, cache] = given;
+        let max_given = max.is_some();
         let (type_min, type_max) = types::integer_range(data_type).unwrap_or((i64::MIN, i64::MAX));
         let increment = increment.unwrap_or(1);
         if increment == 0 {
-            self.error(path, span, "`increment` must not be zero", None);
+            self.error(path, at("increment"), "`increment` must not be zero", None);
         }
         let min = min.unwrap_or(if increment > 0 { 1 } else { type_min });
         let max = max.unwrap_or(if increment > 0 { type_max } else { -1 });
@@ -513,7 +518,7 @@ impl<'d> Converter<'d> {
         if min < type_min || max > type_max {
             self.error(
                 path,
-                span,
+                at(if min < type_min { "min" } else { "max" }),
                 format!("`min`/`max` are out of range for type {data_type}"),
                 None,
             );
@@ -521,15 +526,15 @@ impl<'d> Converter<'d> {
         if min >= max {
             self.error(
                 path,
-                span,
+                at(if max_given { "max" } else { "min" }),
                 format!("`min` ({min}) must be less than `max` ({max})"),
                 None,
             );
-        }
-        if start < min || start > max {
+        } else if start < min || start > max {
+            // Only a `start` that was written can be out of an ordered range.
             self.error(
                 path,
-                span,
+                at("start"),
                 format!("`start` ({start}) must be between `min` ({min}) and `max` ({max})"),
                 None,
             );
@@ -537,7 +542,7 @@ impl<'d> Converter<'d> {
         if cache < 1 {
             self.error(
                 path,
-                span,
+                at("cache"),
                 format!("`cache` ({cache}) must be at least 1"),
                 None,
             );
@@ -582,7 +587,7 @@ impl<'d> Converter<'d> {
         };
         let mut options = self.sequence_options(
             path,
-            s.origin.span,
+            &|key| s.origin.field(key),
             &data_type,
             [s.start, s.increment, s.min, s.max, s.cache],
         );
@@ -621,8 +626,8 @@ impl<'d> Converter<'d> {
     }
 
     fn view(&mut self, v: &ViewDecl, path: &str) -> View {
-        let definition = match normalize::view_query(&v.query) {
-            Ok(d) => d,
+        let (definition, parsed) = match normalize::view_query(&v.query) {
+            Ok(d) => (d, true),
             Err(e) => {
                 self.error(
                     &format!("{path}.query"),
@@ -630,10 +635,12 @@ impl<'d> Converter<'d> {
                     format!("cannot parse the query: {}", sql::clean(&e.message)),
                     None,
                 );
-                v.query.clone()
+                (v.query.clone(), false)
             }
         };
-        if !definition.is_empty() && !is_select(&definition) {
+        // A query that does not parse has been reported; it is no SELECT either, but saying so
+        // twice helps no one.
+        if parsed && !definition.is_empty() && !is_select(&definition) {
             self.error(
                 &format!("{path}.query"),
                 v.origin.field("query"),
@@ -1064,13 +1071,6 @@ impl<'d> Converter<'d> {
                     | ConstraintDef::Unique { .. }
                     | ConstraintDef::Exclusion { .. }
             );
-            let name = match explicit {
-                Some(name) => {
-                    self.check_name(&cpath, span, "constraint", &name);
-                    name
-                }
-                None => self.default_constraint_name(ns, &cpath, span, default_name),
-            };
             if constraint.initially_deferred && !constraint.deferrable {
                 self.error(
                     &cpath,
@@ -1079,9 +1079,18 @@ impl<'d> Converter<'d> {
                     None,
                 );
             }
-            if index_backed {
-                self.claim_relation(ns, &cpath, span, &name, "constraint");
-            }
+            // One error per clash: a taken default name or a duplicate name is not also
+            // reported as a clash in the schema's namespace.
+            let name = match explicit {
+                Some(name) => {
+                    self.check_name(&cpath, span, "constraint", &name);
+                    name
+                }
+                None => match self.default_constraint_name(ns, &cpath, span, default_name) {
+                    Some(name) => name,
+                    None => continue,
+                },
+            };
             if table.constraints.contains_key(&name) {
                 self.error(
                     &cpath,
@@ -1090,6 +1099,9 @@ impl<'d> Converter<'d> {
                     None,
                 );
                 continue;
+            }
+            if index_backed {
+                self.claim_relation(ns, &cpath, span, &name, "constraint");
             }
             table.constraints.insert(name, constraint);
         }
@@ -1156,7 +1168,7 @@ impl<'d> Converter<'d> {
                         );
                     }
                 }
-                let options = self.sequence_options(path, type_span, int_type, [None; 5]);
+                let options = self.sequence_options(path, &|_| type_span, int_type, [None; 5]);
                 serial = Some((
                     seq_name,
                     Sequence {
@@ -1173,20 +1185,27 @@ impl<'d> Converter<'d> {
                 int_type.to_owned()
             }
             Err(e) => {
-                let hint = if e.starts_with("unknown type") {
+                // An unknown unqualified name (a qualified one's message has its own hint).
+                let unknown = e
+                    .strip_prefix("unknown type `")
+                    .and_then(|rest| rest.strip_suffix('`'))
+                    .filter(|name| !name.contains('.'));
+                let hint = unknown.map(|name| {
                     let candidates: Vec<&str> = types::BUILTIN_NAMES
                         .iter()
                         .copied()
                         .chain(schema.enums.iter().map(|e| e.name.as_str()))
                         .collect();
-                    let bare = c.data_type.trim_end_matches("[]");
-                    Some(match suggest(bare, &candidates) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => "declare it under `enums`, or write an extension's type qualified (`public.citext`)".into(),
-                    })
-                } else {
-                    None
-                };
+                    let extension = self.doc.extensions.iter().find(|x| x.name == name);
+                    match (extension, suggest(name, &candidates)) {
+                        (Some(x), _) => format!(
+                            "an extension's types are written qualified: `{}.{name}`",
+                            x.schema.as_deref().unwrap_or("public")
+                        ),
+                        (None, Some(s)) => format!("did you mean `{s}`?"),
+                        (None, None) => "declare it under `enums`, or write an extension's type qualified (`public.citext`)".into(),
+                    }
+                });
                 self.error(
                     &format!("{path}.type"),
                     type_span,
@@ -1260,7 +1279,7 @@ impl<'d> Converter<'d> {
             };
             let mut sequence = self.sequence_options(
                 &ipath,
-                span,
+                &|_| span,
                 int_type,
                 [id.start, id.increment, id.min, id.max, id.cache],
             );
@@ -1370,7 +1389,18 @@ impl<'d> Converter<'d> {
                     .filter(|(s, _)| *s == target_schema)
                     .map(|(_, t)| *t)
                     .collect();
-                let hint = suggest(&r.table, &candidates).map(|s| format!("did you mean `{s}`?"));
+                // The same table in another schema is the likelier intent than a near name.
+                let elsewhere = summaries
+                    .keys()
+                    .find(|(s, t)| *t == r.table && *s != target_schema)
+                    .map(|(s, _)| *s);
+                let hint = match elsewhere {
+                    Some(s) => Some(format!(
+                        "`{}` is declared in schema `{s}`: set `schema: {s}`",
+                        r.table
+                    )),
+                    None => suggest(&r.table, &candidates).map(|s| format!("did you mean `{s}`?")),
+                };
                 self.error(
                     path,
                     span,
@@ -1670,13 +1700,15 @@ impl<'d> Converter<'d> {
             );
         }
         let mut keys = Vec::new();
+        // Keys written as `columns: [a]` are reported as what was written.
+        let written_as = if index.origin.fields.contains_key("columns") {
+            "columns"
+        } else {
+            "keys"
+        };
         for (i, k) in index.keys.iter().enumerate() {
-            let kpath = format!("{path}.keys[{i}]");
-            let span = if index.origin.fields.contains_key("keys") {
-                index.origin.field("keys")
-            } else {
-                index.origin.field("columns")
-            };
+            let kpath = format!("{path}.{written_as}[{i}]");
+            let span = index.origin.field(written_as);
             let (column, expression) = match (&k.column, &k.expression) {
                 (Some(c), None) => {
                     if !column_names.contains(&c.as_str()) {

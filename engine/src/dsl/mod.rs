@@ -100,7 +100,9 @@
 //!
 //! **YAML is read as YAML 1.2**: only `true`/`false` are booleans (`n`, `no`, `off` are
 //! strings, so a column may be named `n`), `007` and `1_000` stay text. Duplicate keys are
-//! errors. The writer still quotes YAML 1.1's boolean words, for other tools' sake.
+//! errors. Merge keys (`<<: *anchor`, from YAML 1.1) are merged, a key written next to them
+//! overriding the merged one. The writer still quotes YAML 1.1's boolean words, for other
+//! tools' sake.
 //!
 //! **Reserved names.** A document cannot declare schema `lockplane` (Lockplane's helpers) or a
 //! schema whose name starts with `pg_`.
@@ -160,7 +162,7 @@ pub struct Loaded {
 ///
 /// Checks the shape only (keys, value types, duplicates); [`to_catalog`] checks the rest.
 pub fn parse(file: &str, text: &str, format: Format) -> Result<Document, DslErrors> {
-    let (doc, errors) = parse_collecting(file, text, format);
+    let (doc, errors, _) = parse_collecting(file, text, format);
     match doc {
         Some(doc) if errors.is_empty() => Ok(doc),
         _ => Err(DslErrors::new(errors, Some(Arc::from(text)))),
@@ -177,19 +179,23 @@ pub fn parse_json(file: &str, text: &str) -> Result<Document, DslErrors> {
     parse(file, text, Format::Json)
 }
 
-fn parse_collecting(
-    file: &str,
-    text: &str,
-    format: Format,
-) -> (Option<Document>, Vec<error::DslError>) {
+/// The document (unless the text is not YAML/JSON), the reader's errors, and the positions of
+/// the values the reader could not read.
+type Parsed = (
+    Option<Document>,
+    Vec<error::DslError>,
+    std::collections::BTreeSet<(u32, u32)>,
+);
+
+fn parse_collecting(file: &str, text: &str, format: Format) -> Parsed {
     let root = match tree::read(file, text, format) {
         Ok(root) => root,
-        Err(e) => return (None, vec![e]),
+        Err(e) => return (None, vec![e], Default::default()),
     };
     let mut reader = read::Reader::new(file);
     let mut doc = reader.document(&root);
     doc.file = file.to_owned();
-    (Some(doc), reader.errors)
+    (Some(doc), reader.errors, reader.unread)
 }
 
 /// Converts a document to the catalog it describes. Pure: no server is involved (see the
@@ -216,7 +222,7 @@ pub fn to_catalog(doc: &Document) -> Result<Catalog, DslErrors> {
 
 /// Parses and converts, reporting every problem of both steps at once.
 pub fn load(file: &str, text: &str, format: Format) -> Result<Loaded, DslErrors> {
-    let (doc, mut errors) = parse_collecting(file, text, format);
+    let (doc, mut errors, unread) = parse_collecting(file, text, format);
     let source = Some(Arc::from(text));
     let Some(doc) = doc else {
         return Err(DslErrors::new(errors, source));
@@ -224,14 +230,13 @@ pub fn load(file: &str, text: &str, format: Format) -> Result<Loaded, DslErrors>
     let mut converter = convert::Converter::new(&doc);
     let catalog = converter.convert();
     // What the reader could not read the conversion sees as missing or empty; the reader has
-    // already said so at that position.
-    let reported: std::collections::BTreeSet<(u32, u32)> =
-        errors.iter().map(|e| (e.line, e.column)).collect();
+    // already said so at that position. (Only there: an unknown key at the start of a block
+    // mapping shares the mapping's position, and does not explain the mapping's other faults.)
     errors.extend(
         converter
             .errors
             .into_iter()
-            .filter(|e| !reported.contains(&(e.line, e.column))),
+            .filter(|e| !unread.contains(&(e.line, e.column))),
     );
     if errors.is_empty() {
         Ok(Loaded {

@@ -93,7 +93,12 @@ pub fn expand(written: &str, kind: ObjectKind) -> Result<Vec<&'static str>, Stri
     if kind != ObjectKind::Sequence {
         candidates.push(INSERT_UPDATE);
     }
-    Err(match suggest(&word, &candidates) {
+    // A privilege of another kind of object (`delete` on a column) is no typo: a near word
+    // (`select`) would be a wrong suggestion.
+    let elsewhere = [ObjectKind::Table, ObjectKind::Column, ObjectKind::Sequence]
+        .iter()
+        .any(|k| k.privileges().contains(&word.as_str()));
+    Err(match suggest(&word, &candidates).filter(|_| !elsewhere) {
         Some(s) => format!("did you mean `{s}`?"),
         None => format!("expected one of {}", candidates.join(", ")),
     })
@@ -151,7 +156,11 @@ mod tests {
             expand("selct", ObjectKind::Table).unwrap_err(),
             "did you mean `select`?"
         );
-        assert!(expand("delete", ObjectKind::Column).is_err());
+        // A privilege of another kind gets the list, not a near word.
+        assert_eq!(
+            expand("delete", ObjectKind::Column).unwrap_err(),
+            "expected one of select, insert, update, references, all, insert_update"
+        );
         assert!(expand("usage", ObjectKind::Table).is_err());
     }
 

@@ -4,6 +4,8 @@
 //! the whole document. Here each key is checked against the keys its object allows (with a
 //! suggestion for typos), each value against the type its key takes.
 
+use std::collections::BTreeSet;
+
 use super::document::*;
 use super::error::DslError;
 use super::names::suggest;
@@ -207,6 +209,9 @@ impl<'n> Obj<'n> {
 pub(crate) struct Reader<'f> {
     file: &'f str,
     pub errors: Vec<DslError>,
+    /// Positions of values the reader could not read (wrong type, missing key): the
+    /// conversion sees them as missing or empty, and its errors there are only echoes.
+    pub unread: BTreeSet<(u32, u32)>,
 }
 
 impl<'f> Reader<'f> {
@@ -214,10 +219,26 @@ impl<'f> Reader<'f> {
         Reader {
             file,
             errors: Vec::new(),
+            unread: BTreeSet::new(),
         }
     }
 
+    /// An error about a value, which is left unread.
     fn error(&mut self, path: &str, span: Span, message: impl Into<String>, hint: Option<String>) {
+        self.unread.insert((span.line, span.column));
+        self.key_error(path, span, message, hint);
+    }
+
+    /// An error about a key that is skipped (unknown, duplicate). It does not silence the
+    /// conversion's errors at the same position: a block mapping starts at its first key, and
+    /// an unknown first key says nothing about the rest of the mapping.
+    fn key_error(
+        &mut self,
+        path: &str,
+        span: Span,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
         self.errors
             .push(DslError::new(self.file, path, span, message, hint));
     }
@@ -264,11 +285,11 @@ impl<'f> Reader<'f> {
                             .join(", ")
                     ))
                 });
-                self.error(path, key.span, format!("unknown key `{name}`"), hint);
+                self.key_error(path, key.span, format!("unknown key `{name}`"), hint);
                 continue;
             };
             if obj.entries.iter().any(|(k, _, _)| k == known) {
-                self.error(path, key.span, format!("duplicate key `{name}`"), None);
+                self.key_error(path, key.span, format!("duplicate key `{name}`"), None);
                 continue;
             }
             obj.entries.push((known, key.span, value));
@@ -389,7 +410,7 @@ impl<'f> Reader<'f> {
         self.error(
             &obj.field_path(key),
             node.span,
-            format!("invalid {key} `{s}`"),
+            format!("invalid value `{s}` for `{key}`"),
             Some(hint),
         );
         None
@@ -471,6 +492,15 @@ impl<'f> Reader<'f> {
 
     pub fn document(&mut self, root: &Node) -> Document {
         let mut doc = Document::default();
+        if root.value == Value::Null {
+            self.error(
+                "",
+                root.span,
+                "the document is empty",
+                Some("start it with `version: 1`".into()),
+            );
+            return doc;
+        }
         let Some(obj) = self.obj(root, "", DOCUMENT_KEYS) else {
             return doc;
         };
@@ -511,6 +541,10 @@ impl<'f> Reader<'f> {
                 },
                 ..ExtensionDecl::default()
             });
+        }
+        if !matches!(node.value, Value::Map(_)) {
+            self.wrong_type(&path, node, "an extension name or a mapping");
+            return None;
         }
         let obj = self.obj(node, &path, EXTENSION_KEYS)?;
         Some(ExtensionDecl {
@@ -593,6 +627,10 @@ impl<'f> Reader<'f> {
                 origin,
             });
         }
+        if !matches!(node.value, Value::Map(_)) {
+            self.wrong_type(&path, node, "a list of labels or a mapping");
+            return None;
+        }
         let obj = self.obj(node, &path, ENUM_KEYS)?;
         if obj.get("labels").is_none() {
             self.error(&path, span, "missing key `labels`", None);
@@ -665,9 +703,16 @@ impl<'f> Reader<'f> {
                 }
             }
         }
+        // Reported at the view's name, where the conversion reports a view's own problems.
+        let query = if obj.get("query").is_none() {
+            self.error(&path, span, "missing key `query`", None);
+            String::new()
+        } else {
+            self.string(&obj, "query").unwrap_or_default()
+        };
         Some(ViewDecl {
             name,
-            query: self.required_string(&obj, "query"),
+            query,
             options,
             grants: self.grants(&obj),
             comment: self.string(&obj, "comment"),
@@ -718,7 +763,7 @@ impl<'f> Reader<'f> {
             .and_then(|n| self.references(n, obj.field_path("references")));
         let identity = match obj.get("identity") {
             None => None,
-            Some(n) => self.identity(n, obj.field_path("identity")),
+            Some(n) => self.identity(n, &obj),
         };
         Some(ColumnDecl {
             name: self.required_string(&obj, "name"),
@@ -754,15 +799,20 @@ impl<'f> Reader<'f> {
         })
     }
 
-    fn identity(&mut self, node: &Node, path: String) -> Option<IdentityDecl> {
-        if let Value::Str(_) = &node.value {
-            let wrapper = Obj {
-                path: path.clone(),
-                span: node.span,
-                entries: vec![("generation", node.span, node)],
-            };
-            let generation = self.choice(&wrapper, "generation", GENERATIONS)?;
-            return Some(IdentityDecl::new(generation));
+    /// `identity:` of the column `column`: a generation word or a mapping.
+    fn identity(&mut self, node: &Node, column: &Obj) -> Option<IdentityDecl> {
+        let path = column.field_path("identity");
+        match &node.value {
+            // `identity: always` is the column's own choice of word: the error is about it.
+            Value::Str(_) => {
+                let generation = self.choice(column, "identity", GENERATIONS)?;
+                return Some(IdentityDecl::new(generation));
+            }
+            Value::Map(_) => {}
+            _ => {
+                self.wrong_type(&path, node, "`always`, `by_default` or a mapping");
+                return None;
+            }
         }
         let obj = self.obj(node, &path, IDENTITY_KEYS)?;
         if obj.get("generation").is_none() {

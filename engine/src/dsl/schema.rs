@@ -2,6 +2,11 @@
 //! complete keys and flag typos with it (`# yaml-language-server: $schema=<file>` at the top
 //! of a document, or a `yaml.schemas` setting).
 //!
+//! It checks what a schema can see: keys, value types, the words of closed choices, names
+//! (not empty, at most 63 characters), reserved schema names and enum labels (at least one, none
+//! twice). What needs the whole document (references, duplicates of names in lists, clashes) is
+//! left to the reader and the conversion.
+//!
 //! It is written out here rather than derived: the reader is hand-written (to report every
 //! error at once), so there are no serde types to derive from. A unit test checks that each
 //! object's properties are exactly the keys the reader accepts.
@@ -43,10 +48,36 @@ fn list_of(name: &str) -> Value {
     json!({ "type": "array", "items": reference(name) })
 }
 
+/// What a schema can check of a Postgres identifier: not empty, and at most 63 characters (the
+/// limit is 63 bytes, which a JSON Schema cannot count; the reader checks bytes).
+fn identifier_rules() -> Value {
+    json!({ "minLength": 1, "maxLength": 63 })
+}
+
+/// A declared name.
+fn identifier(description: &str) -> Value {
+    let mut value = string(description);
+    if let (Value::Object(map), Value::Object(rules)) = (&mut value, identifier_rules()) {
+        map.extend(rules);
+    }
+    value
+}
+
+/// Enum labels: at least one, no label twice, each at most 63 characters (bytes, for the
+/// reader).
+fn label_rules() -> Value {
+    json!({
+        "items": { "type": "string", "maxLength": 63 },
+        "minItems": 1,
+        "uniqueItems": true,
+    })
+}
+
 fn map_of(name: &str, description: &str) -> Value {
     json!({
         "type": "object",
         "additionalProperties": reference(name),
+        "propertyNames": identifier_rules(),
         "description": description,
     })
 }
@@ -110,7 +141,7 @@ pub fn json_schema() -> Value {
             object(
                 EXTENSION_KEYS,
                 vec![
-                    ("name", string("extension name")),
+                    ("name", identifier("extension name")),
                     ("schema", string("schema of its objects (default public)")),
                     (
                         "required",
@@ -120,7 +151,7 @@ pub fn json_schema() -> Value {
                 &["name"],
             ),
             &["string"],
-            json!({}),
+            identifier_rules(),
         ),
     );
     def(
@@ -147,13 +178,21 @@ pub fn json_schema() -> Value {
             object(
                 ENUM_KEYS,
                 vec![
-                    ("labels", names("labels in sort order")),
+                    ("labels", {
+                        let mut labels = names("labels in sort order");
+                        if let (Value::Object(map), Value::Object(rules)) =
+                            (&mut labels, label_rules())
+                        {
+                            map.extend(rules);
+                        }
+                        labels
+                    }),
                     ("comment", string("COMMENT ON TYPE")),
                 ],
                 &["labels"],
             ),
             &["array"],
-            json!({ "items": { "type": "string" } }),
+            label_rules(),
         ),
     );
     let mut seq = vec![(
@@ -207,7 +246,7 @@ pub fn json_schema() -> Value {
         object(
             GRANT_KEYS,
             vec![
-                ("role", string("role name, or public")),
+                ("role", identifier("role name, or public")),
                 ("privilege", privilege),
                 ("grantable", boolean("WITH GRANT OPTION")),
             ],
@@ -252,7 +291,7 @@ pub fn json_schema() -> Value {
         object(
             COLUMN_KEYS,
             vec![
-                ("name", string("column name")),
+                ("name", identifier("column name")),
                 (
                     "type",
                     string("type name (int, varchar(20), timestamptz, serial, an enum, …)"),
@@ -287,7 +326,7 @@ pub fn json_schema() -> Value {
         object(
             PRIMARY_KEY_KEYS,
             vec![
-                ("name", string("constraint name (default <table>_pkey)")),
+                ("name", identifier("constraint name (default <table>_pkey)")),
                 ("columns", names("key columns")),
                 ("deferrable", boolean("DEFERRABLE")),
                 ("initially_deferred", boolean("INITIALLY DEFERRED")),
@@ -303,7 +342,7 @@ pub fn json_schema() -> Value {
             vec![
                 (
                     "name",
-                    string("constraint name (default <table>_<columns>_key)"),
+                    identifier("constraint name (default <table>_<columns>_key)"),
                 ),
                 ("columns", names("key columns")),
                 ("nulls_not_distinct", boolean("NULLS NOT DISTINCT")),
@@ -321,7 +360,7 @@ pub fn json_schema() -> Value {
             vec![
                 (
                     "name",
-                    string("constraint name (default <table>_<columns>_fkey)"),
+                    identifier("constraint name (default <table>_<columns>_fkey)"),
                 ),
                 ("columns", names("referencing columns")),
                 ("references", reference("references")),
@@ -338,7 +377,7 @@ pub fn json_schema() -> Value {
             vec![
                 (
                     "name",
-                    string("constraint name (default as Postgres chooses it)"),
+                    identifier("constraint name (default as Postgres chooses it)"),
                 ),
                 ("expression", sql("boolean expression")),
                 ("no_inherit", boolean("NO INHERIT")),
@@ -353,7 +392,7 @@ pub fn json_schema() -> Value {
         object(
             EXCLUSION_KEYS,
             vec![
-                ("name", string("constraint name")),
+                ("name", identifier("constraint name")),
                 ("definition", string("EXCLUDE USING … (… WITH …)")),
                 ("comment", string("COMMENT ON CONSTRAINT")),
             ],
@@ -380,7 +419,10 @@ pub fn json_schema() -> Value {
         object(
             INDEX_KEYS,
             vec![
-                ("name", string("index name (default <table>_<columns>_idx)")),
+                (
+                    "name",
+                    identifier("index name (default <table>_<columns>_idx)"),
+                ),
                 ("columns", names("key columns")),
                 ("keys", list_of("index_key")),
                 ("unique", boolean("UNIQUE")),
@@ -398,7 +440,7 @@ pub fn json_schema() -> Value {
         object(
             POLICY_KEYS,
             vec![
-                ("name", string("policy name")),
+                ("name", identifier("policy name")),
                 ("for", words(COMMANDS)),
                 ("as", words(POLICY_KINDS)),
                 ("roles", names("roles (default public)")),
@@ -456,7 +498,12 @@ pub fn json_schema() -> Value {
                 json!({ "const": 1, "description": "DSL version" }),
             ),
             ("extensions", list_of("extension")),
-            ("schemas", map_of("schema", "schemas by name")),
+            ("schemas", {
+                // `lockplane` holds Lockplane's helpers; Postgres reserves `pg_` names.
+                let mut schemas = map_of("schema", "schemas by name");
+                schemas["propertyNames"]["not"] = json!({ "pattern": "^(pg_|lockplane$)" });
+                schemas
+            }),
         ],
         &["version"],
     );

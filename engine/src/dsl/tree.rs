@@ -191,7 +191,11 @@ mod yaml {
             underscored_numbers_as_strings: true,
         };
         match serde_saphyr::from_str_with_options::<Option<Spanned<Value>>>(text, options) {
-            Ok(Some(root)) => Ok(node(root)),
+            Ok(Some(root)) => {
+                let mut root = node(root);
+                big_integers(&mut root, text);
+                Ok(root)
+            }
             Ok(None) => Ok(Node {
                 value: Value::Null,
                 span: Span {
@@ -219,12 +223,45 @@ mod yaml {
         }
     }
 
-    /// serde-saphyr appends the position to its messages; ours carry it already.
+    /// serde-saphyr reads an integer beyond 64 bits as a float; it is an integer, as in JSON,
+    /// so that the reader says it does not fit rather than that it is not an integer.
+    fn big_integers(node: &mut Node, text: &str) {
+        match &mut node.value {
+            Value::Float(_) => {
+                let written = text
+                    .get(node.span.offset..node.span.offset + node.span.len)
+                    .unwrap_or_default()
+                    .trim();
+                let digits = written.strip_prefix(['-', '+']).unwrap_or(written);
+                if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                    if let Ok(i) = written.parse::<i128>() {
+                        node.value = Value::Int(i);
+                    }
+                }
+            }
+            Value::Seq(items) => items.iter_mut().for_each(|i| big_integers(i, text)),
+            Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+                big_integers(k, text);
+                big_integers(v, text);
+            }),
+            _ => {}
+        }
+    }
+
+    /// serde-saphyr appends the position to its messages; ours carry it already. Its advice
+    /// about its own API is no use to the author of a document.
     fn clean_message(message: &str) -> String {
         let first = message.lines().next().unwrap_or(message).trim();
-        match first.find(" at line ") {
-            Some(i) => first[..i].to_owned(),
-            None => first.to_owned(),
+        let first = match first.find(" at line ") {
+            Some(i) => &first[..i],
+            None => first,
+        };
+        if first.starts_with("multiple YAML documents detected") {
+            "more than one document (a second `---`); a schema file holds one".to_owned()
+        } else if let Some(detail) = first.strip_prefix("budget breached: ") {
+            format!("the document is too large, or its aliases expand too much ({detail})")
+        } else {
+            first.to_owned()
         }
     }
 }
@@ -585,6 +622,17 @@ mod tests {
             panic!()
         };
         assert_eq!(entries.len(), 2);
+    }
+
+    #[test]
+    fn yaml_integers_beyond_64_bits_stay_integers() {
+        let root = yaml("a: 99999999999999999999\nb: -99999999999999999999\nc: 1.5e30\n");
+        let Value::Map(entries) = &root.value else {
+            panic!()
+        };
+        assert_eq!(entries[0].1.value, Value::Int(99_999_999_999_999_999_999));
+        assert_eq!(entries[1].1.value, Value::Int(-99_999_999_999_999_999_999));
+        assert_eq!(entries[2].1.value, Value::Float(1.5e30));
     }
 
     #[test]
