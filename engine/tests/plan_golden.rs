@@ -11,7 +11,7 @@ mod common;
 use common::{database_with, read};
 use lockplane_engine::catalog::Catalog;
 use lockplane_engine::diff::Renames;
-use lockplane_engine::plan::{plan, read_stats, reverse, Plan, PlanError};
+use lockplane_engine::plan::{plan, read_stats, reverse, HazardKind, Plan, PlanError};
 use lockplane_engine::{catalog_hash, testkit};
 use tokio_postgres::Client;
 
@@ -808,3 +808,159 @@ golden!(
         r#"COMMENT ON INDEX "public"."t_email" IS 'lookup'"#,
     ]
 );
+
+// ---- dependents and combinations -----------------------------------------------------------
+
+golden!(
+    policy_drop_and_rls_disable,
+    "CREATE TABLE t (id int PRIMARY KEY, tenant int); ALTER TABLE t ENABLE ROW LEVEL SECURITY;
+     CREATE POLICY p ON t USING (tenant = 1)",
+    "CREATE TABLE t (id int PRIMARY KEY, tenant int)",
+    [
+        r#"DROP POLICY "p" ON "public"."t""#,
+        r#"ALTER TABLE "public"."t" DISABLE ROW LEVEL SECURITY"#,
+    ]
+);
+
+golden!(
+    comments_on_sequence_type_policy,
+    "CREATE SEQUENCE s; CREATE TYPE mood AS ENUM ('a');
+     CREATE TABLE t (id int PRIMARY KEY); CREATE POLICY p ON t USING (true)",
+    "CREATE SEQUENCE s; CREATE TYPE mood AS ENUM ('a');
+     CREATE TABLE t (id int PRIMARY KEY); CREATE POLICY p ON t USING (true);
+     COMMENT ON SEQUENCE s IS 'counter'; COMMENT ON TYPE mood IS 'feelings';
+     COMMENT ON POLICY p ON t IS 'open'",
+    [
+        r#"COMMENT ON TYPE "public"."mood" IS 'feelings'"#,
+        r#"COMMENT ON SEQUENCE "public"."s" IS 'counter'"#,
+        r#"COMMENT ON POLICY "p" ON "public"."t" IS 'open'"#,
+    ]
+);
+
+golden!(
+    primary_key_drop_after_its_foreign_keys,
+    "CREATE TABLE parent (id int PRIMARY KEY);
+     CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent)",
+    "CREATE TABLE parent (id int); CREATE TABLE child (id int PRIMARY KEY, parent_id int)",
+    [
+        r#"ALTER TABLE "public"."child" DROP CONSTRAINT "child_parent_id_fkey""#,
+        r#"ALTER TABLE "public"."parent" DROP CONSTRAINT "parent_pkey""#,
+        r#"ALTER TABLE "public"."parent" ALTER COLUMN "id" DROP NOT NULL"#,
+    ]
+);
+
+golden!(
+    dropped_column_takes_its_index_and_policy_along,
+    "CREATE TABLE t (id int PRIMARY KEY, tenant int); CREATE INDEX t_tenant ON t (tenant);
+     ALTER TABLE t ENABLE ROW LEVEL SECURITY; CREATE POLICY p ON t USING (tenant = 1);
+     CREATE VIEW v AS SELECT id, tenant FROM t",
+    "CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t ENABLE ROW LEVEL SECURITY;
+     CREATE POLICY p ON t USING (id > 0); CREATE VIEW v AS SELECT id FROM t",
+    [
+        r#"DROP POLICY "p" ON "public"."t""#,
+        r#"DROP VIEW "public"."v""#,
+        r#"DROP INDEX "public"."t_tenant""#,
+        r#"ALTER TABLE "public"."t" DROP COLUMN "tenant""#,
+        r#"CREATE VIEW "public"."v" AS SELECT id FROM public.t"#,
+        r#"CREATE POLICY "p" ON "public"."t" USING (id > 0)"#,
+    ]
+);
+
+golden!(
+    table_and_column_rename_with_incoming_foreign_key,
+    "CREATE TABLE users (uid int PRIMARY KEY, name text);
+     CREATE TABLE posts (id int PRIMARY KEY, author int REFERENCES users (uid));
+     CREATE INDEX users_name ON users (name)",
+    "CREATE TABLE accounts (id int CONSTRAINT users_pkey PRIMARY KEY, name text);
+     CREATE TABLE posts (id int PRIMARY KEY, author int CONSTRAINT posts_author_fkey REFERENCES accounts (id));
+     CREATE INDEX users_name ON accounts (name)",
+    Renames::none()
+        .table("public", "users", "accounts")
+        .column("public", "accounts", "uid", "id"),
+    [
+        r#"ALTER TABLE "public"."users" RENAME TO "accounts""#,
+        r#"ALTER TABLE "public"."accounts" RENAME COLUMN "uid" TO "id""#,
+    ]
+);
+
+golden!(
+    sequence_owner_change,
+    "CREATE TABLE t (id int PRIMARY KEY, a bigint, b bigint); CREATE SEQUENCE s OWNED BY t.a",
+    "CREATE TABLE t (id int PRIMARY KEY, a bigint, b bigint); CREATE SEQUENCE s OWNED BY t.b",
+    [r#"ALTER SEQUENCE "public"."s" OWNED BY "public"."t"."b""#,]
+);
+
+golden!(
+    column_becomes_generated,
+    "CREATE TABLE t (id int PRIMARY KEY, price numeric, total numeric)",
+    "CREATE TABLE t (id int PRIMARY KEY, price numeric, total numeric GENERATED ALWAYS AS (price * 2) STORED)",
+    [
+        r#"ALTER TABLE "public"."t" DROP COLUMN "total""#,
+        r#"ALTER TABLE "public"."t" ADD COLUMN "total" numeric GENERATED ALWAYS AS (price * 2::numeric) STORED"#,
+    ]
+);
+
+#[tokio::test]
+async fn column_drop_on_a_table_with_a_trigger_needs_confirmation() {
+    const FUNCTION: &str = "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS
+       $$ BEGIN RETURN NEW; END $$;";
+    let a = format!(
+        "{FUNCTION} CREATE TABLE t (id int PRIMARY KEY, note text);
+         CREATE TRIGGER t_touch BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION touch()"
+    );
+    let b = format!(
+        "{FUNCTION} CREATE TABLE t (id int PRIMARY KEY);
+         CREATE TRIGGER t_touch BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION touch()"
+    );
+    let plan = run(Case {
+        name: "column_drop_on_a_table_with_a_trigger_needs_confirmation",
+        a: &a,
+        b: &b,
+        renames: Renames::none(),
+        expected: &[r#"ALTER TABLE "public"."t" DROP COLUMN "note""#],
+        one_way: false,
+    })
+    .await;
+    assert!(plan.requires_confirmation);
+    let details: Vec<&str> = plan
+        .hazards
+        .iter()
+        .filter(|h| h.kind == HazardKind::DependsOnUnsupported)
+        .map(|h| h.detail.as_str())
+        .collect();
+    assert_eq!(details.len(), 2, "{details:#?}");
+    assert!(
+        details[0].contains("trigger public.t.t_touch"),
+        "{details:#?}"
+    );
+    assert!(
+        details[1].contains("function public.touch()"),
+        "{details:#?}"
+    );
+}
+
+#[tokio::test]
+async fn populated_hazards_are_graded() {
+    let plan = run(Case {
+        name: "populated_hazards_are_graded",
+        a: POPULATED,
+        b: "CREATE TABLE parent (id int PRIMARY KEY);
+            CREATE TABLE t (id int PRIMARY KEY, parent_id bigint, email text, qty int);
+            CREATE INDEX t_old ON t (qty)",
+        renames: Renames::none(),
+        expected: &[r#"ALTER TABLE "public"."t" ALTER COLUMN "parent_id" TYPE bigint"#],
+        one_way: false,
+    })
+    .await;
+    let rewrite = plan
+        .hazards
+        .iter()
+        .find(|h| h.kind == HazardKind::TableRewrite)
+        .expect("rewrite hazard");
+    assert!(rewrite.detail.contains("~100 rows"), "{}", rewrite.detail);
+    assert!(plan
+        .hazards
+        .iter()
+        .any(|h| h.kind == HazardKind::AccessExclusiveLock && h.detail.contains("rewrite")));
+    assert!(!plan.requires_confirmation, "{:#?}", plan.hazards);
+}
