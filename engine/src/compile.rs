@@ -425,42 +425,46 @@ impl Compiler<'_> {
             });
         }
         if destructive {
-            let bodies: Vec<String> = self
-                .live
-                .unsupported
-                .iter()
-                .filter(|u| {
-                    matches!(
-                        u.kind.as_str(),
-                        "function" | "procedure" | "window function" | "materialized view"
-                    )
-                })
-                .map(|u| format!("{} {}.{}", u.kind, u.schema, u.name))
-                .collect();
-            if !bodies.is_empty() {
-                let shown: Vec<&String> = bodies.iter().take(5).collect();
-                out.push(Hazard {
-                    kind: HazardKind::DependsOnUnsupported,
-                    object: path(&[schema, table]),
-                    detail: format!(
-                        "the database has {} object(s) whose bodies Lockplane cannot read and \
-                         which may use what this step removes or renames: {}{}",
-                        bodies.len(),
-                        shown
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        if bodies.len() > shown.len() {
-                            ", …"
-                        } else {
-                            ""
-                        }
-                    ),
-                });
-            }
+            out.extend(self.body_hazards(&path(&[schema, table])));
         }
         out
+    }
+
+    /// The hazard of removing or renaming `object` while the database holds functions,
+    /// procedures or materialized views whose bodies Lockplane cannot read (any of them may
+    /// use it).
+    fn body_hazards(&self, object: &str) -> Option<Hazard> {
+        let bodies: Vec<String> = self
+            .live
+            .unsupported
+            .iter()
+            .filter(|u| {
+                matches!(
+                    u.kind.as_str(),
+                    "function" | "procedure" | "window function" | "materialized view"
+                )
+            })
+            .map(|u| format!("{} {}.{}", u.kind, u.schema, u.name))
+            .collect();
+        if bodies.is_empty() {
+            return None;
+        }
+        let shown: Vec<&str> = bodies.iter().take(5).map(String::as_str).collect();
+        Some(Hazard {
+            kind: HazardKind::DependsOnUnsupported,
+            object: object.to_owned(),
+            detail: format!(
+                "the database has {} object(s) whose bodies Lockplane cannot read and which \
+                 may use what this step removes or renames: {}{}",
+                bodies.len(),
+                shown.join(", "),
+                if bodies.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            ),
+        })
     }
 
     fn change(&mut self, change: &Change) {
@@ -798,8 +802,8 @@ impl Compiler<'_> {
                 from,
                 to,
             } => {
-                // Renames run first, before a renamed table's own rename? No: table renames
-                // are emitted first by `diff`, so the table already has its desired name.
+                // Table renames run before column renames (diff emits them first), so the
+                // table already has its desired name here.
                 let mut hazards: Vec<Hazard> =
                     self.lock_hazard(schema, table, "briefly (catalog change only)").into_iter().collect();
                 hazards.extend(self.unsupported_hazards(schema, table, true));
@@ -1126,9 +1130,8 @@ impl Compiler<'_> {
             }
             C::DropView { schema, name } => {
                 let hazards = self
-                    .unsupported_hazards(schema, name, true)
+                    .body_hazards(&path(&[schema, name]))
                     .into_iter()
-                    .filter(|h| h.detail.starts_with("the database has"))
                     .collect();
                 self.push(
                     Phase::DropView,

@@ -756,6 +756,11 @@ pub fn diff(live: &Catalog, desired: &Catalog, renames: &Renames) -> Vec<Change>
         new_pks: BTreeSet::new(),
         fk_targets: Vec::new(),
         seq_pairs: BTreeMap::new(),
+        table_renames: renames
+            .tables
+            .iter()
+            .map(|r| (r.schema.clone(), r.from.clone(), r.to.clone()))
+            .collect(),
     };
     d.run();
     d.out
@@ -803,6 +808,8 @@ struct Differ<'a> {
     fk_targets: Vec<(String, String, Vec<String>)>,
     /// `(schema, desired name) → live name` of sequences renamed by pairing.
     seq_pairs: BTreeMap<(String, String), String>,
+    /// `(schema, from, to)` of the tables renamed by the caller.
+    table_renames: Vec<(String, String, String)>,
 }
 
 impl Differ<'_> {
@@ -2217,7 +2224,30 @@ impl Differ<'_> {
     /// plan drops go with it (the compiler flags that step); any other difference is refused.
     fn unsupported(&mut self) {
         let live: BTreeSet<&UnsupportedObject> = self.live.unsupported.iter().collect();
-        let wanted: BTreeSet<&UnsupportedObject> = self.desired.unsupported.iter().collect();
+        // The caller carries live's unsupported objects into the desired catalog as they are;
+        // a trigger on a table this plan renames is then under the table's old name, while
+        // the renamed live catalog (like Postgres after the rename) has the new one.
+        let moved: Vec<UnsupportedObject> = self
+            .desired
+            .unsupported
+            .iter()
+            .map(|u| {
+                let mut u = u.clone();
+                for (schema, from, to) in &self.table_renames {
+                    let on_from = u.schema == *schema
+                        && matches!(u.kind.as_str(), "trigger" | "rule")
+                        && u.name
+                            .strip_prefix(from.as_str())
+                            .is_some_and(|r| r.starts_with('.'));
+                    if on_from {
+                        u.name = format!("{to}{}", &u.name[from.len()..]);
+                        break;
+                    }
+                }
+                u
+            })
+            .collect();
+        let wanted: BTreeSet<&UnsupportedObject> = moved.iter().collect();
         for u in wanted.difference(&live) {
             self.out.push(Change::Refuse {
                 object: format!("{} {}", u.kind, path2(&u.schema, &u.name)),

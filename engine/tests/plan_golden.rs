@@ -964,3 +964,32 @@ async fn populated_hazards_are_graded() {
         .any(|h| h.kind == HazardKind::AccessExclusiveLock && h.detail.contains("rewrite")));
     assert!(!plan.requires_confirmation, "{:#?}", plan.hazards);
 }
+
+#[tokio::test]
+async fn table_rename_with_a_trigger_needs_confirmation() {
+    const FUNCTION: &str = "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS
+       $$ BEGIN RETURN NEW; END $$;";
+    let a = format!(
+        "{FUNCTION} CREATE TABLE users (id int CONSTRAINT users_pkey PRIMARY KEY);
+         CREATE TRIGGER touch BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION touch()"
+    );
+    let b = format!(
+        "{FUNCTION} CREATE TABLE accounts (id int CONSTRAINT users_pkey PRIMARY KEY);
+         CREATE TRIGGER touch BEFORE UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION touch()"
+    );
+    let plan = run(Case {
+        name: "table_rename_with_a_trigger_needs_confirmation",
+        a: &a,
+        b: &b,
+        renames: Renames::none().table("public", "users", "accounts"),
+        expected: &[r#"ALTER TABLE "public"."users" RENAME TO "accounts""#],
+        one_way: false,
+    })
+    .await;
+    assert!(plan.requires_confirmation);
+    assert!(plan
+        .hazards
+        .iter()
+        .any(|h| h.kind == HazardKind::DependsOnUnsupported
+            && h.detail.contains("trigger public.users.touch")));
+}
