@@ -41,6 +41,9 @@ enum Phase {
     /// `ALTER TYPE … ADD VALUE` whose label the transaction uses: before it, on its own.
     PreEnumLabel,
     Rename,
+    /// `OWNED BY NONE`: before any drop, so that dropping the old owner column does not take
+    /// a kept sequence with it.
+    Disown,
     DropPolicy,
     DropView,
     DropForeignKey,
@@ -630,7 +633,11 @@ impl Compiler<'_> {
                 name,
                 owner,
             } => self.push(
-                Phase::SequenceOwner,
+                if owner.is_some() {
+                    Phase::SequenceOwner
+                } else {
+                    Phase::Disown
+                },
                 match owner {
                     Some(o) => format!(
                         "sequence {schema}.{name} is owned by {schema}.{}.{}",

@@ -1778,7 +1778,25 @@ impl Differ<'_> {
                         to: ds.options.clone(),
                     });
                 }
-                if ls.owned_by != ds.owned_by {
+                // Postgres drops a sequence with the column that owns it: a kept sequence whose
+                // owner column goes is released first (OWNED BY NONE runs before any drop).
+                let owner_goes = ls.owned_by.as_ref().is_some_and(|o| {
+                    self.dropped_tables
+                        .contains(&(schema_name.clone(), o.table.clone()))
+                        || self.disturbed_columns.get(&(
+                            schema_name.clone(),
+                            o.table.clone(),
+                            o.column.clone(),
+                        )) == Some(&Disturb::Dropped)
+                });
+                if owner_goes && ds.owned_by.is_some() {
+                    self.out.push(Change::SetSequenceOwner {
+                        schema: schema_name.clone(),
+                        name: name.clone(),
+                        owner: None,
+                    });
+                }
+                if ls.owned_by != ds.owned_by || (owner_goes && ds.owned_by.is_some()) {
                     self.out.push(Change::SetSequenceOwner {
                         schema: schema_name.clone(),
                         name: name.clone(),

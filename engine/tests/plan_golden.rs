@@ -993,3 +993,39 @@ async fn table_rename_with_a_trigger_needs_confirmation() {
         .any(|h| h.kind == HazardKind::DependsOnUnsupported
             && h.detail.contains("trigger public.users.touch")));
 }
+
+golden!(
+    kept_sequence_survives_its_owner_column,
+    "CREATE TABLE t (id int PRIMARY KEY, a bigint); CREATE SEQUENCE s OWNED BY t.a",
+    "CREATE TABLE t (id int PRIMARY KEY); CREATE SEQUENCE s",
+    [
+        r#"ALTER SEQUENCE "public"."s" OWNED BY NONE"#,
+        r#"ALTER TABLE "public"."t" DROP COLUMN "a""#,
+    ]
+);
+
+golden!(
+    retyped_column_with_a_check,
+    "CREATE TABLE t (id int PRIMARY KEY, code varchar(10) CONSTRAINT code_set CHECK (code <> ''))",
+    "CREATE TABLE t (id int PRIMARY KEY, code text CONSTRAINT code_set CHECK (code <> ''))",
+    [
+        r#"ALTER TABLE "public"."t" DROP CONSTRAINT "code_set""#,
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "code" TYPE text"#,
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "code_set" CHECK (code <> ''::text)"#,
+    ]
+);
+
+golden!(
+    recreated_column_keeps_grants_and_comment,
+    "CREATE TABLE t (id int PRIMARY KEY, price numeric, total numeric);
+     GRANT SELECT (total) ON t TO app_reader; COMMENT ON COLUMN t.total IS 'sum'",
+    "CREATE TABLE t (id int PRIMARY KEY, price numeric,
+       total numeric GENERATED ALWAYS AS (price * 2) STORED);
+     GRANT SELECT (total) ON t TO app_reader; COMMENT ON COLUMN t.total IS 'sum'",
+    [
+        r#"ALTER TABLE "public"."t" DROP COLUMN "total""#,
+        r#"ALTER TABLE "public"."t" ADD COLUMN "total" numeric GENERATED ALWAYS AS (price * 2::numeric) STORED"#,
+        r#"GRANT SELECT ("total") ON TABLE "public"."t" TO "app_reader""#,
+        r#"COMMENT ON COLUMN "public"."t"."total" IS 'sum'"#,
+    ]
+);
