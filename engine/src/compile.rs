@@ -1055,8 +1055,8 @@ impl Compiler<'_> {
                 table,
                 name,
                 index,
-                ..
-            } => self.create_index(schema, table, name, index),
+                in_transaction,
+            } => self.create_index(schema, table, name, index, *in_transaction),
             C::DropIndex {
                 schema,
                 table,
@@ -1832,7 +1832,16 @@ impl Compiler<'_> {
         );
     }
 
-    fn create_index(&mut self, schema: &str, table: &str, name: &str, index: &Index) {
+    /// `fk_target`: a foreign key added by the plan needs this unique index, so it is built
+    /// with the primary keys and unique constraints, before the foreign keys.
+    fn create_index(
+        &mut self,
+        schema: &str,
+        table: &str,
+        name: &str,
+        index: &Index,
+        fk_target: bool,
+    ) {
         let pop = self.population(schema, table);
         let concurrent = self
             .concurrent_indexes
@@ -1877,7 +1886,11 @@ impl Compiler<'_> {
             });
         }
         self.push(
-            Phase::CreateIndex,
+            if fk_target {
+                Phase::AddConstraint
+            } else {
+                Phase::CreateIndex
+            },
             format!("create index {name} on {schema}.{table}"),
             format!(
                 "CREATE {}INDEX {} ON {body}",

@@ -1029,3 +1029,17 @@ golden!(
         r#"COMMENT ON COLUMN "public"."t"."total" IS 'sum'"#,
     ]
 );
+
+golden!(
+    foreign_key_onto_a_new_unique_index,
+    "CREATE TABLE parent (id int PRIMARY KEY, code text);
+     CREATE TABLE child (id int PRIMARY KEY, parent_code text)",
+    "CREATE TABLE parent (id int PRIMARY KEY, code text);
+     CREATE UNIQUE INDEX parent_code_key ON parent (code);
+     CREATE TABLE child (id int PRIMARY KEY,
+       parent_code text CONSTRAINT child_parent_code_fkey REFERENCES parent (code))",
+    [
+        r#"CREATE UNIQUE INDEX "parent_code_key" ON "public"."parent" USING btree ("code")"#,
+        r#"ALTER TABLE "public"."child" ADD CONSTRAINT "child_parent_code_fkey" FOREIGN KEY ("parent_code") REFERENCES "public"."parent" ("code")"#,
+    ]
+);
