@@ -45,6 +45,10 @@ struct TableSpec {
     comment: Option<String>,
     grant_select: bool,
     rls_policy: bool,
+    /// `UNIQUE (column, id)` on a present column (with `id`, so rows never collide).
+    unique_on: Option<usize>,
+    /// A comment and an UPDATE grant on the first present column.
+    column_extras: (bool, bool),
 }
 
 fn column() -> impl Strategy<Value = ColumnSpec> {
@@ -69,9 +73,21 @@ fn table() -> impl Strategy<Value = TableSpec> {
         prop::option::of("[a-z ']{0,8}"),
         any::<bool>(),
         any::<bool>(),
+        (prop::option::of(0usize..COLUMNS), any::<(bool, bool)>()),
     )
         .prop_map(
-            |(present, columns, index_on, fk_to_previous, check, view, comment, grant, rls)| {
+            |(
+                present,
+                columns,
+                index_on,
+                fk_to_previous,
+                check,
+                view,
+                comment,
+                grant,
+                rls,
+                (unique_on, column_extras),
+            )| {
                 TableSpec {
                     present,
                     columns,
@@ -82,6 +98,8 @@ fn table() -> impl Strategy<Value = TableSpec> {
                     comment,
                     grant_select: grant,
                     rls_policy: rls,
+                    unique_on,
+                    column_extras,
                 }
             },
         )
@@ -159,7 +177,23 @@ fn sql(tables: &[TableSpec], names: &Naming, rows: usize) -> String {
         if t.check {
             cols.push(format!("CONSTRAINT k{i}_id_positive CHECK (id > 0)"));
         }
+        if let (Some(col), false) = (t.unique_on, present.is_empty()) {
+            let col = present[col % present.len()];
+            cols.push(format!(
+                "CONSTRAINT k{i}_uq UNIQUE ({}, id)",
+                names.column(i, col)
+            ));
+        }
         out.push(format!("CREATE TABLE {tn} ({})", cols.join(", ")));
+        if let Some(&first) = present.first() {
+            let col = names.column(i, first);
+            if t.column_extras.0 {
+                out.push(format!("COMMENT ON COLUMN {tn}.{col} IS 'c{first}'"));
+            }
+            if t.column_extras.1 {
+                out.push(format!("GRANT UPDATE ({col}) ON {tn} TO PUBLIC"));
+            }
+        }
         if rows > 0 {
             let mut names_list = vec!["id".to_string()];
             let mut values = vec!["g".to_string()];
