@@ -2462,13 +2462,17 @@ pub(crate) fn conversion(from: &str, to: &str) -> Conversion {
         c.using = false;
         match fb.as_str() {
             "character varying" | "bit varying" => {
-                let wider = unbounded(&tm) || (!unbounded(&fm) && tm[0] >= fm[0]);
+                let wider = match (fm.first(), tm.first()) {
+                    (_, None) => true,
+                    (Some(f), Some(t)) => t >= f,
+                    (None, Some(_)) => false,
+                };
                 c.binary_coercible = wider && !fa;
                 c.lossless = wider;
                 c.narrowing = !wider;
             }
             "character" | "bit" => {
-                let wider = !unbounded(&fm) && !unbounded(&tm) && tm[0] >= fm[0];
+                let wider = matches!((fm.first(), tm.first()), (Some(f), Some(t)) if t >= f);
                 c.lossless = wider;
                 c.narrowing = !wider;
             }

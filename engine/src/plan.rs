@@ -405,6 +405,15 @@ impl Plan {
         self.steps.is_empty()
     }
 
+    /// The kinds of hazard the plan carries, sorted, each once (what the ledger's plan
+    /// summary lists).
+    pub fn hazard_kinds(&self) -> Vec<HazardKind> {
+        let mut kinds: Vec<HazardKind> = self.hazards.iter().map(|h| h.kind).collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+
     /// Recomputes the id from the content: a plan read back from storage can be checked.
     pub fn computed_id(&self) -> Result<String, CanonicalError> {
         plan_id(
