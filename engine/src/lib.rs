@@ -10,6 +10,7 @@
 //! - [`hash`]: canonical JSON bytes (RFC 8785) and the SHA3-256 catalog hash.
 //! - [`normalize`]: one parser (pg_query) to normalise expressions and queries.
 //! - [`ident`]: the one function that quotes identifiers (and one for literals).
+//! - [`guard`]: the SQL guard: which statements agents may run, and which need confirmation.
 //! - [`introspect`]: live database → `Catalog`.
 //! - [`diff`]: live vs desired catalog → the list of changes (with renames).
 //! - [`compile`]: changes → ordered SQL steps with locks and graded hazards.
@@ -30,12 +31,15 @@ pub mod connect;
 pub mod diff;
 pub mod dsl;
 pub mod events;
+pub mod exec;
+pub mod guard;
 pub mod hash;
 pub mod ident;
 pub mod introspect;
 pub mod normalize;
 pub mod plan;
 pub mod projection;
+pub mod shadow;
 pub mod testkit;
 
 pub use catalog::{Catalog, Manifest};
