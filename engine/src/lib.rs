@@ -31,7 +31,6 @@ pub mod connect;
 pub mod diff;
 pub mod dsl;
 pub mod events;
-pub mod exec;
 pub mod guard;
 pub mod hash;
 pub mod ident;
@@ -39,7 +38,6 @@ pub mod introspect;
 pub mod normalize;
 pub mod plan;
 pub mod projection;
-pub mod shadow;
 pub mod testkit;
 
 pub use catalog::{Catalog, Manifest};
