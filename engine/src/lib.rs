@@ -15,6 +15,10 @@
 //! - [`diff`]: live vs desired catalog → the list of changes (with renames).
 //! - [`compile`]: changes → ordered SQL steps with locks and graded hazards.
 //! - [`plan`]: the hashed `Plan` value tying both together, its reverse, table statistics.
+//! - [`exec`]: applying a plan: confirmation, advisory lock, base/target hash checks, one
+//!   transaction with timeouts, non-transactional steps with retries, receipts, resuming.
+//! - [`shadow`]: proving a plan and its reverse on a shadow database; materialising a desired
+//!   catalog as Postgres stores it.
 //! - [`dsl`]: the YAML/JSON schema DSL: documents → catalogs and back, its JSON Schema.
 //! - [`connect`]: resolving a database URL / `PG*` environment and connecting.
 //! - [`cluster`]: throwaway Postgres clusters from local server binaries.
@@ -31,6 +35,7 @@ pub mod connect;
 pub mod diff;
 pub mod dsl;
 pub mod events;
+pub mod exec;
 pub mod guard;
 pub mod hash;
 pub mod ident;
@@ -38,6 +43,7 @@ pub mod introspect;
 pub mod normalize;
 pub mod plan;
 pub mod projection;
+pub mod shadow;
 pub mod testkit;
 
 pub use catalog::{Catalog, Manifest};

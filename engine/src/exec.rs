@@ -1,0 +1,1124 @@
+//! The executor: applies a [`Plan`] to a live database, safely (DESIGN §4).
+//!
+//! [`apply`] does, in order:
+//!
+//! 1. refuses a plan whose id does not match its content, and a plan that needs a
+//!    confirmation unless the caller passes exactly its `plan_id`;
+//! 2. takes a session-level advisory lock derived from the database's name, so two applies
+//!    against one database never interleave (waiting up to [`ApplyOptions::lock_wait`], then
+//!    naming the session that holds it);
+//! 3. introspects and refuses when the live hash is not the plan's `base_hash` (or, when
+//!    resuming, the hash recorded after the step it resumes after);
+//! 4. runs the plan's phases in plan order: every non-transactional step alone (in
+//!    autocommit, with a timeout and bounded retries), and the transactional steps together in
+//!    one transaction with `SET LOCAL lock_timeout` and `statement_timeout`, rolled back
+//!    whole on any error;
+//! 5. introspects again and verifies the result is the plan's `target_hash`;
+//! 6. releases the advisory lock, whatever happened.
+//!
+//! # Timeouts are enforced on the server
+//!
+//! Every statement carries a server-side `statement_timeout`, and a client-side timer a little
+//! longer as a backstop (a server that stops answering, a setting overridden by a role). When
+//! the client timer fires the statement is cancelled on the server with the connection's
+//! cancel token ([`run_with_timeout`]): dropping the future alone would leave the backend
+//! running the statement, still holding its locks.
+//!
+//! # Resuming (the contract with the ledger)
+//!
+//! After each *phase* commits — the transaction as a whole, or one non-transactional step —
+//! the executor introspects and calls [`ApplyOptions::progress`] with a [`StepProgress`]
+//! carrying the id of the phase's last step and the live hash after it. The caller records
+//! that (a `StepApplied` event). If the apply is interrupted, a later call with
+//! [`ApplyOptions::resume_after`] set to that step id *and* that hash skips every step up to
+//! and including it, but only when the live hash still equals the recorded one: anything
+//! else (someone changed the schema meanwhile) is refused as [`ApplyError::Stale`]. A
+//! resume point inside the transaction (not its last step) is refused: a transaction either
+//! committed whole or not at all.
+//!
+//! # Receipts
+//!
+//! [`ApplyReport::receipts`] holds one [`Receipt`] per phase, in execution order. Each holds
+//! one [`StepReceipt`] per statement of the plan that was sent (retries and the clean-up of an
+//! invalid index left by a failed concurrent build appear as extra entries). The session
+//! settings and `BEGIN`/`COMMIT` are not listed: they are the same for every apply.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio_postgres::error::{ErrorPosition, SqlState};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::catalog::Catalog;
+use crate::events::{Receipt, StepOutcome, StepReceipt, Timing};
+use crate::hash::{catalog_hash, CanonicalError, CatalogHash};
+use crate::ident::{qualified, quote_literal};
+use crate::introspect::{introspect, IntrospectError, IntrospectOptions};
+use crate::plan::{Hazard, Plan, Step};
+
+/// How [`apply`] runs a plan.
+#[derive(Clone)]
+pub struct ApplyOptions {
+    /// `lock_timeout` for every statement: how long a statement may wait for a table lock
+    /// held by another session before it fails (instead of queueing every later reader).
+    pub lock_timeout: Duration,
+    /// `statement_timeout` for each statement of the transaction.
+    pub statement_timeout: Duration,
+    /// `statement_timeout` for each non-transactional step (index builds and validations
+    /// legitimately take longer than the transaction's statements).
+    pub step_timeout: Duration,
+    /// How many times a non-transactional step that failed for a transient reason (lock
+    /// timeout, deadlock, cancellation, timeout) is tried again; `0` tries once.
+    pub retries: u32,
+    /// Pause before the first retry; doubled before each next one.
+    pub retry_delay: Duration,
+    /// How long to wait for the per-database advisory lock held by another apply.
+    pub lock_wait: Duration,
+    /// Take the per-database advisory lock (switch off only for a private shadow database).
+    pub advisory_lock: bool,
+    /// Check the live hash against `base_hash` before and `target_hash` after. Only a shadow
+    /// that cannot reproduce objects Lockplane does not manage switches this off.
+    pub check_hashes: bool,
+    /// Resume an interrupted apply after a step already done (see the module docs).
+    pub resume_after: Option<ResumePoint>,
+    /// The plan's base catalog, when the caller has it: a stale refusal then lists what
+    /// differs instead of only the two hashes.
+    pub base_catalog: Option<Catalog>,
+    /// The plan's target catalog, when the caller has it: a target mismatch then lists what
+    /// differs.
+    pub target_catalog: Option<Catalog>,
+    /// Told after each phase commits (see the module docs).
+    pub progress: Option<Arc<dyn ProgressSink>>,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(60),
+            step_timeout: Duration::from_secs(3600),
+            retries: 2,
+            retry_delay: Duration::from_millis(500),
+            lock_wait: Duration::from_secs(30),
+            advisory_lock: true,
+            check_hashes: true,
+            resume_after: None,
+            base_catalog: None,
+            target_catalog: None,
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ApplyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyOptions")
+            .field("lock_timeout", &self.lock_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("step_timeout", &self.step_timeout)
+            .field("retries", &self.retries)
+            .field("retry_delay", &self.retry_delay)
+            .field("lock_wait", &self.lock_wait)
+            .field("advisory_lock", &self.advisory_lock)
+            .field("check_hashes", &self.check_hashes)
+            .field("resume_after", &self.resume_after)
+            .field("progress", &self.progress.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where to resume: a step reported by [`ProgressSink::step_applied`] and the hash reported
+/// with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// The id of the last step already applied.
+    pub step_id: String,
+    /// The live catalog hash recorded right after it.
+    pub catalog_hash: CatalogHash,
+}
+
+/// One committed phase: the transaction, or one non-transactional step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepProgress {
+    /// The plan.
+    pub plan_id: String,
+    /// Position (from 0) of the phase's last step in the plan.
+    pub step_index: u32,
+    /// Id of the phase's last step: what [`ResumePoint::step_id`] takes.
+    pub step_id: String,
+    /// Ids of every step the phase committed (one for a non-transactional step).
+    pub steps: Vec<String>,
+    /// Whether the phase was the transaction.
+    pub transactional: bool,
+    /// What ran in the phase.
+    pub receipts: Vec<StepReceipt>,
+    /// The live catalog hash after the phase: what [`ResumePoint::catalog_hash`] takes.
+    pub catalog_hash: CatalogHash,
+}
+
+/// Receives [`StepProgress`] after each committed phase, typically to record it in the
+/// ledger. Returning an error stops the apply before its next phase (what is not recorded
+/// cannot be resumed from).
+pub trait ProgressSink: Send + Sync {
+    /// A phase committed.
+    fn step_applied(&self, progress: &StepProgress) -> Result<(), String>;
+}
+
+impl<F> ProgressSink for F
+where
+    F: Fn(&StepProgress) -> Result<(), String> + Send + Sync,
+{
+    fn step_applied(&self, progress: &StepProgress) -> Result<(), String> {
+        self(progress)
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// The live catalog hash after the apply (the plan's target, verified).
+    pub resulting_hash: CatalogHash,
+    /// One receipt per phase, in execution order (see the module docs).
+    pub receipts: Vec<Receipt>,
+}
+
+impl ApplyReport {
+    /// Every statement receipt of every phase, in execution order.
+    pub fn step_receipts(&self) -> impl Iterator<Item = &StepReceipt> {
+        self.receipts.iter().flat_map(|r| r.steps.iter())
+    }
+}
+
+/// A statement's failure as Postgres reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgFailure {
+    /// The SQLSTATE code (`23505`), when the server gave one.
+    pub sqlstate: Option<String>,
+    /// The server's message (or the client's, when the connection failed).
+    pub message: String,
+    /// `DETAIL`, when given.
+    pub detail: Option<String>,
+    /// `HINT`, when given.
+    pub hint: Option<String>,
+    /// 1-based character position of the error in the statement, when given.
+    pub position: Option<u32>,
+    /// Whether the statement was stopped by a timeout (and cancelled on the server).
+    pub timed_out: bool,
+}
+
+impl PgFailure {
+    fn from_error(e: &tokio_postgres::Error) -> PgFailure {
+        match e.as_db_error() {
+            Some(db) => PgFailure {
+                sqlstate: Some(db.code().code().to_owned()),
+                message: db.message().to_owned(),
+                detail: db.detail().map(str::to_owned),
+                hint: db.hint().map(str::to_owned),
+                position: db.position().map(|p| match p {
+                    ErrorPosition::Original(n) => *n,
+                    ErrorPosition::Internal { position, .. } => *position,
+                }),
+                timed_out: db.code() == &SqlState::QUERY_CANCELED,
+            },
+            None => PgFailure {
+                sqlstate: None,
+                message: e.to_string(),
+                detail: None,
+                hint: None,
+                position: None,
+                timed_out: false,
+            },
+        }
+    }
+
+    fn timed_out(after: Duration) -> PgFailure {
+        PgFailure {
+            sqlstate: Some(SqlState::QUERY_CANCELED.code().to_owned()),
+            message: format!(
+                "no answer within {} ms; the statement was cancelled on the server",
+                after.as_millis()
+            ),
+            detail: None,
+            hint: None,
+            position: None,
+            timed_out: true,
+        }
+    }
+
+    /// Whether trying the same statement again may succeed (lock and deadlock failures,
+    /// timeouts, serialization failures), as opposed to an error in the SQL or the data.
+    pub fn is_transient(&self) -> bool {
+        self.timed_out
+            || matches!(
+                self.sqlstate.as_deref(),
+                Some("55P03" | "57014" | "40P01" | "40001")
+            )
+    }
+
+    /// One line: `ERROR 23505: message (DETAIL …) at character N`.
+    pub fn describe(&self, sql: &str) -> String {
+        let mut s = match &self.sqlstate {
+            Some(code) => format!("{code}: {}", self.message),
+            None => self.message.clone(),
+        };
+        if let Some(d) = &self.detail {
+            s.push_str(&format!(" (detail: {d})"));
+        }
+        if let Some(h) = &self.hint {
+            s.push_str(&format!(" (hint: {h})"));
+        }
+        if let Some(p) = self.position {
+            s.push_str(&format!(" at character {p}: {}", near(sql, p)));
+        }
+        s
+    }
+
+    fn outcome(&self, timeout: Duration) -> StepOutcome {
+        if self.timed_out {
+            StepOutcome::TimedOut {
+                after_ms: millis(timeout),
+            }
+        } else {
+            StepOutcome::Error {
+                sqlstate: self.sqlstate.clone(),
+                message: self.message.clone(),
+            }
+        }
+    }
+}
+
+/// The text around 1-based character `position` of `sql`, marked with `⟨here⟩`.
+fn near(sql: &str, position: u32) -> String {
+    let chars: Vec<char> = sql.chars().collect();
+    let at = (position as usize).saturating_sub(1).min(chars.len());
+    let start = at.saturating_sub(30);
+    let end = (at + 30).min(chars.len());
+    let before: String = chars[start..at].iter().collect();
+    let after: String = chars[at..end].iter().collect();
+    format!("…{before}⟨here⟩{after}…")
+}
+
+/// Who holds the advisory lock an apply waited for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// Backend pid.
+    pub pid: i32,
+    /// `application_name` of the holding session.
+    pub application_name: String,
+    /// The role it is connected as.
+    pub usename: String,
+    /// When its current transaction or statement started, as text, when known.
+    pub since: Option<String>,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} (application_name '{}', user '{}'",
+            self.pid, self.application_name, self.usename
+        )?;
+        if let Some(since) = &self.since {
+            write!(f, ", connected since {since}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+fn holders_text(holders: &[LockHolder]) -> String {
+    if holders.is_empty() {
+        "an unknown session (it may have just ended: try again)".into()
+    } else {
+        holders
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Why [`apply`] refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The plan's id does not match its content: it was edited after it was made.
+    #[error(
+        "plan {stated} was modified: its content hashes to {computed}; make a new plan instead \
+         of editing one"
+    )]
+    PlanTampered {
+        /// The id the plan claims.
+        stated: String,
+        /// The id its content hashes to.
+        computed: String,
+    },
+    /// The plan needs an explicit confirmation of its id and none was given.
+    #[error(
+        "plan {plan_id} needs confirmation because of: {}; review them and apply again with \
+         the confirmation {plan_id}",
+        hazards.iter().map(|h| format!("{:?} on {} ({})", h.kind, h.object, h.detail)).collect::<Vec<_>>().join("; ")
+    )]
+    ConfirmationRequired {
+        /// The id to confirm.
+        plan_id: String,
+        /// The hazards that need the confirmation.
+        hazards: Vec<Hazard>,
+    },
+    /// The confirmation names another plan.
+    #[error(
+        "the confirmation {given} is not this plan's id {expected}: confirm exactly the plan \
+         being applied (a plan changes id whenever its content changes)"
+    )]
+    WrongConfirmation {
+        /// The plan's id.
+        expected: String,
+        /// What was given.
+        given: String,
+    },
+    /// Another apply holds the database's advisory lock.
+    #[error(
+        "another apply is running on this database: the Lockplane lock is held by {}; \
+         waited {waited_ms} ms; try again when it has finished",
+        holders_text(holders)
+    )]
+    Busy {
+        /// The sessions holding the lock.
+        holders: Vec<LockHolder>,
+        /// How long this apply waited.
+        waited_ms: u64,
+    },
+    /// The live catalog is not the one the plan was made from.
+    #[error(
+        "the database changed since the plan was made: live hash {live}, plan base {base}{}; \
+         introspect and plan again",
+        if drifted.is_empty() { String::new() } else { format!("; differs in: {}", drifted.join(", ")) }
+    )]
+    Stale {
+        /// The hash the plan (or the resume point) expects.
+        base: CatalogHash,
+        /// The live hash.
+        live: CatalogHash,
+        /// Top-level objects that differ (empty when the base catalog was not given).
+        drifted: Vec<String>,
+    },
+    /// The resume point is not a point this plan can resume from.
+    #[error("cannot resume plan {plan_id} after step {step_id}: {reason}")]
+    InvalidResume {
+        /// The plan.
+        plan_id: String,
+        /// The step asked for.
+        step_id: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A statement failed. For a transactional step the transaction was rolled back and the
+    /// database is as it was before the apply.
+    #[error("{}", step_failed_message(step_id, sql, failure, *rolled_back, live_hash.as_ref()))]
+    StepFailed {
+        /// The failing step's id.
+        step_id: String,
+        /// Its position in the plan, from 0.
+        step_index: u32,
+        /// Its SQL.
+        sql: String,
+        /// What Postgres said (boxed: it is large and errors travel by value).
+        failure: Box<PgFailure>,
+        /// True when the step was in the transaction, which was rolled back.
+        rolled_back: bool,
+        /// The live catalog hash after the failure, when it could be read.
+        live_hash: Option<CatalogHash>,
+        /// What ran, the failing statement included.
+        receipts: Vec<Receipt>,
+    },
+    /// Every step ran but the database is not at the plan's target.
+    #[error(
+        "the plan ran but the database is at {actual}, not the plan's target {expected}{}; \
+         this is a planner bug: introspect and report the two catalogs",
+        if drifted.is_empty() { String::new() } else { format!("; differs in: {}", drifted.join(", ")) }
+    )]
+    TargetMismatch {
+        /// The plan's target.
+        expected: CatalogHash,
+        /// The live hash.
+        actual: CatalogHash,
+        /// Top-level objects that differ (empty when the target catalog was not given).
+        drifted: Vec<String>,
+        /// What ran.
+        receipts: Vec<Receipt>,
+    },
+    /// The progress sink refused a phase: the apply stopped before the next one. The phase
+    /// itself is committed: record `step_id` with `catalog_hash` and resume after it.
+    #[error(
+        "recording step {step_id} failed: {message}; the apply stopped after it (the step is \
+         applied, live hash {catalog_hash}): record it, then resume after step {step_id}"
+    )]
+    ProgressRejected {
+        /// The phase's last step.
+        step_id: String,
+        /// The live hash after the phase.
+        catalog_hash: CatalogHash,
+        /// The sink's error.
+        message: String,
+    },
+    /// Reading the catalog failed.
+    #[error(transparent)]
+    Introspect(#[from] IntrospectError),
+    /// Hashing a catalog or receipt failed.
+    #[error(transparent)]
+    Canonical(#[from] CanonicalError),
+    /// A statement of the executor itself (locking, settings) failed.
+    #[error("{what} failed: {source}")]
+    Session {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: tokio_postgres::Error,
+    },
+}
+
+fn step_failed_message(
+    step_id: &str,
+    sql: &str,
+    failure: &PgFailure,
+    rolled_back: bool,
+    live_hash: Option<&CatalogHash>,
+) -> String {
+    let state = if rolled_back {
+        "the transaction was rolled back: nothing of this phase was applied, the database is \
+         as before it"
+            .to_owned()
+    } else {
+        format!(
+            "the phases before it stay applied (live hash {}); fix the cause, then resume after \
+             the last applied step",
+            live_hash.map(|h| h.0.as_str()).unwrap_or("unknown")
+        )
+    };
+    format!(
+        "step {step_id} failed{}: {}\n  SQL: {sql}\n  {state}",
+        if failure.timed_out {
+            " (timed out)"
+        } else {
+            ""
+        },
+        failure.describe(sql)
+    )
+}
+
+fn session(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> ApplyError {
+    move |source| ApplyError::Session { what, source }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn unix_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Checks the confirmation rule (DESIGN §4, two-phase confirmation) and the plan's integrity.
+pub fn check_confirmation(plan: &Plan, confirmation: Option<&str>) -> Result<(), ApplyError> {
+    let computed = plan.computed_id()?;
+    if computed != plan.plan_id {
+        return Err(ApplyError::PlanTampered {
+            stated: plan.plan_id.clone(),
+            computed,
+        });
+    }
+    if !plan.requires_confirmation {
+        return Ok(());
+    }
+    match confirmation {
+        None => Err(ApplyError::ConfirmationRequired {
+            plan_id: plan.plan_id.clone(),
+            hazards: plan
+                .hazards
+                .iter()
+                .filter(|h| h.kind.requires_confirmation())
+                .cloned()
+                .collect(),
+        }),
+        Some(given) if given != plan.plan_id => Err(ApplyError::WrongConfirmation {
+            expected: plan.plan_id.clone(),
+            given: given.to_owned(),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Applies `plan` to the database `client` is connected to (see the module docs).
+///
+/// `confirmation` must be the plan's id when the plan requires confirmation.
+pub async fn apply(
+    client: &mut Client,
+    plan: &Plan,
+    opts: &ApplyOptions,
+    confirmation: Option<&str>,
+) -> Result<ApplyReport, ApplyError> {
+    check_confirmation(plan, confirmation)?;
+    let start = resume_index(plan, opts.resume_after.as_ref())?;
+    if !opts.advisory_lock {
+        return run_locked(client, plan, opts, start).await;
+    }
+    let key = acquire_lock(client, opts.lock_wait).await?;
+    let result = run_locked(client, plan, opts, start).await;
+    // Always release; if the connection broke the session is gone and so is the lock.
+    let _ = client
+        .simple_query(&format!("SELECT pg_catalog.pg_advisory_unlock({key})"))
+        .await;
+    result
+}
+
+/// The index of the first step to run.
+fn resume_index(plan: &Plan, resume: Option<&ResumePoint>) -> Result<usize, ApplyError> {
+    let Some(resume) = resume else {
+        return Ok(0);
+    };
+    let invalid = |reason: &str| ApplyError::InvalidResume {
+        plan_id: plan.plan_id.clone(),
+        step_id: resume.step_id.clone(),
+        reason: reason.to_owned(),
+    };
+    let Some(i) = plan.steps.iter().position(|s| s.id == resume.step_id) else {
+        return Err(invalid("the plan has no such step"));
+    };
+    let ends_phase = !plan.steps[i].transactional
+        || plan.steps.get(i + 1).is_none_or(|next| !next.transactional);
+    if !ends_phase {
+        return Err(invalid(
+            "it is inside the plan's transaction, which commits whole: resume after its last \
+             step, or from the start if it did not commit",
+        ));
+    }
+    Ok(i + 1)
+}
+
+/// The advisory lock key of the connected database, and the lock itself, polled until
+/// `wait` has passed.
+async fn acquire_lock(client: &Client, wait: Duration) -> Result<i64, ApplyError> {
+    let key: i64 = client
+        .query_one(
+            "SELECT pg_catalog.hashtext('lockplane:' || pg_catalog.current_database())::int8",
+            &[],
+        )
+        .await
+        .map_err(session("computing the advisory lock key"))?
+        .get(0);
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let got: bool = client
+            .query_one("SELECT pg_catalog.pg_try_advisory_lock($1)", &[&key])
+            .await
+            .map_err(session("taking the advisory lock"))?
+            .get(0);
+        if got {
+            return Ok(key);
+        }
+        let waited = started.elapsed();
+        if waited >= wait {
+            let holders = lock_holders(client, key).await?;
+            return Err(ApplyError::Busy {
+                holders,
+                waited_ms: millis(waited),
+            });
+        }
+        tokio::time::sleep(pause.min(wait.saturating_sub(waited))).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+async fn lock_holders(client: &Client, key: i64) -> Result<Vec<LockHolder>, ApplyError> {
+    // A bigint advisory key is stored split: classid the high 32 bits, objid the low ones,
+    // objsubid 1.
+    let rows = client
+        .query(
+            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.usename::text, ''), \
+                    a.backend_start::text \
+             FROM pg_catalog.pg_locks l \
+             JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+               AND l.database = (SELECT oid FROM pg_catalog.pg_database \
+                                 WHERE datname = pg_catalog.current_database()) \
+               AND ((l.classid::int8 << 32) | l.objid::int8) = $1 \
+               AND l.pid <> pg_catalog.pg_backend_pid()",
+            &[&key],
+        )
+        .await
+        .map_err(session("finding the advisory lock's holder"))?;
+    Ok(rows
+        .iter()
+        .map(|r| LockHolder {
+            pid: r.get(0),
+            application_name: r.get(1),
+            usename: r.get(2),
+            since: r.get(3),
+        })
+        .collect())
+}
+
+/// Runs `sql` (one statement or several, simple protocol) and cancels it on the server when
+/// `timeout` passes without an answer. Returns the last command's row count.
+///
+/// This is the only way the executor sends plan SQL: a statement abandoned by the client
+/// keeps running (and keeps its locks) unless it is cancelled on the server.
+pub async fn run_with_timeout(
+    client: &Client,
+    sql: &str,
+    timeout: Duration,
+) -> Result<Option<u64>, PgFailure> {
+    let token = client.cancel_token();
+    match tokio::time::timeout(timeout, client.simple_query(sql)).await {
+        Ok(Ok(messages)) => Ok(messages.iter().rev().find_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })),
+        Ok(Err(e)) => Err(PgFailure::from_error(&e)),
+        Err(_) => {
+            // The cancel travels on its own connection; if even that fails, the server-side
+            // statement_timeout is the remaining guard.
+            let _ = token.cancel_query(NoTls).await;
+            Err(PgFailure::timed_out(timeout))
+        }
+    }
+}
+
+/// The client-side backstop: a little longer than the server's own timeout, so the server
+/// normally reports the timeout itself (with its message).
+fn backstop(timeout: Duration) -> Duration {
+    timeout + Duration::from_secs(2).min(timeout / 2 + Duration::from_millis(200))
+}
+
+fn ms_setting(d: Duration) -> String {
+    // `0` would mean "no timeout": a sub-millisecond setting is rounded up.
+    format!("'{}ms'", millis(d).max(1))
+}
+
+/// A statement's receipt, started now.
+struct Clock {
+    started_at: i64,
+    started: Instant,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            started_at: unix_micros(),
+            started: Instant::now(),
+        }
+    }
+
+    fn receipt(&self, sql: &str, rows: Option<u64>, outcome: StepOutcome) -> StepReceipt {
+        StepReceipt {
+            sql: sql.to_owned(),
+            started_at: self.started_at,
+            duration_ms: millis(self.started.elapsed()),
+            rows,
+            outcome,
+        }
+    }
+}
+
+fn seal(plan: &Plan, steps: Vec<StepReceipt>, clock: &Clock) -> Result<Receipt, ApplyError> {
+    let finished_at = unix_micros();
+    Ok(Receipt::seal(
+        plan.plan_id.clone(),
+        steps,
+        Timing {
+            started_at: clock.started_at,
+            finished_at,
+            duration_ms: millis(clock.started.elapsed()),
+        },
+    )?)
+}
+
+async fn live_catalog(client: &mut Client) -> Result<(Catalog, CatalogHash), ApplyError> {
+    let catalog = introspect(client, &IntrospectOptions::default()).await?;
+    let hash = catalog_hash(&catalog)?;
+    Ok((catalog, hash))
+}
+
+async fn run_locked(
+    client: &mut Client,
+    plan: &Plan,
+    opts: &ApplyOptions,
+    start: usize,
+) -> Result<ApplyReport, ApplyError> {
+    let expected_base = match &opts.resume_after {
+        Some(r) => r.catalog_hash.clone(),
+        None => plan.base_hash.clone(),
+    };
+    let (live, live_hash) = live_catalog(client).await?;
+    if opts.check_hashes && live_hash != expected_base {
+        let drifted = match (&opts.base_catalog, &opts.resume_after) {
+            (Some(base), None) => drift(base, &live),
+            _ => Vec::new(),
+        };
+        return Err(ApplyError::Stale {
+            base: expected_base,
+            live: live_hash,
+            drifted,
+        });
+    }
+
+    let mut receipts: Vec<Receipt> = Vec::new();
+    let mut i = start;
+    while i < plan.steps.len() {
+        let phase_start = i;
+        let progress = if plan.steps[i].transactional {
+            let mut end = i;
+            while end < plan.steps.len() && plan.steps[end].transactional {
+                end += 1;
+            }
+            let receipt = run_transaction(client, plan, opts, i, end, &receipts).await?;
+            let steps = receipt.steps.clone();
+            receipts.push(receipt);
+            i = end;
+            (steps, true)
+        } else {
+            let receipt = run_alone(client, plan, opts, i, &receipts).await?;
+            let steps = receipt.steps.clone();
+            receipts.push(receipt);
+            i += 1;
+            (steps, false)
+        };
+        if let Some(sink) = &opts.progress {
+            let (_, hash) = live_catalog(client).await?;
+            let last = &plan.steps[i - 1];
+            let report = StepProgress {
+                plan_id: plan.plan_id.clone(),
+                step_index: u32::try_from(i - 1).unwrap_or(u32::MAX),
+                step_id: last.id.clone(),
+                steps: plan.steps[phase_start..i]
+                    .iter()
+                    .map(|s| s.id.clone())
+                    .collect(),
+                transactional: progress.1,
+                receipts: progress.0,
+                catalog_hash: hash,
+            };
+            if let Err(message) = sink.step_applied(&report) {
+                return Err(ApplyError::ProgressRejected {
+                    step_id: last.id.clone(),
+                    catalog_hash: report.catalog_hash,
+                    message,
+                });
+            }
+        }
+    }
+
+    let (after, resulting_hash) = live_catalog(client).await?;
+    if opts.check_hashes && resulting_hash != plan.target_hash {
+        return Err(ApplyError::TargetMismatch {
+            expected: plan.target_hash.clone(),
+            actual: resulting_hash,
+            drifted: opts
+                .target_catalog
+                .as_ref()
+                .map(|t| drift(t, &after))
+                .unwrap_or_default(),
+            receipts,
+        });
+    }
+    Ok(ApplyReport {
+        resulting_hash,
+        receipts,
+    })
+}
+
+/// Runs steps `from..to` (all transactional) in one transaction.
+async fn run_transaction(
+    client: &mut Client,
+    plan: &Plan,
+    opts: &ApplyOptions,
+    from: usize,
+    to: usize,
+    earlier: &[Receipt],
+) -> Result<Receipt, ApplyError> {
+    let clock = Clock::start();
+    client
+        .simple_query(&format!(
+            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
+            ms_setting(opts.lock_timeout),
+            ms_setting(opts.statement_timeout)
+        ))
+        .await
+        .map_err(session("starting the transaction"))?;
+    let mut steps = Vec::new();
+    for (index, step) in plan.steps.iter().enumerate().take(to).skip(from) {
+        let c = Clock::start();
+        match run_with_timeout(client, &step.sql, backstop(opts.statement_timeout)).await {
+            Ok(rows) => steps.push(c.receipt(&step.sql, rows, StepOutcome::Ok)),
+            Err(failure) => {
+                steps.push(c.receipt(&step.sql, None, failure.outcome(opts.statement_timeout)));
+                for later in &plan.steps[index + 1..to] {
+                    steps.push(Clock::start().receipt(&later.sql, None, StepOutcome::Skipped));
+                }
+                // ROLLBACK also ends a transaction a cancel left aborted. If it fails the
+                // connection is gone, and the server rolls back on its own.
+                let _ = client.simple_query("ROLLBACK").await;
+                let live_hash = live_catalog(client).await.ok().map(|(_, h)| h);
+                let mut receipts = earlier.to_vec();
+                receipts.push(seal(plan, steps, &clock)?);
+                return Err(step_failed(step, index, failure, true, live_hash, receipts));
+            }
+        }
+    }
+    if let Err(e) = client.simple_query("COMMIT").await {
+        // A deferred constraint can fail at COMMIT: report it against the last step.
+        let failure = PgFailure::from_error(&e);
+        let _ = client.simple_query("ROLLBACK").await;
+        let live_hash = live_catalog(client).await.ok().map(|(_, h)| h);
+        let mut receipts = earlier.to_vec();
+        receipts.push(seal(plan, steps, &clock)?);
+        let last = to - 1;
+        return Err(step_failed(
+            &plan.steps[last],
+            last,
+            failure,
+            true,
+            live_hash,
+            receipts,
+        ));
+    }
+    seal(plan, steps, &clock)
+}
+
+fn step_failed(
+    step: &Step,
+    index: usize,
+    failure: PgFailure,
+    rolled_back: bool,
+    live_hash: Option<CatalogHash>,
+    receipts: Vec<Receipt>,
+) -> ApplyError {
+    ApplyError::StepFailed {
+        step_id: step.id.clone(),
+        step_index: u32::try_from(index).unwrap_or(u32::MAX),
+        sql: step.sql.clone(),
+        failure: Box::new(failure),
+        rolled_back,
+        live_hash,
+        receipts,
+    }
+}
+
+/// Runs one non-transactional step in autocommit, with its timeout and retries.
+async fn run_alone(
+    client: &mut Client,
+    plan: &Plan,
+    opts: &ApplyOptions,
+    index: usize,
+    earlier: &[Receipt],
+) -> Result<Receipt, ApplyError> {
+    let step = &plan.steps[index];
+    let clock = Clock::start();
+    // Session-level settings: the step runs outside any transaction, so SET LOCAL would not
+    // last. They are reset right after.
+    client
+        .simple_query(&format!(
+            "SET lock_timeout = {}; SET statement_timeout = {}",
+            ms_setting(opts.lock_timeout),
+            ms_setting(opts.step_timeout)
+        ))
+        .await
+        .map_err(session("setting the step's timeouts"))?;
+    let built_index = concurrent_index(&step.sql);
+    let mut steps = Vec::new();
+    let mut delay = opts.retry_delay;
+    let mut attempt = 0;
+    let result = loop {
+        let c = Clock::start();
+        match run_with_timeout(client, &step.sql, backstop(opts.step_timeout)).await {
+            Ok(rows) => {
+                steps.push(c.receipt(&step.sql, rows, StepOutcome::Ok));
+                break Ok(());
+            }
+            Err(failure) => {
+                steps.push(c.receipt(&step.sql, None, failure.outcome(opts.step_timeout)));
+                // A failed concurrent build leaves an INVALID index behind: drop it, both
+                // before a retry (which would otherwise fail on the name) and before giving up
+                // (so the database is not left with a useless index that slows writes).
+                if let Some((schema, name)) = &built_index {
+                    match index_validity(client, schema, name).await {
+                        Some(false) => {
+                            let drop = format!(
+                                "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                                qualified(schema, name)
+                            );
+                            let c = Clock::start();
+                            let outcome =
+                                match run_with_timeout(client, &drop, backstop(opts.step_timeout))
+                                    .await
+                                {
+                                    Ok(_) => StepOutcome::Ok,
+                                    Err(f) => f.outcome(opts.step_timeout),
+                                };
+                            steps.push(c.receipt(&drop, None, outcome));
+                        }
+                        // The build finished although the client gave up on it: done.
+                        Some(true) if failure.timed_out => break Ok(()),
+                        _ => {}
+                    }
+                }
+                if attempt >= opts.retries || !failure.is_transient() {
+                    break Err(failure);
+                }
+                attempt += 1;
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2);
+            }
+        }
+    };
+    let _ = client
+        .simple_query("RESET lock_timeout; RESET statement_timeout")
+        .await;
+    match result {
+        Ok(()) => seal(plan, steps, &clock),
+        Err(failure) => {
+            let live_hash = live_catalog(client).await.ok().map(|(_, h)| h);
+            let mut receipts = earlier.to_vec();
+            receipts.push(seal(plan, steps, &clock)?);
+            Err(step_failed(
+                step, index, failure, false, live_hash, receipts,
+            ))
+        }
+    }
+}
+
+/// `(schema, index name)` when `sql` is `CREATE INDEX CONCURRENTLY` with a qualified table.
+fn concurrent_index(sql: &str) -> Option<(String, String)> {
+    use pg_query::NodeEnum;
+    let parsed = pg_query::parse(sql, 0).ok()?;
+    let node = parsed
+        .protobuf
+        .stmts
+        .first()?
+        .stmt
+        .as_ref()?
+        .node
+        .as_ref()?;
+    let NodeEnum::IndexStmt(stmt) = node else {
+        return None;
+    };
+    if !stmt.concurrent || stmt.idxname.is_empty() {
+        return None;
+    }
+    let relation = stmt.relation.as_ref()?;
+    // An index lives in its table's schema; the compiler always qualifies the table.
+    let schema = if relation.schemaname.is_empty() {
+        "public".to_owned()
+    } else {
+        relation.schemaname.clone()
+    };
+    Some((schema, stmt.idxname.clone()))
+}
+
+/// `Some(indisvalid)` for an existing index, `None` when there is none (or it can't be read).
+async fn index_validity(client: &Client, schema: &str, name: &str) -> Option<bool> {
+    let sql = format!(
+        "SELECT i.indisvalid FROM pg_catalog.pg_index i \
+         JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = {} AND c.relname = {}",
+        quote_literal(schema),
+        quote_literal(name)
+    );
+    let rows = client.simple_query(&sql).await.ok()?;
+    rows.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "t"),
+        _ => None,
+    })
+}
+
+/// The top-level objects that differ between two catalogs, as paths: `extension pgcrypto`,
+/// `schema app`, `table public.users`, `view public.v`, `sequence …`, `enum …`,
+/// `unsupported function public.f(integer)`.
+pub fn drift(expected: &Catalog, live: &Catalog) -> Vec<String> {
+    use std::collections::BTreeSet;
+    let mut out = Vec::new();
+    let names: BTreeSet<&String> = expected
+        .extensions
+        .keys()
+        .chain(live.extensions.keys())
+        .collect();
+    for name in names {
+        if expected.extensions.get(name) != live.extensions.get(name) {
+            out.push(format!("extension {name}"));
+        }
+    }
+    let schemas: BTreeSet<&String> = expected.schemas.keys().chain(live.schemas.keys()).collect();
+    for name in schemas {
+        let (a, b) = (expected.schemas.get(name), live.schemas.get(name));
+        let (Some(a), Some(b)) = (a, b) else {
+            out.push(format!("schema {name}"));
+            continue;
+        };
+        if a.comment != b.comment {
+            out.push(format!("schema {name}"));
+        }
+        diff_map(&mut out, "table", name, &a.tables, &b.tables);
+        diff_map(&mut out, "view", name, &a.views, &b.views);
+        diff_map(&mut out, "sequence", name, &a.sequences, &b.sequences);
+        diff_map(&mut out, "enum", name, &a.enums, &b.enums);
+    }
+    let a: BTreeSet<_> = expected.unsupported.iter().collect();
+    let b: BTreeSet<_> = live.unsupported.iter().collect();
+    for u in a.symmetric_difference(&b) {
+        out.push(format!("unsupported {} {}.{}", u.kind, u.schema, u.name));
+    }
+    out
+}
+
+fn diff_map<V: PartialEq>(
+    out: &mut Vec<String>,
+    kind: &str,
+    schema: &str,
+    a: &std::collections::BTreeMap<String, V>,
+    b: &std::collections::BTreeMap<String, V>,
+) {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for key in keys {
+        if a.get(key) != b.get(key) {
+            out.push(format!("{kind} {schema}.{key}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_index_names_the_index_and_its_schema() {
+        assert_eq!(
+            concurrent_index(r#"CREATE UNIQUE INDEX CONCURRENTLY "t_x" ON "app"."t" (x)"#),
+            Some(("app".into(), "t_x".into()))
+        );
+        assert_eq!(
+            concurrent_index(r#"CREATE INDEX "t_x" ON "app"."t" (x)"#),
+            None
+        );
+        assert_eq!(concurrent_index("not sql at all"), None);
+    }
+
+    #[test]
+    fn near_marks_the_position() {
+        assert_eq!(near("SELECT x FROM", 8), "…SELECT ⟨here⟩x FROM…");
+        assert_eq!(near("", 5), "…⟨here⟩…");
+    }
+
+    #[test]
+    fn transient_failures() {
+        let mut f = PgFailure::timed_out(Duration::from_secs(1));
+        assert!(f.is_transient());
+        f.timed_out = false;
+        f.sqlstate = Some("23505".into());
+        assert!(!f.is_transient());
+        f.sqlstate = Some("55P03".into());
+        assert!(f.is_transient());
+    }
+}
