@@ -755,6 +755,7 @@ impl Walker {
             "AExpr" => operator(body, loc),
             "RangeTableSample" => tablesample(body, loc),
             "RangeVar" => protected_catalog(body, loc),
+            "TypeName" => protected_row_type(body, loc),
             "SelectStmt" => self.select(body, loc),
             "InsertStmt" | "MergeStmt" => write_target(body.get("relation"), loc),
             "MergeWhenClause" => {
@@ -1463,6 +1464,37 @@ fn protected_catalog(rv: &Value, loc: Option<usize>) -> Result<(), Refusal> {
         Some((_, why)) => Err(refuse(
             format!("reading {name} is refused: {why}"),
             location(rv).or(loc),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A protected catalog's row type (`'…'::pg_authid`, `NULL::pg_catalog.pg_shadow`). A cast of
+/// a literal reads no rows, but naming these catalogs at all is refused: it is never needed, and
+/// the fewer ways to reach them the easier the rule is to trust.
+fn protected_row_type(type_name: &Value, loc: Option<usize>) -> Result<(), Refusal> {
+    let names: Vec<&str> = type_name
+        .get("names")
+        .and_then(Value::as_array)
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|p| p.pointer("/node/String/sval").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (schema, name) = match names.as_slice() {
+        [name] => ("", *name),
+        [schema, name] => (*schema, *name),
+        _ => return Ok(()),
+    };
+    if !(schema.is_empty() || schema == "pg_catalog") {
+        return Ok(());
+    }
+    match PROTECTED_CATALOGS.iter().find(|(n, _)| *n == name) {
+        Some((_, why)) => Err(refuse(
+            format!("the row type of {name} is refused: {why}"),
+            location(type_name).or(loc),
         )),
         None => Ok(()),
     }

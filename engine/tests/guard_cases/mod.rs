@@ -162,6 +162,8 @@ pub const CASES: &[Case] = &[
     no(R, "SELECT * FROM pg_user_mappings", "credentials"),
     no(R, "SELECT * FROM pg_statistic", "sample values"),
     no(R, "SELECT * FROM users WHERE EXISTS (SELECT 1 FROM pg_authid)", "password hashes"),
+    no(R, "SELECT NULL::pg_authid", "row type of pg_authid"),
+    no(R, "SELECT '(x)'::pg_catalog.pg_shadow", "row type of pg_shadow"),
     // --- Read-only mode refuses writes, wherever they hide.
     no(R, "INSERT INTO users (name) VALUES ('x')", "needs access mode `data`"),
     no(R, "WITH gone AS (DELETE FROM users RETURNING *) SELECT count(*) FROM gone", "needs access mode `data`"),
