@@ -932,45 +932,47 @@ async fn run_alone(
     let mut attempt = 0;
     let result = loop {
         let c = Clock::start();
-        match run_with_timeout(client, &step.sql, backstop(opts.step_timeout)).await {
+        let failure = match run_with_timeout(client, &step.sql, backstop(opts.step_timeout)).await {
             Ok(rows) => {
                 steps.push(c.receipt(&step.sql, rows, StepOutcome::Ok));
                 break Ok(());
             }
-            Err(failure) => {
-                steps.push(c.receipt(&step.sql, None, failure.outcome(opts.step_timeout)));
-                // A failed concurrent build leaves an INVALID index behind: drop it, both
-                // before a retry (which would otherwise fail on the name) and before giving up
-                // (so the database is not left with a useless index that slows writes).
-                if let Some((schema, name)) = &built_index {
-                    match index_validity(client, schema, name).await {
-                        Some(false) => {
-                            let drop = format!(
-                                "DROP INDEX CONCURRENTLY IF EXISTS {}",
-                                qualified(schema, name)
-                            );
-                            let c = Clock::start();
-                            let outcome =
-                                match run_with_timeout(client, &drop, backstop(opts.step_timeout))
-                                    .await
-                                {
-                                    Ok(_) => StepOutcome::Ok,
-                                    Err(f) => f.outcome(opts.step_timeout),
-                                };
-                            steps.push(c.receipt(&drop, None, outcome));
-                        }
-                        // The build finished although the client gave up on it: done.
-                        Some(true) if failure.timed_out => break Ok(()),
-                        _ => {}
-                    }
-                }
-                if attempt >= opts.retries || !failure.is_transient() {
-                    break Err(failure);
-                }
-                attempt += 1;
-                tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2);
+            Err(failure) => failure,
+        };
+        steps.push(c.receipt(&step.sql, None, failure.outcome(opts.step_timeout)));
+        if let Some((schema, name)) = &built_index {
+            // The build finished although the client gave up on it: done.
+            if failure.timed_out && index_validity(client, schema, name).await == Some(true) {
+                break Ok(());
             }
+        }
+        let retry = attempt < opts.retries && failure.is_transient();
+        if retry {
+            attempt += 1;
+            tokio::time::sleep(delay).await;
+            delay = delay.saturating_mul(2);
+        }
+        // A failed concurrent build leaves an INVALID index behind: drop it before a retry
+        // (which would otherwise fail on the name) and before giving up (an invalid index is
+        // still maintained on every write, for nothing). After the pause, because the drop
+        // waits for the same sessions that blocked the build.
+        if let Some((schema, name)) = &built_index {
+            if index_validity(client, schema, name).await == Some(false) {
+                let drop = format!(
+                    "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                    qualified(schema, name)
+                );
+                let c = Clock::start();
+                let outcome =
+                    match run_with_timeout(client, &drop, backstop(opts.step_timeout)).await {
+                        Ok(_) => StepOutcome::Ok,
+                        Err(f) => f.outcome(opts.step_timeout),
+                    };
+                steps.push(c.receipt(&drop, None, outcome));
+            }
+        }
+        if !retry {
+            break Err(failure);
         }
     };
     let _ = client

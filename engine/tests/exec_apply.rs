@@ -571,3 +571,104 @@ async fn resume_after_a_recorded_phase() {
         + 1;
     assert_eq!(report.step_receipts().count(), p.steps.len() - skipped);
 }
+
+/// A concurrent index build blocked by an open writing transaction fails on the lock timeout
+/// and leaves an INVALID index; the executor drops it and retries, and the retry succeeds
+/// once the writer has committed. The receipts show the failed attempt, the drop and the
+/// successful build.
+#[tokio::test]
+async fn blocked_concurrent_build_is_cleaned_up_and_retried() {
+    let (db, mut client, p, _) = setup(
+        "CREATE TABLE t (id int PRIMARY KEY, name text)",
+        POPULATED,
+        "CREATE TABLE t (id int PRIMARY KEY, name text);
+         CREATE INDEX t_name_idx ON t (name);",
+    )
+    .await;
+    assert!(p.steps.iter().all(|s| !s.transactional), "{:#?}", p.steps);
+    let writer = connect_as(&db, "writer").await;
+    writer
+        .batch_execute("BEGIN; INSERT INTO t VALUES (100000, 'w')")
+        .await
+        .expect("writer");
+    // The writer commits while the executor waits between attempts.
+    let commit = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        writer.batch_execute("COMMIT").await.expect("commit");
+        writer
+    });
+    let opts = ApplyOptions {
+        lock_timeout: Duration::from_secs(2),
+        retries: 3,
+        retry_delay: Duration::from_millis(300),
+        ..quick()
+    };
+    let report = apply(&mut client, &p, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("apply failed: {e}"));
+    commit.await.expect("writer task");
+    assert_eq!(report.resulting_hash, p.target_hash);
+    let steps: Vec<_> = report.step_receipts().collect();
+    assert!(
+        matches!(&steps[0].outcome, StepOutcome::Error { sqlstate: Some(c), .. } if c == "55P03"),
+        "{steps:#?}"
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.sql.starts_with("DROP INDEX CONCURRENTLY IF EXISTS")
+                && s.outcome == StepOutcome::Ok),
+        "{steps:#?}"
+    );
+    let last = steps.last().expect("steps");
+    assert_eq!(last.sql, p.steps[0].sql);
+    assert_eq!(last.outcome, StepOutcome::Ok);
+}
+
+/// Two applies of the same plan at once: the second waits for the first (which holds the
+/// database's lock while its statement waits on a table lock), then fails naming it.
+#[tokio::test]
+async fn second_concurrent_apply_fails_naming_the_first() {
+    let (db, _, p, _) = setup(
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "",
+        "CREATE TABLE t (id int PRIMARY KEY, name text)",
+    )
+    .await;
+    let blocker = connect_as(&db, "blocker").await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS SHARE MODE")
+        .await
+        .expect("lock");
+    let mut first = connect_as(&db, "apply-one").await;
+    let mut second = connect_as(&db, "apply-two").await;
+    let slow = ApplyOptions {
+        lock_timeout: Duration::from_secs(4),
+        ..quick()
+    };
+    let plan_one = p.clone();
+    let one = tokio::spawn(async move {
+        let r = apply(&mut first, &plan_one, &slow, None).await;
+        (r, first)
+    });
+    // Let the first apply take the lock and block on the table.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let fast = ApplyOptions {
+        lock_wait: Duration::from_millis(500),
+        ..quick()
+    };
+    let started = Instant::now();
+    let err = apply(&mut second, &p, &fast, None).await.expect_err("busy");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    match &err {
+        ApplyError::Busy { holders, .. } => {
+            assert_eq!(holders.len(), 1, "{err}");
+            assert_eq!(holders[0].application_name, "apply-one");
+        }
+        other => panic!("unexpected: {other}"),
+    }
+    blocker.batch_execute("ROLLBACK").await.expect("release");
+    let (result, _) = one.await.expect("first apply task");
+    let report = result.unwrap_or_else(|e| panic!("first apply failed: {e}"));
+    assert_eq!(report.resulting_hash, p.target_hash);
+}
