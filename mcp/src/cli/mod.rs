@@ -9,6 +9,7 @@
 mod audit;
 mod introspect;
 mod ledger;
+mod plan;
 mod sandbox;
 mod time;
 
@@ -68,6 +69,14 @@ enum Command {
         #[arg(long)]
         pg_bin: Option<PathBuf>,
     },
+    /// Plan the change from the live database to a DSL document: the explicit SQL steps with
+    /// their locks and hazards, proven (with its reverse) on a shadow database, recorded as a
+    /// proposal in the ledger.
+    Plan(plan::PlanArgs),
+    /// Apply a plan written by `lockplane plan --out`: checks the live hash, takes the
+    /// database's advisory lock, runs the steps with timeouts, verifies the target hash, and
+    /// records the outcome. A plan that can lose data needs `--confirm PLAN_ID`.
+    Apply(plan::ApplyArgs),
     /// Check a schema document (YAML or JSON DSL): report every problem with file:line:column
     /// and path, or print the catalog hash the document describes on its own.
     Validate {
@@ -164,6 +173,8 @@ pub(crate) async fn run() -> Result<(), CliError> {
     match cli.command {
         Command::Introspect(args) => introspect::run(&at, &actor, args).await,
         Command::Sandbox { pg_bin } => sandbox::run(pg_bin).await,
+        Command::Plan(args) => plan::run_plan(&at, &actor, args).await,
+        Command::Apply(args) => plan::run_apply(&at, &actor, args).await,
         Command::Validate { file } => validate(&file),
         Command::Schema => print(
             &serde_json::to_string_pretty(&lockplane_engine::dsl::json_schema())

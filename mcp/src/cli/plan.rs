@@ -1,0 +1,385 @@
+//! `lockplane plan` and `lockplane apply`: desired DSL vs live database → an explicit plan,
+//! proven on a shadow database; then applied with confirmation, every step recorded.
+
+use std::path::{Path, PathBuf};
+
+use lockplane_engine::catalog::Catalog;
+use lockplane_engine::connect::{self, ConnectError};
+use lockplane_engine::diff::Renames;
+use lockplane_engine::events::{
+    self, ApplyFailed, ApplyStarted, Approval, Event, PlanApplied, PlanConfirmed, PlanProposed,
+    PlanSummary, Receipt, Timing,
+};
+use lockplane_engine::exec::{self, ApplyOptions};
+use lockplane_engine::plan::{self as planner, read_stats, Plan};
+use lockplane_engine::shadow::{self, ShadowOptions, ShadowTarget};
+use lockplane_engine::{catalog_hash, introspect_parallel, IntrospectOptions};
+use tokio_postgres::Client;
+
+use super::{ledger, print, CliError};
+
+/// Flags of `lockplane plan`.
+#[derive(clap::Args)]
+pub(crate) struct PlanArgs {
+    /// The desired schema (YAML or JSON DSL).
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Database to plan against (else DATABASE_URL, else the PG* variables).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Write the plan (JSON) here, for `lockplane apply`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the plan as JSON instead of the readable form.
+    #[arg(long)]
+    json: bool,
+    /// Shadow server for the dry run (a role that may create databases); default: a throwaway
+    /// cluster started from the local Postgres binaries.
+    #[arg(long)]
+    shadow_url: Option<String>,
+    /// Skip the shadow dry run (not recommended).
+    #[arg(long)]
+    no_shadow: bool,
+    /// The database's id in the ledger; default `host:port/dbname`.
+    #[arg(long, env = "LOCKPLANE_DB_ID", value_name = "ID")]
+    db_id: Option<String>,
+}
+
+/// Flags of `lockplane apply`.
+#[derive(clap::Args)]
+pub(crate) struct ApplyArgs {
+    /// A plan written by `lockplane plan --out`.
+    plan: PathBuf,
+    /// Confirms a plan with data-loss hazards: must be its exact plan id.
+    #[arg(long, value_name = "PLAN_ID")]
+    confirm: Option<String>,
+    /// Database to apply to (else DATABASE_URL, else the PG* variables).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// `lock_timeout` of every statement, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    lock_timeout_ms: u64,
+    /// The database's id in the ledger; default `host:port/dbname`.
+    #[arg(long, env = "LOCKPLANE_DB_ID", value_name = "ID")]
+    db_id: Option<String>,
+}
+
+async fn connect_pair(url: Option<&str>) -> Result<(Client, Client, String), CliError> {
+    let config = connect::resolve(url)?;
+    let one = || async {
+        connect::connect(&config)
+            .await
+            .map_err(|source| ConnectError::Connect {
+                shown: connect::describe(&config),
+                source,
+            })
+    };
+    let (a, b) = tokio::join!(one(), one());
+    Ok((a?, b?, events::database_id(&config)))
+}
+
+/// The document's catalog, with what it does not speak about kept as it is live: schemas it
+/// does not mention, the `plpgsql` extension every database has, and objects Lockplane does not
+/// manage. A document that names a schema owns that schema completely.
+fn scope_to_document(document: &Catalog, live: &Catalog) -> Catalog {
+    let mut desired = document.clone();
+    for (name, schema) in &live.schemas {
+        desired
+            .schemas
+            .entry(name.clone())
+            .or_insert_with(|| schema.clone());
+    }
+    if let Some(plpgsql) = live.extensions.get("plpgsql") {
+        desired
+            .extensions
+            .entry("plpgsql".into())
+            .or_insert_with(|| plpgsql.clone());
+    }
+    desired.unsupported = live.unsupported.clone();
+    desired.canonicalize();
+    desired
+}
+
+/// The document's `renamed_from` entries, as the planner takes them.
+fn renames_of(document: &lockplane_engine::dsl::Document) -> Renames {
+    use lockplane_engine::dsl::RenameKind;
+    document
+        .renames()
+        .into_iter()
+        .fold(Renames::none(), |renames, r| match r.kind {
+            RenameKind::Table => renames.table(&r.schema, &r.from, &r.to),
+            RenameKind::Column => renames.column(&r.schema, &r.table, &r.from, &r.to),
+        })
+}
+
+/// The plan's hazard kinds by their serde names (`data_loss`, …), as events record them.
+fn hazard_names(plan: &Plan) -> Vec<String> {
+    plan.hazard_kinds()
+        .iter()
+        .filter_map(|k| match serde_json::to_value(k) {
+            Ok(serde_json::Value::String(name)) => Some(name),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+/// Runs `lockplane plan`.
+pub(crate) async fn run_plan(
+    at: &ledger::LedgerAt,
+    actor: &str,
+    args: PlanArgs,
+) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(&args.file).map_err(|source| CliError::Read {
+        path: args.file.clone(),
+        source,
+    })?;
+    let loaded = lockplane_engine::dsl::load_file_text(&args.file.display().to_string(), &text)?;
+    let store = ledger::open(at)?;
+    let (mut client, mut helper, default_id) = connect_pair(args.database_url.as_deref()).await?;
+    let database = args.db_id.clone().unwrap_or(default_id);
+    let live = introspect_parallel(&mut client, &mut helper, &IntrospectOptions::default()).await?;
+    let stats = read_stats(&client).await.map_err(failed)?;
+
+    let target = match &args.shadow_url {
+        Some(url) => ShadowTarget::Url(url),
+        None => ShadowTarget::Throwaway,
+    };
+    eprintln!("lockplane: materialising the document on a shadow database…");
+    let wanted = scope_to_document(&loaded.catalog, &live);
+    let desired = shadow::materialize(&wanted, target).await.map_err(failed)?;
+    let renames = renames_of(&loaded.document);
+    let plan = planner::plan(&live, &desired, &renames, &stats, actor).map_err(failed)?;
+
+    let mut shadow_line = "shadow dry run: skipped (--no-shadow)".to_owned();
+    if !args.no_shadow && !plan.steps.is_empty() {
+        eprintln!("lockplane: proving the plan (and its reverse) on a shadow database…");
+        let opts = ShadowOptions {
+            allow_unsupported: true,
+            renames: renames.clone(),
+            stats: stats.clone(),
+            ..ShadowOptions::default()
+        };
+        let report = shadow::dry_run(&plan, &live, target, &opts)
+            .await
+            .map_err(failed)?;
+        shadow_line = format!(
+            "shadow dry run: ok — reached {} and {}",
+            events::short(&report.target_hash.0),
+            match (&report.reverse, report.reverse_refused.is_empty()) {
+                (Some(_), _) => format!("came back to {}", events::short(&report.base_hash.0)),
+                (None, _) => "the plan has no reverse".to_owned(),
+            }
+        );
+        if !report.gaps.is_empty() {
+            shadow_line.push_str(&format!(
+                " ({} unsupported objects could not be reproduced; hashes not compared)",
+                report.gaps.len()
+            ));
+        }
+    }
+
+    let body = lockplane_engine::hash::canonical_json(&plan).map_err(failed)?;
+    let body_ref = events::BlobRef::of(&body);
+    let event = Event::PlanProposed(PlanProposed {
+        actor: actor.to_owned(),
+        database: database.clone(),
+        plan: PlanSummary {
+            plan_id: plan.plan_id.clone(),
+            base_hash: plan.base_hash.clone(),
+            target_hash: plan.target_hash.clone(),
+            body: body_ref.clone(),
+            step_count: plan.steps.len() as u32,
+            hazards: hazard_names(&plan),
+            requires_confirmation: plan.requires_confirmation,
+        },
+    });
+    ledger::record(&store, &event, &[(&body, &body_ref)])?;
+
+    if let Some(out) = &args.out {
+        let json = serde_json::to_string_pretty(&plan).map_err(failed)?;
+        std::fs::write(out, json).map_err(|source| CliError::Read {
+            path: out.clone(),
+            source,
+        })?;
+    }
+    if args.json {
+        return print(&serde_json::to_string_pretty(&plan).map_err(failed)?);
+    }
+    print(&readable(&plan, &shadow_line, args.out.as_deref()))
+}
+
+fn readable(plan: &Plan, shadow_line: &str, out: Option<&Path>) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("plan {}\n", plan.plan_id));
+    s.push_str(&format!(
+        "  base   {}\n  target {}\n",
+        plan.base_hash, plan.target_hash
+    ));
+    if plan.steps.is_empty() {
+        s.push_str("\nNothing to do: the database already matches the document.\n");
+        return s;
+    }
+    for (i, step) in plan.steps.iter().enumerate() {
+        let mode = if step.transactional {
+            "in transaction"
+        } else {
+            "alone"
+        };
+        s.push_str(&format!(
+            "\n{}. {}  [{}, {}]\n   {}\n",
+            i + 1,
+            step.summary,
+            step.lock,
+            mode,
+            step.sql.replace('\n', "\n   ")
+        ));
+        for h in &step.hazards {
+            s.push_str(&format!("   ! {:?} {}: {}\n", h.kind, h.object, h.detail));
+        }
+    }
+    s.push_str(&format!("\n{shadow_line}\n"));
+    if plan.requires_confirmation {
+        s.push_str(&format!(
+            "\nThis plan can lose data or touches what Lockplane cannot see: apply it with\n  \
+             lockplane apply {} --confirm {}\n",
+            out.map(|p| p.display().to_string())
+                .unwrap_or_else(|| "PLAN.json".into()),
+            plan.plan_id
+        ));
+    } else if let Some(out) = out {
+        s.push_str(&format!(
+            "\nApply it with: lockplane apply {}\n",
+            out.display()
+        ));
+    }
+    s
+}
+
+/// Runs `lockplane apply`.
+pub(crate) async fn run_apply(
+    at: &ledger::LedgerAt,
+    actor: &str,
+    args: ApplyArgs,
+) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(&args.plan).map_err(|source| CliError::Read {
+        path: args.plan.clone(),
+        source,
+    })?;
+    let plan: Plan = serde_json::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("{} is not a plan: {e}", args.plan.display())))?;
+    let computed = plan.computed_id().map_err(failed)?;
+    if computed != plan.plan_id {
+        return Err(CliError::Usage(format!(
+            "{} was changed after it was planned: its content hashes to {computed}, not to its \
+             plan_id {}; plan again",
+            args.plan.display(),
+            plan.plan_id
+        )));
+    }
+    // Refuse before touching anything (or the ledger) when confirmation is missing or wrong.
+    exec::check_confirmation(&plan, args.confirm.as_deref()).map_err(failed)?;
+    let store = ledger::open(at)?;
+    let (mut client, _helper, default_id) = connect_pair(args.database_url.as_deref()).await?;
+    let database = args.db_id.clone().unwrap_or(default_id);
+
+    let approval = match &args.confirm {
+        Some(plan_id) if plan.requires_confirmation => {
+            let confirmed = Event::PlanConfirmed(PlanConfirmed {
+                actor: actor.to_owned(),
+                database: database.clone(),
+                plan_id: plan_id.clone(),
+                hazards_acknowledged: hazard_names(&plan),
+            });
+            let head = ledger::record(&store, &confirmed, &[])?;
+            Some(Approval {
+                seq: head.seq,
+                by: actor.to_owned(),
+            })
+        }
+        _ => None,
+    };
+    let started = Event::ApplyStarted(ApplyStarted {
+        actor: actor.to_owned(),
+        database: database.clone(),
+        plan_id: plan.plan_id.clone(),
+        base_hash: plan.base_hash.clone(),
+        approval: approval.clone(),
+    });
+    let started_seq = ledger::record(&store, &started, &[])?.seq;
+    let began = now_micros();
+    let opts = ApplyOptions {
+        lock_timeout: std::time::Duration::from_millis(args.lock_timeout_ms),
+        ..ApplyOptions::default()
+    };
+    let outcome = exec::apply(&mut client, &plan, &opts, args.confirm.as_deref()).await;
+    let finished = now_micros();
+    let timing = Timing {
+        started_at: began,
+        finished_at: finished,
+        duration_ms: ((finished - began).max(0) / 1000) as u64,
+    };
+    match outcome {
+        Ok(report) => {
+            let steps = report.step_receipts().cloned().collect();
+            let receipt = Receipt::seal(plan.plan_id.clone(), steps, timing).map_err(failed)?;
+            let applied = Event::PlanApplied(PlanApplied {
+                actor: actor.to_owned(),
+                database,
+                plan_id: plan.plan_id.clone(),
+                started_seq,
+                before_hash: plan.base_hash.clone(),
+                after_hash: report.resulting_hash.clone(),
+                approval,
+                receipt: receipt.clone(),
+            });
+            ledger::record(&store, &applied, &[])?;
+            let mut s = format!("applied {}\n", plan.plan_id);
+            for r in &receipt.steps {
+                s.push_str(&format!(
+                    "  {:>6} ms  {:?}  {}\n",
+                    r.duration_ms,
+                    r.outcome,
+                    r.sql.lines().next().unwrap_or("")
+                ));
+            }
+            s.push_str(&format!("resulting hash {}", report.resulting_hash));
+            print(&s)
+        }
+        Err(error) => {
+            let after_hash = introspect_parallel_once(&mut client).await;
+            let receipt =
+                Receipt::seal(plan.plan_id.clone(), Vec::new(), timing).map_err(failed)?;
+            let failed_event = Event::ApplyFailed(ApplyFailed {
+                actor: actor.to_owned(),
+                database,
+                plan_id: plan.plan_id.clone(),
+                started_seq,
+                before_hash: plan.base_hash.clone(),
+                after_hash,
+                error: error.to_string(),
+                receipt,
+            });
+            ledger::record(&store, &failed_event, &[])?;
+            Err(CliError::Usage(format!("apply failed: {error}")))
+        }
+    }
+}
+
+/// The live hash after a failed apply, for the ledger (`None` if it cannot be read).
+async fn introspect_parallel_once(client: &mut Client) -> Option<lockplane_engine::CatalogHash> {
+    let catalog = lockplane_engine::introspect(client, &IntrospectOptions::default())
+        .await
+        .ok()?;
+    catalog_hash(&catalog).ok()
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
