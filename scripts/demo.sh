@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job as a user sees it, as far as it is built: a throwaway Postgres, a schema,
-# Lockplane reading it into a hashed manifest and a DSL document, the ledger recording it.
+# The main job as a user sees it: a throwaway Postgres with an application schema; Lockplane
+# reads it (hashed manifest, DSL document), plans the change to demo/desired.yaml, proves it on
+# a shadow database, applies it with two-phase confirmation, and the ledger verifies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${LOCKPLANE_BIN:-target/debug/lockplane}"
@@ -25,7 +26,7 @@ echo "DATABASE_URL=$DATABASE_URL"
 say "Loading demo/schema.sql"
 psql -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -f demo/schema.sql
 
-say "lockplane introspect --format yaml  (the catalog as a DSL document)"
+say "lockplane introspect --format yaml  (the live catalog as a DSL document)"
 "$bin" introspect --format yaml | tee "$work/schema.yaml"
 
 say "lockplane validate schema.yaml  (the document describes the same catalog)"
@@ -45,9 +46,23 @@ PY
 
 say "A broken document is refused with file:line:column and path"
 printf 'version: 1\nschemas:\n  public:\n    tables:\n      t:\n        columns:\n          - { name: id, type: int, pk: true }\n          - { name: owner, type: uuid, nul: false, references: { table: users, columns: [uid] } }\n' > "$work/broken.yaml"
-"$bin" validate "$work/broken.yaml" || true
+NO_COLOR=1 "$bin" validate "$work/broken.yaml" 2>&1 | head -6 || true
 
-say "lockplane audit log  (every introspection is an event in the hash-chained ledger)"
+say "lockplane plan -f demo/desired.yaml  (steps, locks, hazards; dry run of the plan and its reverse on a shadow)"
+"$bin" plan -f demo/desired.yaml --out "$work/plan.json"
+plan_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["plan_id"])' "$work/plan.json")
+
+say "lockplane apply plan.json  (refused: the plan can lose data and is not confirmed)"
+NO_COLOR=1 "$bin" apply "$work/plan.json" 2>&1 | head -9 || true
+
+say "lockplane apply plan.json --confirm $plan_id"
+"$bin" apply "$work/plan.json" --confirm "$plan_id"
+
+say "Re-introspect: the live hash is the plan's target; planning again finds nothing to do"
+"$bin" introspect | grep '"catalog_hash"'
+"$bin" plan -f demo/desired.yaml --no-shadow | grep -E "Nothing to do|^[0-9]+\." || true
+
+say "lockplane audit log  (introspections, the proposal, the confirmation, the apply)"
 "$bin" audit log
 
 say "lockplane audit verify"
