@@ -672,3 +672,126 @@ async fn second_concurrent_apply_fails_naming_the_first() {
     let report = result.unwrap_or_else(|e| panic!("first apply failed: {e}"));
     assert_eq!(report.resulting_hash, p.target_hash);
 }
+
+/// An enum label the transaction uses is added before it, alone (a label added inside a
+/// transaction cannot be used before it commits). When the transaction then fails, the label
+/// stays: the error says so with the live hash, which is the one reported for the label's
+/// step, and the apply resumes after that step once the data is fixed.
+#[tokio::test]
+async fn failed_transaction_after_an_enum_label_resumes_after_the_label() {
+    let (_, mut client, p, _) = setup(
+        "CREATE TYPE mood AS ENUM ('a', 'b'); CREATE TABLE t (id int PRIMARY KEY, email text)",
+        "",
+        "CREATE TYPE mood AS ENUM ('a', 'b', 'c');
+         CREATE TABLE t (id int PRIMARY KEY, email text CONSTRAINT t_email_key UNIQUE,
+                         m mood DEFAULT 'c')",
+    )
+    .await;
+    assert!(!p.steps[0].transactional, "{:#?}", p.steps);
+    assert!(p.steps[0].sql.contains("ADD VALUE"), "{:#?}", p.steps);
+    client
+        .batch_execute("INSERT INTO t VALUES (1, 'a@x'), (2, 'a@x')")
+        .await
+        .expect("duplicates");
+
+    let recorded: Arc<Mutex<Vec<StepProgress>>> = Arc::default();
+    let sink = recorded.clone();
+    let opts = ApplyOptions {
+        progress: Some(Arc::new(move |p: &StepProgress| {
+            sink.lock().map_err(|e| e.to_string())?.push(p.clone());
+            Ok(())
+        })),
+        ..quick()
+    };
+    let err = apply(&mut client, &p, &opts, None)
+        .await
+        .expect_err("duplicates");
+    let label = recorded.lock().expect("recorded")[0].clone();
+    assert_eq!(label.step_id, p.steps[0].id);
+    assert!(!label.transactional);
+    match &err {
+        ApplyError::StepFailed {
+            failure,
+            rolled_back,
+            live_hash,
+            ..
+        } => {
+            assert_eq!(failure.sqlstate.as_deref(), Some("23505"));
+            assert!(rolled_back);
+            assert_eq!(live_hash.as_ref(), Some(&label.catalog_hash));
+            assert_ne!(live_hash.as_ref(), Some(&p.base_hash));
+        }
+        other => panic!("unexpected: {other}"),
+    }
+
+    client
+        .batch_execute("DELETE FROM t WHERE id = 2")
+        .await
+        .expect("fix data");
+    let resume = ApplyOptions {
+        resume_after: Some(ResumePoint {
+            step_id: label.step_id.clone(),
+            catalog_hash: label.catalog_hash.clone(),
+        }),
+        ..quick()
+    };
+    let report = apply(&mut client, &p, &resume, None)
+        .await
+        .unwrap_or_else(|e| panic!("resume failed: {e}"));
+    assert_eq!(report.resulting_hash, p.target_hash);
+}
+
+/// `statement_timeout` holds inside the transaction and for each non-transactional step
+/// (retried, each attempt stopped): a slow statement ends as a timeout, quickly.
+#[tokio::test]
+async fn slow_statements_time_out_in_and_out_of_the_transaction() {
+    use lockplane_engine::plan::{assemble, LockLevel, Step};
+    let (_, mut client, _, _) = setup("CREATE TABLE t (id int)", "", "SELECT 1").await;
+    let here = live_hash(&mut client).await;
+    let sleep = |transactional| Step {
+        id: String::new(),
+        summary: "sleep".into(),
+        sql: "SELECT pg_sleep(10)".into(),
+        transactional,
+        lock: LockLevel::None,
+        hazards: Vec::new(),
+    };
+    let opts = ApplyOptions {
+        statement_timeout: Duration::from_millis(500),
+        step_timeout: Duration::from_millis(500),
+        retries: 1,
+        ..quick()
+    };
+    for transactional in [true, false] {
+        let p = assemble(
+            here.clone(),
+            here.clone(),
+            vec![sleep(transactional)],
+            "test",
+        )
+        .expect("plan");
+        let started = Instant::now();
+        let err = apply(&mut client, &p, &opts, None)
+            .await
+            .expect_err("timed out");
+        assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+        match &err {
+            ApplyError::StepFailed {
+                failure,
+                rolled_back,
+                receipts,
+                ..
+            } => {
+                assert!(failure.timed_out, "{err}");
+                assert_eq!(*rolled_back, transactional);
+                let attempts: Vec<_> = receipts.iter().flat_map(|r| &r.steps).collect();
+                assert_eq!(attempts.len(), if transactional { 1 } else { 2 });
+                assert!(attempts
+                    .iter()
+                    .all(|s| matches!(s.outcome, StepOutcome::TimedOut { after_ms: 500 })));
+            }
+            other => panic!("unexpected: {other}"),
+        }
+        assert!(err.to_string().contains("timed out"), "{err}");
+    }
+}
