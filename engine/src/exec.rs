@@ -50,7 +50,7 @@ use tokio_postgres::error::{ErrorPosition, SqlState};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use crate::catalog::Catalog;
-use crate::events::{Receipt, StepOutcome, StepReceipt, Timing};
+use crate::events::{Receipt, StepApplied, StepOutcome, StepReceipt, Timing};
 use crate::hash::{catalog_hash, CanonicalError, CatalogHash};
 use crate::ident::{qualified, quote_literal};
 use crate::introspect::{introspect, IntrospectError, IntrospectOptions};
@@ -186,6 +186,53 @@ impl ApplyReport {
     /// Every statement receipt of every phase, in execution order.
     pub fn step_receipts(&self) -> impl Iterator<Item = &StepReceipt> {
         self.receipts.iter().flat_map(|r| r.steps.iter())
+    }
+
+    /// The whole apply as one receipt (what `PlanApplied` records), see [`combine_receipts`].
+    pub fn receipt(&self, plan_id: &str) -> Result<Receipt, CanonicalError> {
+        combine_receipts(plan_id, &self.receipts)
+    }
+}
+
+/// One receipt for several phases: their statements in order, timed from the first start to
+/// the last finish. For the ledger's `PlanApplied`/`ApplyFailed`, which hold one receipt.
+pub fn combine_receipts(input: &str, receipts: &[Receipt]) -> Result<Receipt, CanonicalError> {
+    let steps = receipts.iter().flat_map(|r| r.steps.clone()).collect();
+    let started_at = receipts
+        .iter()
+        .map(|r| r.timing.started_at)
+        .min()
+        .unwrap_or_else(unix_micros);
+    let finished_at = receipts
+        .iter()
+        .map(|r| r.timing.finished_at)
+        .max()
+        .unwrap_or(started_at);
+    let duration_ms = u64::try_from((finished_at - started_at).max(0) / 1000).unwrap_or(0);
+    Receipt::seal(
+        input,
+        steps,
+        Timing {
+            started_at,
+            finished_at,
+            duration_ms,
+        },
+    )
+}
+
+impl StepProgress {
+    /// The ledger event for this phase: its last statement's receipt (the one that
+    /// succeeded) and the live hash after it.
+    pub fn step_applied(&self, actor: &str, database: &str) -> Option<StepApplied> {
+        Some(StepApplied {
+            actor: actor.to_owned(),
+            database: database.to_owned(),
+            plan_id: self.plan_id.clone(),
+            step_index: self.step_index,
+            step_id: self.step_id.clone(),
+            receipt: self.receipts.last()?.clone(),
+            catalog_hash: Some(self.catalog_hash.clone()),
+        })
     }
 }
 
@@ -473,6 +520,31 @@ pub enum ApplyError {
         /// The error.
         source: tokio_postgres::Error,
     },
+}
+
+impl ApplyError {
+    /// What ran before the error (empty for a refusal, when nothing ran).
+    pub fn receipts(&self) -> &[Receipt] {
+        match self {
+            ApplyError::StepFailed { receipts, .. }
+            | ApplyError::TargetMismatch { receipts, .. } => receipts,
+            _ => &[],
+        }
+    }
+
+    /// True for refusals made before any plan statement ran (confirmation, lock, stale base,
+    /// resume point, edited plan): the database was not touched.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ApplyError::PlanTampered { .. }
+                | ApplyError::ConfirmationRequired { .. }
+                | ApplyError::WrongConfirmation { .. }
+                | ApplyError::Busy { .. }
+                | ApplyError::Stale { .. }
+                | ApplyError::InvalidResume { .. }
+        )
+    }
 }
 
 fn step_failed_message(

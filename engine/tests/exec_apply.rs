@@ -107,6 +107,14 @@ async fn apply_reaches_target_with_one_receipt_per_step() {
     let last = seen.last().expect("a phase");
     assert_eq!(last.catalog_hash, p.target_hash);
     assert_eq!(last.step_id, p.steps.last().expect("steps").id);
+    let event = last.step_applied("agent", "db").expect("event");
+    assert_eq!(event.catalog_hash.as_ref(), Some(&p.target_hash));
+    assert_eq!(event.receipt.outcome, StepOutcome::Ok);
+
+    let whole = report.receipt(&p.plan_id).expect("receipt");
+    assert!(whole.hash_matches());
+    assert_eq!(whole.steps.len(), p.steps.len());
+    assert!(whole.timing.started_at <= report.receipts[0].timing.started_at);
 }
 
 /// A transactional step that fails on the data (a unique constraint over duplicates inserted
@@ -200,6 +208,7 @@ async fn stale_base_hash_is_refused_naming_the_drift() {
         other => panic!("unexpected: {other}"),
     }
     assert!(err.to_string().contains("plan again"), "{err}");
+    assert!(err.is_refusal() && err.receipts().is_empty());
     // Nothing ran: the column the plan adds is not there.
     let after = read(&mut client).await;
     assert!(!common::table(&after, "t").columns.contains_key("name"));
