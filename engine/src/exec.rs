@@ -989,7 +989,16 @@ async fn run_alone(
     let step = &plan.steps[index];
     let clock = Clock::start();
     // Session-level settings: the step runs outside any transaction, so SET LOCAL would not
-    // last. They are reset right after.
+    // last. The caller's own values are put back right after.
+    let previous = client
+        .query_one(
+            "SELECT pg_catalog.current_setting('lock_timeout'), \
+                    pg_catalog.current_setting('statement_timeout')",
+            &[],
+        )
+        .await
+        .map_err(session("reading the session's timeouts"))?;
+    let (previous_lock, previous_statement): (String, String) = (previous.get(0), previous.get(1));
     client
         .simple_query(&format!(
             "SET lock_timeout = {}; SET statement_timeout = {}",
@@ -1048,7 +1057,12 @@ async fn run_alone(
         }
     };
     let _ = client
-        .simple_query("RESET lock_timeout; RESET statement_timeout")
+        .simple_query(&format!(
+            "SELECT pg_catalog.set_config('lock_timeout', {}, false), \
+                    pg_catalog.set_config('statement_timeout', {}, false)",
+            quote_literal(&previous_lock),
+            quote_literal(&previous_statement)
+        ))
         .await;
     match result {
         Ok(()) => seal(plan, steps, &clock),

@@ -85,9 +85,25 @@ async fn apply_reaches_target_with_one_receipt_per_step() {
         })),
         ..quick()
     };
+    // The caller's session settings survive the apply.
+    client
+        .batch_execute("SET lock_timeout = '42s'; SET statement_timeout = '43s'")
+        .await
+        .expect("settings");
     let report = apply(&mut client, &p, &opts, None).await.expect("apply");
     assert_eq!(report.resulting_hash, p.target_hash);
     assert_eq!(live_hash(&mut client).await, p.target_hash);
+    let settings = client
+        .query_one(
+            "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')",
+            &[],
+        )
+        .await
+        .expect("settings");
+    assert_eq!(
+        (settings.get::<_, String>(0), settings.get::<_, String>(1)),
+        ("42s".to_owned(), "43s".to_owned())
+    );
 
     let receipts: Vec<_> = report.step_receipts().collect();
     assert_eq!(receipts.len(), p.steps.len());
