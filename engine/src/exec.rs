@@ -22,7 +22,8 @@
 //! longer as a backstop (a server that stops answering, a setting overridden by a role). When
 //! the client timer fires the statement is cancelled on the server with the connection's
 //! cancel token ([`run_with_timeout`]): dropping the future alone would leave the backend
-//! running the statement, still holding its locks.
+//! running the statement, still holding its locks. The cancel request is sent without TLS,
+//! like every connection the engine makes ([`crate::connect`]).
 //!
 //! # Resuming (the contract with the ledger)
 //!
@@ -36,12 +37,29 @@
 //! resume point inside the transaction (not its last step) is refused: a transaction either
 //! committed whole or not at all.
 //!
+//! The sink is called after the phase committed. If it fails, the apply stops with
+//! [`ApplyError::ProgressRejected`], which carries the step id and hash to record before
+//! resuming. A non-transactional step placed before the transaction (`ALTER TYPE … ADD
+//! VALUE` whose label the transaction uses) stays applied when the transaction then fails:
+//! [`ApplyError::StepFailed`] gives the live hash, which is the one reported for that step.
+//!
+//! # Failures
+//!
+//! A refusal ([`ApplyError::is_refusal`]) happens before any plan statement runs. A failed
+//! statement is reported with its step, SQL, SQLSTATE, message, detail, hint and position
+//! ([`PgFailure`]). Only transient failures (lock timeout, deadlock, serialization failure,
+//! timeout) of non-transactional steps are retried; an error in the SQL or the data is not.
+//!
 //! # Receipts
 //!
 //! [`ApplyReport::receipts`] holds one [`Receipt`] per phase, in execution order. Each holds
 //! one [`StepReceipt`] per statement of the plan that was sent (retries and the clean-up of an
-//! invalid index left by a failed concurrent build appear as extra entries). The session
-//! settings and `BEGIN`/`COMMIT` are not listed: they are the same for every apply.
+//! invalid index left by a failed concurrent build appear as extra entries; when the
+//! transaction fails, its later steps are listed as skipped). The session settings and
+//! `BEGIN`/`COMMIT` are not listed: they are the same for every apply.
+//! [`ApplyReport::receipt`] and [`combine_receipts`] fold the phases into the one receipt the
+//! ledger's `PlanApplied`/`ApplyFailed` hold; [`StepProgress::step_applied`] builds the
+//! `StepApplied` event.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
