@@ -264,7 +264,20 @@ async fn held_lock_fails_within_lock_timeout() {
         other => panic!("unexpected: {other}"),
     }
     assert!(err.to_string().contains("lock"), "{err}");
-    holder.batch_execute("ROLLBACK").await.expect("release");
+    // The failed apply released the Lockplane lock.
+    let free: bool = holder
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtext('lockplane:' || current_database())::int8)",
+            &[],
+        )
+        .await
+        .expect("try")
+        .get(0);
+    assert!(free, "a failed apply kept its advisory lock");
+    holder
+        .batch_execute("ROLLBACK; SELECT pg_advisory_unlock_all()")
+        .await
+        .expect("release");
     assert_eq!(live_hash(&mut client).await, p.base_hash);
     // With the lock gone, the same plan applies.
     apply(&mut client, &p, &quick(), None)
