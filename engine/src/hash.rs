@@ -77,6 +77,10 @@ pub fn catalog_hash(catalog: &Catalog) -> Result<CatalogHash, CanonicalError> {
 /// byte order unless a name holds a character at or above U+E000 (surrogate pairs sort below
 /// it in UTF-16, above it in UTF-8), so bytes are compared unless such a character is present.
 fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    // Manifest keys are field names and object names, nearly always ASCII: a vectorised check.
+    if a.is_ascii() && b.is_ascii() {
+        return a.cmp(b);
+    }
     let high = |s: &str| s.chars().any(|c| c >= '\u{E000}');
     if high(a) || high(b) {
         a.encode_utf16().cmp(b.encode_utf16())
