@@ -1685,11 +1685,7 @@ impl Compiler<'_> {
             ConstraintDef::ForeignKey { references, .. } => {
                 let online = pop.populated() && c.validated;
                 let mut hazards = Vec::new();
-                if pop.populated() && !online {
-                    // Wanted NOT VALID: no scan at all.
-                } else if !pop.populated() && pop.exists() {
-                    // Existing but empty: validation is instant.
-                }
+                let (note, not_valid) = not_valid_suffixes(online, c.validated);
                 let target_pop = self.population(&references.schema, &references.table);
                 if target_pop.populated() || pop.populated() {
                     hazards.push(Hazard {
@@ -1707,23 +1703,12 @@ impl Compiler<'_> {
                 self.push(
                     Phase::AddForeignKey,
                     format!(
-                        "add foreign key {name} on {schema}.{table} → {}.{}{}",
-                        references.schema,
-                        references.table,
-                        if online {
-                            " (NOT VALID, validated after)"
-                        } else {
-                            ""
-                        }
+                        "add foreign key {name} on {schema}.{table} → {}.{}{note}",
+                        references.schema, references.table,
                     ),
                     format!(
-                        "ALTER TABLE {t} ADD CONSTRAINT {} {clause}{}",
-                        quote_ident(name),
-                        if online || !c.validated {
-                            " NOT VALID"
-                        } else {
-                            ""
-                        }
+                        "ALTER TABLE {t} ADD CONSTRAINT {} {clause}{not_valid}",
+                        quote_ident(name)
                     ),
                     LockLevel::ShareRowExclusive,
                     hazards,
@@ -1734,6 +1719,7 @@ impl Compiler<'_> {
             }
             ConstraintDef::Check { .. } => {
                 let online = pop.populated() && c.validated;
+                let (note, not_valid) = not_valid_suffixes(online, c.validated);
                 let mut hazards = self
                     .lock_hazard(schema, table, "briefly (added NOT VALID: no scan)")
                     .into_iter()
@@ -1741,22 +1727,10 @@ impl Compiler<'_> {
                 hazards.extend(self.unsupported_hazards(schema, table, false));
                 self.push(
                     Phase::AddConstraint,
+                    format!("add check {name} on {schema}.{table}{note}"),
                     format!(
-                        "add check {name} on {schema}.{table}{}",
-                        if online {
-                            " (NOT VALID, validated after)"
-                        } else {
-                            ""
-                        }
-                    ),
-                    format!(
-                        "ALTER TABLE {t} ADD CONSTRAINT {} {clause}{}",
-                        quote_ident(name),
-                        if online || !c.validated {
-                            " NOT VALID"
-                        } else {
-                            ""
-                        }
+                        "ALTER TABLE {t} ADD CONSTRAINT {} {clause}{not_valid}",
+                        quote_ident(name)
                     ),
                     LockLevel::AccessExclusive,
                     hazards,
@@ -2557,6 +2531,23 @@ pub(crate) fn conversion(from: &str, to: &str) -> Conversion {
         _ => {}
     }
     c
+}
+
+/// The summary note and SQL suffix of a foreign key or check being added: on a populated table
+/// (`online`) it is added `NOT VALID` and validated in a later step without a strong lock; a
+/// constraint the desired catalog holds unvalidated stays `NOT VALID`.
+fn not_valid_suffixes(online: bool, validated: bool) -> (&'static str, &'static str) {
+    let note = if online {
+        " (NOT VALID, validated after)"
+    } else {
+        ""
+    };
+    let not_valid = if online || !validated {
+        " NOT VALID"
+    } else {
+        ""
+    };
+    (note, not_valid)
 }
 
 #[cfg(test)]
