@@ -353,6 +353,30 @@ impl Compiler<'_> {
         }
     }
 
+    /// `ALTER TABLE … {clause} ROW LEVEL SECURITY`: a catalog change only, under a brief
+    /// ACCESS EXCLUSIVE lock. `FORCE` applies the policies to the owner too.
+    fn row_security(&mut self, schema: &str, table: &str, summary: String, clause: &str) {
+        let hazards = self
+            .lock_hazard(schema, table, "briefly (catalog change only)")
+            .into_iter()
+            .collect();
+        let owner_too = if clause.ends_with("FORCE") {
+            " for its owner too"
+        } else {
+            ""
+        };
+        self.push(
+            Phase::RowSecurity,
+            format!("{summary} on {schema}.{table}{owner_too}"),
+            format!(
+                "ALTER TABLE {} {clause} ROW LEVEL SECURITY",
+                qualified(schema, table)
+            ),
+            LockLevel::AccessExclusive,
+            hazards,
+        )
+    }
+
     fn push(
         &mut self,
         phase: Phase,
@@ -1153,48 +1177,25 @@ impl Compiler<'_> {
                 table,
                 enabled,
             } => {
-                let hazards = self
-                    .lock_hazard(schema, table, "briefly (catalog change only)")
-                    .into_iter()
-                    .collect();
-                self.push(
-                    Phase::RowSecurity,
-                    format!(
-                        "{} row-level security on {schema}.{table}",
-                        if *enabled { "enable" } else { "disable" }
-                    ),
-                    format!(
-                        "ALTER TABLE {} {} ROW LEVEL SECURITY",
-                        qualified(schema, table),
-                        if *enabled { "ENABLE" } else { "DISABLE" }
-                    ),
-                    LockLevel::AccessExclusive,
-                    hazards,
-                )
+                let (verb, clause) = if *enabled {
+                    ("enable", "ENABLE")
+                } else {
+                    ("disable", "DISABLE")
+                };
+                self.row_security(schema, table, format!("{verb} row-level security"), clause)
             }
             C::SetForceRowSecurity {
                 schema,
                 table,
                 forced,
             } => {
-                let hazards = self
-                    .lock_hazard(schema, table, "briefly (catalog change only)")
-                    .into_iter()
-                    .collect();
-                self.push(
-                    Phase::RowSecurity,
-                    format!(
-                        "{} row-level security on {schema}.{table} for its owner too",
-                        if *forced { "force" } else { "stop forcing" }
-                    ),
-                    format!(
-                        "ALTER TABLE {} {} ROW LEVEL SECURITY",
-                        qualified(schema, table),
-                        if *forced { "FORCE" } else { "NO FORCE" }
-                    ),
-                    LockLevel::AccessExclusive,
-                    hazards,
-                )
+                let (verb, clause) = if *forced {
+                    ("force", "FORCE")
+                } else {
+                    ("stop forcing", "NO FORCE")
+                };
+                let summary = format!("{verb} row-level security");
+                self.row_security(schema, table, summary, clause)
             }
             C::CreatePolicy {
                 schema,
