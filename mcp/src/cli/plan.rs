@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use lockplane_engine::catalog::Catalog;
+use lockplane_engine::cluster::Cluster;
 use lockplane_engine::connect::{self, ConnectError};
 use lockplane_engine::diff::Renames;
 use lockplane_engine::events::{
@@ -144,9 +145,20 @@ pub(crate) async fn run_plan(
     let live = introspect_parallel(&mut client, &mut helper, &IntrospectOptions::default()).await?;
     let stats = read_stats(&client).await.map_err(failed)?;
 
-    let target = match &args.shadow_url {
-        Some(url) => ShadowTarget::Url(url),
-        None => ShadowTarget::Throwaway,
+    // One shadow server for both the materialisation and the dry run: starting a throwaway
+    // cluster (initdb) is the slowest part of planning.
+    let throwaway = match &args.shadow_url {
+        Some(_) => None,
+        None => Some(
+            tokio::task::spawn_blocking(Cluster::start_default)
+                .await
+                .map_err(failed)??,
+        ),
+    };
+    let target = match (&args.shadow_url, &throwaway) {
+        (Some(url), _) => ShadowTarget::Url(url),
+        (None, Some(cluster)) => ShadowTarget::Cluster(cluster),
+        (None, None) => ShadowTarget::Throwaway,
     };
     eprintln!("lockplane: materialising the document on a shadow database…");
     let wanted = scope_to_document(&loaded.catalog, &live);
