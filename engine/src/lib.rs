@@ -25,6 +25,9 @@
 //! - [`testkit`]: one shared throwaway cluster per process, fresh databases on it.
 //! - [`events`]: the domain events the ledger records, and their stored encoding.
 //! - [`projection`]: what the ledger says now (plans, live hashes, history), as pure folds.
+//! - [`merge`]: three-way merge of catalogs (base, ours, theirs) at object granularity.
+//! - [`policy`]: row-level security: effective predicates and verdicts computed by Postgres.
+//! - [`session`]: an agent's session context (role, user, tenant), `explain_sql`, `apply_sql`.
 
 #![warn(missing_docs)]
 
@@ -40,9 +43,12 @@ pub mod guard;
 pub mod hash;
 pub mod ident;
 pub mod introspect;
+pub mod merge;
 pub mod normalize;
 pub mod plan;
+pub mod policy;
 pub mod projection;
+pub mod session;
 pub mod shadow;
 pub mod testkit;
 
