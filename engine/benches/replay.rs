@@ -72,6 +72,8 @@ fn plan(id: String, base: CatalogHash, target: CatalogHash, confirm: bool) -> Pl
             Vec::new()
         },
         requires_confirmation: confirm,
+        base_manifest: None,
+        target_manifest: None,
     }
 }
 

@@ -140,6 +140,14 @@ pub struct PlanSummary {
     pub hazards: Vec<String>,
     /// Whether applying it needs a separate, explicit confirmation.
     pub requires_confirmation: bool,
+    /// The catalog the plan starts from, as a manifest blob, so the plan can later be merged
+    /// with another or rebased onto a newer live catalog (three-way, DESIGN §6). `None` for
+    /// plans recorded without it (the CLI's file-based plans); those can only be re-planned.
+    #[serde(default)]
+    pub base_manifest: Option<BlobRef>,
+    /// The catalog the plan produces, as a manifest blob (see `base_manifest`).
+    #[serde(default)]
+    pub target_manifest: Option<BlobRef>,
 }
 
 /// A plan was proposed.
@@ -801,6 +809,8 @@ mod tests {
             step_count: 2,
             hazards: vec!["data_loss".into()],
             requires_confirmation: true,
+            base_manifest: None,
+            target_manifest: None,
         }
     }
 

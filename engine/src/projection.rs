@@ -668,6 +668,8 @@ mod tests {
                 Vec::new()
             },
             requires_confirmation: confirm,
+            base_manifest: None,
+            target_manifest: None,
         }
     }
 

@@ -101,6 +101,8 @@ fn plan(id: &str, base: u8, target: u8, confirm: bool) -> (PlanSummary, Vec<u8>)
             Vec::new()
         },
         requires_confirmation: confirm,
+        base_manifest: None,
+        target_manifest: None,
     };
     (summary, body)
 }

@@ -113,6 +113,8 @@ fn plan() -> impl Strategy<Value = PlanSummary> {
                     step_count,
                     hazards,
                     requires_confirmation,
+                    base_manifest: None,
+                    target_manifest: None,
                 }
             },
         )

@@ -207,6 +207,8 @@ pub(crate) async fn run_plan(
             step_count: plan.steps.len() as u32,
             hazards: hazard_names(&plan),
             requires_confirmation: plan.requires_confirmation,
+            base_manifest: None,
+            target_manifest: None,
         },
     });
     ledger::record(&store, &event, &[(&body, &body_ref)])?;
