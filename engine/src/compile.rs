@@ -210,6 +210,9 @@ struct Compiler<'a> {
     concurrent_indexes: BTreeSet<(String, String)>,
     drafts: Vec<Draft>,
     origin: usize,
+    /// Changes found impossible while compiling (they depend on table sizes, which the diff
+    /// does not see).
+    refusals: Vec<Refusal>,
 }
 
 /// The steps for `changes`, in execution order. `live` and `desired` are the catalogs the
@@ -257,6 +260,7 @@ pub(crate) fn compile_with_origins(
         concurrent_indexes: BTreeSet::new(),
         drafts: Vec::new(),
         origin: 0,
+        refusals: Vec::new(),
     };
     for change in changes {
         match change {
@@ -285,6 +289,11 @@ pub(crate) fn compile_with_origins(
     for (i, change) in changes.iter().enumerate() {
         c.origin = i;
         c.change(change);
+    }
+    if !c.refusals.is_empty() {
+        return Err(PlanError::Refused {
+            refusals: c.refusals,
+        });
     }
     c.place_enum_labels();
     let mut drafts = c.drafts;
@@ -1414,12 +1423,28 @@ impl Compiler<'_> {
                 "briefly (no rewrite: Postgres 11+ stores a constant default in the catalog)",
             ));
         }
-        if column.not_null
+        let unfillable = column.not_null
             && column.default.is_none()
             && column.identity.is_none()
-            && column.generated.is_none()
-            && pop.populated()
-        {
+            && column.generated.is_none();
+        // Statistics that show rows make the failure certain (bar rows deleted since): refuse
+        // now rather than fail at apply. Without statistics it stays a hazard, since the
+        // table may well be empty.
+        if let (true, Population::Known(size)) = (unfillable, pop) {
+            if !size.is_empty() {
+                self.refusals.push(Refusal {
+                    object: object.clone(),
+                    reason: format!(
+                        "adding a NOT NULL column without a default to {} fails in Postgres \
+                         (its rows would hold NULL); give the column a default, or add it \
+                         nullable, backfill it, then make it NOT NULL in a second plan",
+                        pop.describe()
+                    ),
+                });
+                return;
+            }
+        }
+        if unfillable && pop.populated() {
             hazards.push(Hazard {
                 kind: HazardKind::MayFail,
                 object: object.clone(),

@@ -1043,3 +1043,49 @@ golden!(
         r#"ALTER TABLE "public"."child" ADD CONSTRAINT "child_parent_code_fkey" FOREIGN KEY ("parent_code") REFERENCES "public"."parent" ("code")"#,
     ]
 );
+
+// ---- refusals ------------------------------------------------------------------------------
+
+/// Postgres fails `ADD COLUMN … NOT NULL` without a default on a table with rows; the plan
+/// refuses it up front, naming the column and the two ways out. The same change on an empty
+/// table plans (and applies) normally, and without statistics it stays a hazard.
+#[tokio::test]
+async fn not_null_column_without_default_on_a_populated_table_is_refused() {
+    const B: &str = "CREATE TABLE parent (id int PRIMARY KEY);
+        CREATE TABLE t (id int PRIMARY KEY, parent_id int, email text, qty int,
+          note text NOT NULL);
+        CREATE INDEX t_old ON t (qty)";
+    let (_, mut client_a) = database_with(POPULATED).await;
+    let (_, mut client_b) = database_with(B).await;
+    let cat_a = read(&mut client_a).await;
+    let cat_b = read(&mut client_b).await;
+    let stats = read_stats(&client_a).await.expect("stats");
+    let err = plan(&cat_a, &cat_b, &Renames::none(), &stats, "golden")
+        .expect_err("a NOT NULL column without a default on a table with rows");
+    let PlanError::Refused { refusals } = &err else {
+        panic!("not a refusal: {err}");
+    };
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    assert_eq!(refusals[0].object, "public.t.note");
+    let reason = &refusals[0].reason;
+    assert!(reason.contains("~100 rows"), "{reason}");
+    assert!(reason.contains("default"), "{reason}");
+    assert!(reason.contains("backfill"), "{reason}");
+    assert!(err.to_string().contains("public.t.note"), "{err}");
+
+    // Unknown size: the table may be empty, so it plans with a may-fail hazard.
+    let unknown = lockplane_engine::plan::TableStats::default();
+    let p = plan(&cat_a, &cat_b, &Renames::none(), &unknown, "golden").expect("plan");
+    assert_eq!(
+        p.steps.iter().map(|s| s.sql.as_str()).collect::<Vec<_>>(),
+        [r#"ALTER TABLE "public"."t" ADD COLUMN "note" text NOT NULL"#]
+    );
+    assert!(p.hazards.iter().any(|h| h.kind == HazardKind::MayFail));
+}
+
+golden!(
+    not_null_column_without_default_on_an_empty_table,
+    T,
+    "CREATE TABLE t (id int PRIMARY KEY, note text NOT NULL)",
+    [r#"ALTER TABLE "public"."t" ADD COLUMN "note" text NOT NULL"#,]
+);
