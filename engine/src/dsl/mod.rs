@@ -133,6 +133,7 @@ pub mod names;
 pub mod privileges;
 mod read;
 mod schema;
+mod scope;
 mod sql;
 mod tree;
 pub mod types;
@@ -144,6 +145,7 @@ pub use document::*;
 pub use error::{DslError, DslErrors};
 pub use from_catalog::from_catalog;
 pub use schema::json_schema;
+pub use scope::{renames, scope_to_live};
 pub use tree::Format;
 pub use write::{document_to_json, document_to_yaml};
 

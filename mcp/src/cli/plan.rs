@@ -3,10 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use lockplane_engine::catalog::Catalog;
 use lockplane_engine::cluster::Cluster;
 use lockplane_engine::connect::{self, ConnectError};
-use lockplane_engine::diff::Renames;
 use lockplane_engine::events::{
     self, ApplyFailed, ApplyStarted, Approval, Event, PlanApplied, PlanConfirmed, PlanProposed,
     PlanSummary, Receipt, Timing,
@@ -79,40 +77,6 @@ async fn connect_pair(url: Option<&str>) -> Result<(Client, Client, String), Cli
     Ok((a?, b?, events::database_id(&config)))
 }
 
-/// The document's catalog, with what it does not speak about kept as it is live: schemas it
-/// does not mention, the `plpgsql` extension every database has, and objects Lockplane does not
-/// manage. A document that names a schema owns that schema completely.
-fn scope_to_document(document: &Catalog, live: &Catalog) -> Catalog {
-    let mut desired = document.clone();
-    for (name, schema) in &live.schemas {
-        desired
-            .schemas
-            .entry(name.clone())
-            .or_insert_with(|| schema.clone());
-    }
-    if let Some(plpgsql) = live.extensions.get("plpgsql") {
-        desired
-            .extensions
-            .entry("plpgsql".into())
-            .or_insert_with(|| plpgsql.clone());
-    }
-    desired.unsupported = live.unsupported.clone();
-    desired.canonicalize();
-    desired
-}
-
-/// The document's `renamed_from` entries, as the planner takes them.
-fn renames_of(document: &lockplane_engine::dsl::Document) -> Renames {
-    use lockplane_engine::dsl::RenameKind;
-    document
-        .renames()
-        .into_iter()
-        .fold(Renames::none(), |renames, r| match r.kind {
-            RenameKind::Table => renames.table(&r.schema, &r.from, &r.to),
-            RenameKind::Column => renames.column(&r.schema, &r.table, &r.from, &r.to),
-        })
-}
-
 /// The plan's hazard kinds by their serde names (`data_loss`, …), as events record them.
 fn hazard_names(plan: &Plan) -> Vec<String> {
     plan.hazard_kinds()
@@ -161,9 +125,9 @@ pub(crate) async fn run_plan(
         (None, None) => ShadowTarget::Throwaway,
     };
     eprintln!("lockplane: materialising the document on a shadow database…");
-    let wanted = scope_to_document(&loaded.catalog, &live);
+    let wanted = lockplane_engine::dsl::scope_to_live(&loaded.catalog, &live);
     let desired = shadow::materialize(&wanted, target).await.map_err(failed)?;
-    let renames = renames_of(&loaded.document);
+    let renames = lockplane_engine::dsl::renames(&loaded.document);
     let plan = planner::plan(&live, &desired, &renames, &stats, actor).map_err(failed)?;
 
     let mut shadow_line = "shadow dry run: skipped (--no-shadow)".to_owned();
