@@ -160,6 +160,7 @@ fn event(i: u64) -> BenchResult<(Event, Option<Vec<u8>>)> {
                 by: "user:reviewer".into(),
             }),
             receipt: receipt(&id("m"), 3, at)?,
+            recovered: false,
         }),
         8 => Event::SqlApplied(SqlApplied {
             actor,

@@ -249,6 +249,10 @@ pub struct PlanApplied {
     pub approval: Option<Approval>,
     /// Exactly what ran.
     pub receipt: Receipt,
+    /// True when recovery recorded this outcome after a restart: the process that applied
+    /// died before recording it, and introspection found the database at the plan's target.
+    #[serde(default)]
+    pub recovered: bool,
 }
 
 /// An apply stopped on an error.
@@ -271,6 +275,10 @@ pub struct ApplyFailed {
     pub error: String,
     /// What ran, up to and including the failing statement.
     pub receipt: Receipt,
+    /// True when recovery recorded this outcome after a restart: the process that applied
+    /// died mid-apply, and introspection found the database still at the plan's base.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 /// An allow-listed statement ran through `apply_sql`.
@@ -871,6 +879,7 @@ mod tests {
                 after_hash: h(2),
                 approval: None,
                 receipt: receipt(),
+                recovered: false,
             }),
             Event::ApplyFailed(ApplyFailed {
                 actor: actor.clone(),
@@ -881,6 +890,7 @@ mod tests {
                 after_hash: None,
                 error: "lock timeout".into(),
                 receipt: receipt(),
+                interrupted: false,
             }),
             Event::SqlApplied(SqlApplied {
                 actor: actor.clone(),

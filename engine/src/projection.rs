@@ -799,6 +799,7 @@ mod tests {
                     by: "user:ann".into(),
                 }),
                 receipt: receipt("m", true),
+                recovered: false,
             }),
         );
         assert_eq!(
@@ -849,6 +850,7 @@ mod tests {
                 after_hash: Some(h(6)),
                 error: "lock timeout".into(),
                 receipt: receipt("q", false),
+                interrupted: false,
             }),
         );
         assert_eq!(

@@ -240,6 +240,7 @@ fn event() -> impl Strategy<Value = Event> {
                         after_hash,
                         approval,
                         receipt,
+                        recovered: false,
                     })
                 }
             ),
@@ -271,6 +272,7 @@ fn event() -> impl Strategy<Value = Event> {
                         after_hash,
                         error,
                         receipt,
+                        interrupted: false,
                     })
                 }
             ),

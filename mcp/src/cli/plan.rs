@@ -313,6 +313,7 @@ pub(crate) async fn run_apply(
                 after_hash: report.resulting_hash.clone(),
                 approval,
                 receipt: receipt.clone(),
+                recovered: false,
             });
             ledger::record(&store, &applied, &[])?;
             let mut s = format!("applied {}\n", plan.plan_id);
@@ -340,6 +341,7 @@ pub(crate) async fn run_apply(
                 after_hash,
                 error: error.to_string(),
                 receipt,
+                interrupted: false,
             });
             ledger::record(&store, &failed_event, &[])?;
             Err(CliError::Usage(format!("apply failed: {error}")))
