@@ -119,6 +119,21 @@ async fn plan_dry_runs_then_apply_needs_the_exact_confirmation() {
     assert!(applied.status.success(), "{}", text(&applied.stderr));
     let target = plan["target_hash"].as_str().expect("target");
     assert!(text(&applied.stdout).contains(&format!("resulting hash {target}")));
+    // Not a terminal: progress is plain lines on stderr, one per step and one per commit,
+    // and none of it on stdout.
+    let steps = plan["steps"].as_array().expect("steps").len();
+    let progress = text(&applied.stderr);
+    for i in 1..=steps {
+        assert!(
+            progress.contains(&format!("lockplane: step {i}/{steps} ")),
+            "{progress}"
+        );
+    }
+    assert!(
+        progress.contains(&format!("lockplane: applied {steps}/{steps} steps")),
+        "{progress}"
+    );
+    assert!(!text(&applied.stdout).contains("lockplane: step"));
 
     // The database now matches the document; the live hash is the plan's target.
     let again = lockplane(&ledger, &url, &["plan", "-f", doc_s]);

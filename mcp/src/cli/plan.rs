@@ -1,7 +1,10 @@
 //! `lockplane plan` and `lockplane apply`: desired DSL vs live database → an explicit plan,
 //! proven on a shadow database; then applied with confirmation, every step recorded.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use lockplane_engine::cluster::Cluster;
 use lockplane_engine::connect::{self, ConnectError};
@@ -9,7 +12,7 @@ use lockplane_engine::events::{
     self, ApplyFailed, ApplyStarted, Approval, Event, PlanApplied, PlanConfirmed, PlanProposed,
     PlanSummary, Receipt, Timing,
 };
-use lockplane_engine::exec::{self, ApplyOptions};
+use lockplane_engine::exec::{self, ApplyOptions, ProgressSink, StepProgress};
 use lockplane_engine::plan::{self as planner, read_stats, Plan};
 use lockplane_engine::shadow::{self, ShadowOptions, ShadowTarget};
 use lockplane_engine::{catalog_hash, introspect_parallel, IntrospectOptions};
@@ -289,11 +292,15 @@ pub(crate) async fn run_apply(
     });
     let started_seq = ledger::record(&store, &started, &[])?.seq;
     let began = now_micros();
+    let shown = Arc::new(ApplyProgress::new(&plan, std::io::stderr().is_terminal()));
     let opts = ApplyOptions {
         lock_timeout: std::time::Duration::from_millis(args.lock_timeout_ms),
+        progress: Some(shown.clone() as Arc<dyn ProgressSink>),
         ..ApplyOptions::default()
     };
+    shown.start();
     let outcome = exec::apply(&mut client, &plan, &opts, args.confirm.as_deref()).await;
+    shown.finish(outcome.is_ok());
     let finished = now_micros();
     let timing = Timing {
         started_at: began,
@@ -346,6 +353,137 @@ pub(crate) async fn run_apply(
             ledger::record(&store, &failed_event, &[])?;
             Err(CliError::Usage(format!("apply failed: {error}")))
         }
+    }
+}
+
+/// How `lockplane apply` shows its progress, on stderr only (stdout carries the result that
+/// scripts read): a bar when stderr is a terminal, otherwise plain `lockplane: step i/n …`
+/// lines, so logs and `make demo` show it too.
+///
+/// The executor reports each phase once it has committed (the transaction as a whole, or one
+/// step run alone); the phase that starts next is announced from the plan's own layout,
+/// which is how the executor groups steps.
+struct ApplyProgress {
+    /// Summary and transactional flag of every step, in plan order.
+    steps: Vec<(String, bool)>,
+    /// `None` when stderr is not a terminal.
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl ApplyProgress {
+    fn new(plan: &Plan, terminal: bool) -> Self {
+        let steps: Vec<(String, bool)> = plan
+            .steps
+            .iter()
+            .map(|s| (s.summary.clone(), s.transactional))
+            .collect();
+        let bar = (terminal && !steps.is_empty()).then(|| {
+            let bar = indicatif::ProgressBar::new(steps.len() as u64);
+            // The template is a constant: it only fails if it is mistyped, and then the
+            // default style is still a progress bar.
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} {elapsed:>4} [{bar:30}] {pos}/{len} {wide_msg}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        });
+        ApplyProgress { steps, bar }
+    }
+
+    /// `(first, end)` of the phase starting at `first`: consecutive transactional steps run
+    /// together, any other step alone.
+    fn phase(&self, first: usize) -> (usize, usize) {
+        let transactional = self.steps.get(first).is_some_and(|s| s.1);
+        let end = if transactional {
+            self.steps[first..]
+                .iter()
+                .position(|s| !s.1)
+                .map_or(self.steps.len(), |n| first + n)
+        } else {
+            first + 1
+        };
+        (first, end.min(self.steps.len()))
+    }
+
+    fn start(&self) {
+        if let Some(bar) = &self.bar {
+            bar.enable_steady_tick(Duration::from_millis(120));
+        }
+        self.announce(0);
+    }
+
+    fn announce(&self, first: usize) {
+        let (first, end) = self.phase(first);
+        if first >= end {
+            return;
+        }
+        let n = self.steps.len();
+        match &self.bar {
+            Some(bar) if end - first > 1 => bar.set_message(format!(
+                "steps {}–{end} in one transaction: {}",
+                first + 1,
+                self.steps[first].0
+            )),
+            Some(bar) => bar.set_message(format!("step {}: {}", first + 1, self.steps[first].0)),
+            // The transaction's steps are announced together: they run back to back and
+            // commit (or roll back) as one.
+            None => {
+                for (i, (summary, _)) in self.steps.iter().enumerate().take(end).skip(first) {
+                    eprintln!("lockplane: step {}/{n} {summary}", i + 1);
+                }
+            }
+        }
+    }
+
+    /// `"3/7"` or `"1–5/7"`.
+    fn range(first: usize, end: usize, n: usize) -> String {
+        if end - first > 1 {
+            format!("{}–{end}/{n}", first + 1)
+        } else {
+            format!("{end}/{n}")
+        }
+    }
+
+    fn finish(&self, ok: bool) {
+        match &self.bar {
+            Some(bar) => bar.finish_and_clear(),
+            None if ok && !self.steps.is_empty() => {
+                eprintln!(
+                    "lockplane: applied {n}/{n} steps, target hash verified",
+                    n = self.steps.len()
+                )
+            }
+            None => {}
+        }
+    }
+}
+
+impl ProgressSink for ApplyProgress {
+    fn step_applied(&self, progress: &StepProgress) -> Result<(), String> {
+        let end = (progress.step_index as usize + 1).min(self.steps.len());
+        let first = end.saturating_sub(progress.steps.len().max(1));
+        let ms: u64 = progress.receipts.iter().map(|r| r.duration_ms).sum();
+        let what = if progress.transactional {
+            "committed"
+        } else {
+            "done"
+        };
+        let noun = if end - first > 1 { "steps" } else { "step" };
+        let line = format!(
+            "{noun} {} {what} ({ms} ms)",
+            Self::range(first, end, self.steps.len())
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.println(format!("  ✓ {line}"));
+                bar.set_position(end as u64);
+            }
+            None => eprintln!("lockplane: {line}"),
+        }
+        self.announce(end);
+        // Showing progress never stops an apply.
+        Ok(())
     }
 }
 
