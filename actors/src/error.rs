@@ -1,0 +1,156 @@
+//! The runtime's one error type: what went wrong, and what the caller should do next.
+
+use lockplane_engine::exec::ApplyError;
+use lockplane_engine::merge::Conflict;
+use lockplane_engine::CatalogHash;
+
+/// Why a runtime call failed. Every message ends with what to do next, because agents act on
+/// them; [`Error::code`] gives a stable machine-readable name.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database was never attached to this runtime.
+    #[error("database `{0}` is not attached: call attach (or pass its URL) first")]
+    UnknownDatabase(String),
+    /// No such plan in the ledger for that database.
+    #[error("no plan {plan_id} for database `{database}`: list the plans, or propose again")]
+    UnknownPlan {
+        /// The database.
+        database: String,
+        /// The plan id asked for.
+        plan_id: String,
+    },
+    /// The desired schema document is invalid (each problem with file:line:column).
+    #[error("the desired schema is invalid:\n{0}\nfix the document and propose again")]
+    InvalidDocument(String),
+    /// The plan loses data (or touches what Lockplane cannot see) and was not confirmed.
+    #[error(
+        "plan {plan_id} needs an explicit confirmation ({hazards}): confirm plan {plan_id} \
+         (or pass it as the confirmation) after reviewing its hazards"
+    )]
+    NeedsConfirmation {
+        /// The plan.
+        plan_id: String,
+        /// Its hazard kinds, comma-separated.
+        hazards: String,
+    },
+    /// A confirmation was given but is not the plan's id.
+    #[error(
+        "confirmation `{given}` does not match plan {plan_id}: a confirmation must be the exact \
+         id of the plan being applied"
+    )]
+    WrongConfirmation {
+        /// The plan.
+        plan_id: String,
+        /// What was given.
+        given: String,
+    },
+    /// The plan's base is no longer live and could not be rebased.
+    #[error(
+        "plan {plan_id} is stale: the live hash is {live}, the plan was made against {base}; \
+         {reason}; propose again against the live schema"
+    )]
+    Stale {
+        /// The plan.
+        plan_id: String,
+        /// Its base.
+        base: CatalogHash,
+        /// The live hash.
+        live: CatalogHash,
+        /// Why it could not be rebased (the conflicts, or a missing base catalog).
+        reason: String,
+        /// Objects changed both by the plan and on the live database since its base.
+        conflicts: Vec<Conflict>,
+    },
+    /// Two proposals change the same objects differently.
+    #[error("the plans conflict on {}: {}; resolve by proposing one document with the change you want",
+        .conflicts.len(), .conflicts.iter().map(|c| c.path.as_str()).collect::<Vec<_>>().join(", "))]
+    Conflict {
+        /// Each conflicting object, with both sides.
+        conflicts: Vec<Conflict>,
+    },
+    /// The plans cannot be merged for a reason other than a conflict.
+    #[error("cannot merge: {0}")]
+    CannotMerge(String),
+    /// The plan is not waiting to be applied.
+    #[error("plan {plan_id} is {status}: {hint}")]
+    NotPending {
+        /// The plan.
+        plan_id: String,
+        /// Its status.
+        status: &'static str,
+        /// What to do instead.
+        hint: String,
+    },
+    /// The plan body in the ledger does not hash to its id.
+    #[error(
+        "plan {plan_id} in the ledger does not hash to its id ({computed}): run verify_ledger"
+    )]
+    Tampered {
+        /// The plan.
+        plan_id: String,
+        /// What its body hashes to.
+        computed: String,
+    },
+    /// The apply failed (busy advisory lock, stale base, a failing step, …).
+    #[error("apply failed: {0}")]
+    Apply(#[from] ApplyError),
+    /// Proving the plan on the shadow failed.
+    #[error("shadow: {0}; the plan was not recorded: fix the document and propose again")]
+    Shadow(String),
+    /// The planner refused (e.g. a change it cannot make safely).
+    #[error("planning: {0}")]
+    Plan(String),
+    /// Connecting to or reading from the database failed.
+    #[error("database `{database}`: {message}")]
+    Database {
+        /// The database.
+        database: String,
+        /// What failed.
+        message: String,
+    },
+    /// An `apply_sql`/`explain_sql`/`set_context` call was refused or failed.
+    #[error("{0}")]
+    Session(#[from] lockplane_engine::session::SessionError),
+    /// A `policy_evaluate` call failed.
+    #[error("{0}")]
+    Policy(#[from] lockplane_engine::policy::PolicyError),
+    /// The ledger failed (held by another process, unwritable, corrupt).
+    #[error("ledger: {0}")]
+    Ledger(#[from] lockplane_store::StoreError),
+    /// The runtime is shutting down or one of its actors stopped.
+    #[error("the Lockplane runtime is not running: {0}")]
+    Stopped(String),
+}
+
+impl Error {
+    /// A stable name for the error kind, for programs and agents.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::UnknownDatabase(_) => "unknown_database",
+            Error::UnknownPlan { .. } => "unknown_plan",
+            Error::InvalidDocument(_) => "invalid_document",
+            Error::NeedsConfirmation { .. } => "needs_confirmation",
+            Error::WrongConfirmation { .. } => "wrong_confirmation",
+            Error::Stale { .. } => "stale_plan",
+            Error::Conflict { .. } => "conflict",
+            Error::CannotMerge(_) => "cannot_merge",
+            Error::NotPending { .. } => "not_pending",
+            Error::Tampered { .. } => "tampered",
+            Error::Apply(ApplyError::Busy { .. }) => "busy",
+            Error::Apply(_) => "apply_failed",
+            Error::Shadow(_) => "shadow_failed",
+            Error::Plan(_) => "plan_refused",
+            Error::Database { .. } => "database",
+            Error::Session(_) => "sql_refused",
+            Error::Policy(_) => "policy",
+            Error::Ledger(_) => "ledger",
+            Error::Stopped(_) => "stopped",
+        }
+    }
+}
+
+impl From<actix::MailboxError> for Error {
+    fn from(e: actix::MailboxError) -> Self {
+        Error::Stopped(e.to_string())
+    }
+}

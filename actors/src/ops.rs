@@ -1,0 +1,1084 @@
+//! What the runtime does, as plain async functions over explicit handles. The database actor
+//! calls the mutating ones one at a time; the handle calls the reads directly.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lockplane_engine::catalog::{Catalog, Manifest};
+use lockplane_engine::cluster::Cluster;
+use lockplane_engine::diff::Renames;
+use lockplane_engine::events::{
+    self, ApplyFailed, ApplyStarted, Approval, BlobRef, CatalogIntrospected, DriftDetected, Event,
+    PlanApplied, PlanConfirmed, PlanProposed, PlanSummary, PlansMerged, Receipt, SqlApplied,
+    Timing,
+};
+use lockplane_engine::exec::{self, ApplyOptions};
+use lockplane_engine::hash::canonical_json;
+use lockplane_engine::plan::{self as planner, Plan, TableStats};
+use lockplane_engine::projection::{DatabaseView, PlanStatus, PlanView};
+use lockplane_engine::session::{self, SessionContext};
+use lockplane_engine::shadow::{self, ShadowOptions, ShadowTarget};
+use lockplane_engine::{catalog_hash, connect, dsl, introspect_parallel, CatalogHash};
+use lockplane_engine::{introspect, IntrospectOptions};
+use lockplane_store::{BlobHash, Head, SledStore, Store};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::config::{Config, ShadowConfig};
+use crate::ledger::{Append, LedgerWriter, ProjectionActor, Read};
+use crate::Error;
+
+/// Everything an operation needs besides the database: settings, the ledger, the shadow.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Arc<SledStore>,
+    pub(crate) writer: actix::Addr<LedgerWriter>,
+    pub(crate) projection: actix::Addr<ProjectionActor>,
+    pub(crate) shadow: Arc<ShadowPool>,
+}
+
+/// A managed database: its ledger id and how to reach it.
+#[derive(Clone)]
+pub(crate) struct Db {
+    pub(crate) id: String,
+    pub(crate) pg: tokio_postgres::Config,
+}
+
+/// The shadow server, started the first time a plan needs one.
+pub(crate) struct ShadowPool {
+    pub(crate) config: ShadowConfig,
+    pub(crate) cluster: tokio::sync::OnceCell<Cluster>,
+}
+
+impl ShadowPool {
+    async fn target(&self) -> Result<ShadowTarget<'_>, Error> {
+        match &self.config {
+            ShadowConfig::Url(url) => Ok(ShadowTarget::Url(url)),
+            ShadowConfig::Throwaway => {
+                let cluster = self
+                    .cluster
+                    .get_or_try_init(|| async {
+                        tokio::task::spawn_blocking(Cluster::start_default)
+                            .await
+                            .map_err(|e| Error::Shadow(e.to_string()))?
+                            .map_err(|e| Error::Shadow(e.to_string()))
+                    })
+                    .await?;
+                Ok(ShadowTarget::Cluster(cluster))
+            }
+        }
+    }
+}
+
+/// A live catalog as read (and recorded).
+#[derive(Debug, Clone, Serialize)]
+pub struct Introspection {
+    /// The database id.
+    pub database: String,
+    /// Its catalog hash.
+    pub catalog_hash: CatalogHash,
+    /// The catalog.
+    pub catalog: Catalog,
+    /// Seq of the `CatalogIntrospected` record.
+    pub seq: u64,
+}
+
+/// A recorded proposal (or merge, or rebase).
+#[derive(Debug, Clone, Serialize)]
+pub struct Proposal {
+    /// The database id.
+    pub database: String,
+    /// The plan: steps, SQL, hazards, `plan_id`.
+    pub plan: Plan,
+    /// The catalog hash the database will have after the plan.
+    pub predicted_hash: CatalogHash,
+    /// Seq of the `PlanProposed`/`PlansMerged` record.
+    pub seq: u64,
+    /// What the shadow dry run proved.
+    pub shadow: String,
+}
+
+/// An applied plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    /// The database id.
+    pub database: String,
+    /// The plan applied (a rebased plan when `rebased_from` is set).
+    pub plan_id: String,
+    /// The stale plan this one was rebased from.
+    pub rebased_from: Option<String>,
+    /// The live hash before.
+    pub before_hash: CatalogHash,
+    /// The live hash after: the plan's target, verified.
+    pub resulting_hash: CatalogHash,
+    /// What ran, one receipt per phase.
+    pub receipts: Vec<Receipt>,
+    /// Seq of the `PlanApplied` record.
+    pub seq: u64,
+}
+
+/// A statement run through `apply_sql`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SqlResult {
+    /// The database id.
+    pub database: String,
+    /// The statement kind (`insert`, `create_index`, …).
+    pub kind: String,
+    /// Rows affected or returned.
+    pub rows: u64,
+    /// Column names, when the statement returned rows.
+    pub columns: Vec<String>,
+    /// Result rows (bounded), as Postgres prints them.
+    pub result: Vec<Vec<Option<String>>>,
+    /// The catalog hash before.
+    pub before_hash: CatalogHash,
+    /// The catalog hash after.
+    pub resulting_hash: CatalogHash,
+    /// What ran.
+    pub receipt: Receipt,
+    /// Seq of the `SqlApplied` record.
+    pub seq: u64,
+}
+
+/// Whether the live schema is what the ledger last recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Drift {
+    /// The database id.
+    pub database: String,
+    /// The hash found live.
+    pub live_hash: CatalogHash,
+    /// The hash the ledger last recorded (none before the first introspection).
+    pub recorded_hash: Option<CatalogHash>,
+    /// Whether they differ.
+    pub drifted: bool,
+    /// What differs, object by object, when the recorded catalog is in the ledger.
+    pub differences: Vec<String>,
+    /// Seq of the `DriftDetected` record, when drift was found.
+    pub seq: Option<u64>,
+}
+
+/// What start-up recovery did about an apply left without an outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recovery {
+    /// The database id.
+    pub database: String,
+    /// The plan whose apply was interrupted.
+    pub plan_id: String,
+    /// `recovered` (at target), `interrupted` (at base) or `drift` (neither).
+    pub outcome: String,
+    /// The live hash found.
+    pub live_hash: CatalogHash,
+}
+
+// ---- plumbing -------------------------------------------------------------------------------
+
+fn db_error(db: &Db, message: impl std::fmt::Display) -> Error {
+    Error::Database {
+        database: db.id.clone(),
+        message: message.to_string(),
+    }
+}
+
+pub(crate) async fn connect(db: &Db) -> Result<Client, Error> {
+    connect::connect(&db.pg).await.map_err(|e| {
+        db_error(
+            db,
+            format!("cannot connect to {}: {e}", connect::describe(&db.pg)),
+        )
+    })
+}
+
+/// Appends `event` through the single writer, after storing `blobs`.
+pub(crate) async fn record(
+    shared: &Shared,
+    event: Event,
+    blobs: Vec<Vec<u8>>,
+) -> Result<Head, Error> {
+    shared.writer.send(Append { event, blobs }).await?
+}
+
+/// Runs `read` on the projections.
+pub(crate) async fn read<R: Send + 'static>(
+    shared: &Shared,
+    read: impl FnOnce(&lockplane_engine::projection::Projections) -> R + Send + 'static,
+) -> Result<R, Error> {
+    Ok(shared.projection.send(Read(Box::new(read))).await?)
+}
+
+pub(crate) async fn database_view(shared: &Shared, db: &Db) -> Result<DatabaseView, Error> {
+    let id = db.id.clone();
+    Ok(read(shared, move |p| p.database(&id).cloned())
+        .await?
+        .unwrap_or_default())
+}
+
+pub(crate) async fn plan_view(shared: &Shared, db: &Db, plan_id: &str) -> Result<PlanView, Error> {
+    let (id, pid) = (db.id.clone(), plan_id.to_owned());
+    read(shared, move |p| p.plan(&id, &pid).cloned())
+        .await?
+        .ok_or_else(|| Error::UnknownPlan {
+            database: db.id.clone(),
+            plan_id: plan_id.to_owned(),
+        })
+}
+
+fn blob(shared: &Shared, address: &BlobRef) -> Result<Vec<u8>, Error> {
+    let hash: BlobHash = address
+        .as_str()
+        .parse()
+        .map_err(|e| Error::Stopped(format!("blob reference {address}: {e}")))?;
+    shared.store.get_blob(&hash)?.ok_or_else(|| {
+        Error::Stopped(format!(
+            "blob {address} is missing from the ledger: run verify_ledger"
+        ))
+    })
+}
+
+fn load_catalog(shared: &Shared, address: &BlobRef) -> Result<Catalog, Error> {
+    let bytes = blob(shared, address)?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Stopped(format!("manifest blob {address} does not decode: {e}")))?;
+    Ok(manifest.catalog)
+}
+
+fn load_plan(shared: &Shared, view: &PlanView) -> Result<Plan, Error> {
+    let bytes = blob(shared, &view.plan.body)?;
+    let plan: Plan = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Stopped(format!("plan body {} does not decode: {e}", view.plan.body))
+    })?;
+    let computed = plan.computed_id().map_err(|e| Error::Plan(e.to_string()))?;
+    if computed != view.plan.plan_id {
+        return Err(Error::Tampered {
+            plan_id: view.plan.plan_id.clone(),
+            computed,
+        });
+    }
+    Ok(plan)
+}
+
+fn manifest(catalog: &Catalog) -> Result<(Vec<u8>, BlobRef, CatalogHash), Error> {
+    let manifest = Manifest::new(catalog.clone()).map_err(|e| Error::Plan(e.to_string()))?;
+    let (bytes, address) =
+        events::manifest_blob(&manifest).map_err(|e| Error::Plan(e.to_string()))?;
+    Ok((bytes, address, manifest.catalog_hash))
+}
+
+fn hazard_names(plan: &Plan) -> Vec<String> {
+    plan.hazard_kinds()
+        .iter()
+        .filter_map(|k| match serde_json::to_value(k) {
+            Ok(serde_json::Value::String(name)) => Some(name),
+            _ => None,
+        })
+        .collect()
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+async fn read_live(db: &Db) -> Result<(Catalog, Client), Error> {
+    let (a, b) = tokio::join!(connect(db), connect(db));
+    let (mut client, mut helper) = (a?, b?);
+    let catalog = introspect_parallel(&mut client, &mut helper, &IntrospectOptions::default())
+        .await
+        .map_err(|e| db_error(db, e))?;
+    Ok((catalog, client))
+}
+
+async fn live_hash(client: &mut Client, db: &Db) -> Result<(Catalog, CatalogHash), Error> {
+    let catalog = introspect(client, &IntrospectOptions::default())
+        .await
+        .map_err(|e| db_error(db, e))?;
+    let hash = catalog_hash(&catalog).map_err(|e| Error::Plan(e.to_string()))?;
+    Ok((catalog, hash))
+}
+
+// ---- reads ----------------------------------------------------------------------------------
+
+/// Reads the live catalog and records it (`CatalogIntrospected`).
+pub(crate) async fn introspect_db(
+    shared: &Shared,
+    db: &Db,
+    actor: &str,
+) -> Result<Introspection, Error> {
+    let (catalog, client) = read_live(db).await?;
+    let server_version = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .ok()
+        .and_then(|row| row.try_get::<_, String>(0).ok());
+    let (bytes, address, hash) = manifest(&catalog)?;
+    let head = record(
+        shared,
+        Event::CatalogIntrospected(CatalogIntrospected {
+            actor: actor.to_owned(),
+            database: db.id.clone(),
+            catalog_hash: hash.clone(),
+            manifest: address,
+            schemas: Vec::new(),
+            server_version,
+        }),
+        vec![bytes],
+    )
+    .await?;
+    Ok(Introspection {
+        database: db.id.clone(),
+        catalog_hash: hash,
+        catalog,
+        seq: head.seq,
+    })
+}
+
+/// The manifest blob of the catalog the ledger last recorded as live, when it has one.
+async fn recorded_catalog(shared: &Shared, db: &Db, view: &DatabaseView) -> Option<Catalog> {
+    let live = view.live.as_ref()?;
+    let record = shared
+        .store
+        .read_range(live.seq..live.seq + 1)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let event =
+        events::decode_record_payload(&record.kind, &record.stream, &record.payload).ok()?;
+    let address = match event {
+        Event::CatalogIntrospected(e) => e.manifest,
+        Event::DriftDetected(e) => e.manifest?,
+        Event::PlanApplied(e) => view.plans.get(&e.plan_id)?.plan.target_manifest.clone()?,
+        _ => return None,
+    };
+    let _ = db;
+    load_catalog(shared, &address).ok()
+}
+
+/// Compares the live catalog with what the ledger last recorded; records `DriftDetected` when
+/// they differ (the first look at a database just records it).
+pub(crate) async fn check_drift(shared: &Shared, db: &Db, actor: &str) -> Result<Drift, Error> {
+    let view = database_view(shared, db).await?;
+    let Some(recorded) = view.live.clone() else {
+        let seen = introspect_db(shared, db, actor).await?;
+        return Ok(Drift {
+            database: db.id.clone(),
+            live_hash: seen.catalog_hash,
+            recorded_hash: None,
+            drifted: false,
+            differences: Vec::new(),
+            seq: None,
+        });
+    };
+    let (live, _client) = read_live(db).await?;
+    let (bytes, address, live_hash) = manifest(&live)?;
+    if live_hash == recorded.hash {
+        return Ok(Drift {
+            database: db.id.clone(),
+            live_hash,
+            recorded_hash: Some(recorded.hash),
+            drifted: false,
+            differences: Vec::new(),
+            seq: None,
+        });
+    }
+    let differences = match recorded_catalog(shared, db, &view).await {
+        Some(expected) => exec::drift(&expected, &live),
+        None => Vec::new(),
+    };
+    let head = record(
+        shared,
+        Event::DriftDetected(DriftDetected {
+            actor: actor.to_owned(),
+            database: db.id.clone(),
+            expected_hash: recorded.hash.clone(),
+            live_hash: live_hash.clone(),
+            manifest: Some(address),
+        }),
+        vec![bytes],
+    )
+    .await?;
+    Ok(Drift {
+        database: db.id.clone(),
+        live_hash,
+        recorded_hash: Some(recorded.hash),
+        drifted: true,
+        differences,
+        seq: Some(head.seq),
+    })
+}
+
+// ---- proposals ------------------------------------------------------------------------------
+
+async fn stats(client: &Client, db: &Db) -> Result<TableStats, Error> {
+    planner::read_stats(client)
+        .await
+        .map_err(|e| db_error(db, e))
+}
+
+/// Proves `plan` on the shadow (forward and reverse) unless dry runs are off.
+async fn prove(
+    shared: &Shared,
+    plan: &Plan,
+    base: &Catalog,
+    renames: &Renames,
+    stats: &TableStats,
+) -> Result<String, Error> {
+    if plan.steps.is_empty() {
+        return Ok("nothing to prove: the plan is empty".into());
+    }
+    if !shared.config.dry_run {
+        return Ok("shadow dry run skipped (switched off)".into());
+    }
+    let target = shared.shadow.target().await?;
+    let opts = ShadowOptions {
+        allow_unsupported: true,
+        renames: renames.clone(),
+        stats: stats.clone(),
+        ..ShadowOptions::default()
+    };
+    let report = shadow::dry_run(plan, base, target, &opts)
+        .await
+        .map_err(|e| Error::Shadow(e.to_string()))?;
+    let mut line = format!(
+        "proven on a shadow database: reached {}",
+        events::short(&report.target_hash.0)
+    );
+    match &report.reverse {
+        Some(_) => line.push_str(&format!(
+            " and its reverse came back to {}",
+            events::short(&report.base_hash.0)
+        )),
+        None => line.push_str("; the plan has no reverse"),
+    }
+    if !report.gaps.is_empty() {
+        line.push_str(&format!(
+            " ({} unmanaged objects not reproduced; hashes not compared)",
+            report.gaps.len()
+        ));
+    }
+    Ok(line)
+}
+
+/// Records a plan with its body and both catalogs as blobs.
+async fn record_plan(
+    shared: &Shared,
+    db: &Db,
+    plan: &Plan,
+    base: &Catalog,
+    target: &Catalog,
+    actor: &str,
+    merged_from: Option<Vec<String>>,
+) -> Result<u64, Error> {
+    let body = canonical_json(plan).map_err(|e| Error::Plan(e.to_string()))?;
+    let body_ref = BlobRef::of(&body);
+    let (base_bytes, base_ref, _) = manifest(base)?;
+    let (target_bytes, target_ref, _) = manifest(target)?;
+    let summary = PlanSummary {
+        plan_id: plan.plan_id.clone(),
+        base_hash: plan.base_hash.clone(),
+        target_hash: plan.target_hash.clone(),
+        body: body_ref,
+        step_count: plan.steps.len() as u32,
+        hazards: hazard_names(plan),
+        requires_confirmation: plan.requires_confirmation,
+        base_manifest: Some(base_ref),
+        target_manifest: Some(target_ref),
+    };
+    let event = match merged_from {
+        None => Event::PlanProposed(PlanProposed {
+            actor: actor.to_owned(),
+            database: db.id.clone(),
+            plan: summary,
+        }),
+        Some(sources) => Event::PlansMerged(PlansMerged {
+            actor: actor.to_owned(),
+            database: db.id.clone(),
+            sources,
+            merged: summary,
+        }),
+    };
+    Ok(record(shared, event, vec![body, base_bytes, target_bytes])
+        .await?
+        .seq)
+}
+
+/// `propose`: the desired document against the live database → a recorded, proven plan.
+pub(crate) async fn propose(
+    shared: &Shared,
+    db: &Db,
+    name: &str,
+    text: &str,
+    actor: &str,
+) -> Result<Proposal, Error> {
+    let loaded =
+        dsl::load_file_text(name, text).map_err(|e| Error::InvalidDocument(e.to_string()))?;
+    let seen = introspect_db(shared, db, actor).await?;
+    let live = seen.catalog;
+    let client = connect(db).await?;
+    let stats = stats(&client, db).await?;
+    let wanted = dsl::scope_to_live(&loaded.catalog, &live);
+    let target = shared.shadow.target().await?;
+    let desired = shadow::materialize(&wanted, target)
+        .await
+        .map_err(|e| Error::Shadow(e.to_string()))?;
+    let renames = dsl::renames(&loaded.document);
+    let plan = planner::plan(&live, &desired, &renames, &stats, actor)
+        .map_err(|e| Error::Plan(e.to_string()))?;
+    let shadow_line = prove(shared, &plan, &live, &renames, &stats).await?;
+    let seq = record_plan(shared, db, &plan, &live, &desired, actor, None).await?;
+    Ok(Proposal {
+        database: db.id.clone(),
+        predicted_hash: plan.target_hash.clone(),
+        plan,
+        seq,
+        shadow: shadow_line,
+    })
+}
+
+fn pending(view: &PlanView) -> Result<(), Error> {
+    let hint = match &view.status {
+        PlanStatus::Proposed | PlanStatus::Confirmed | PlanStatus::Stale { .. } => return Ok(()),
+        PlanStatus::Failed { .. } => return Ok(()),
+        PlanStatus::Applied { .. } => "it is already applied; nothing to do".to_owned(),
+        PlanStatus::Applying { .. } => {
+            "an apply of it is in progress; wait for it and check audit_log".to_owned()
+        }
+        PlanStatus::Merged { into } => format!("it was merged into {into}: use that plan"),
+    };
+    Err(Error::NotPending {
+        plan_id: view.plan.plan_id.clone(),
+        status: view.status.name(),
+        hint,
+    })
+}
+
+fn catalogs_of(shared: &Shared, view: &PlanView) -> Result<Option<(Catalog, Catalog)>, Error> {
+    match (&view.plan.base_manifest, &view.plan.target_manifest) {
+        (Some(base), Some(target)) => Ok(Some((
+            load_catalog(shared, base)?,
+            load_catalog(shared, target)?,
+        ))),
+        _ => Ok(None),
+    }
+}
+
+/// `merge`: the three-way merge of two proposals on the same base, as a new proposal that
+/// supersedes both.
+pub(crate) async fn merge(
+    shared: &Shared,
+    db: &Db,
+    plan_a: &str,
+    plan_b: &str,
+    actor: &str,
+) -> Result<Proposal, Error> {
+    let a = plan_view(shared, db, plan_a).await?;
+    let b = plan_view(shared, db, plan_b).await?;
+    pending(&a)?;
+    pending(&b)?;
+    if a.plan.base_hash != b.plan.base_hash {
+        return Err(Error::CannotMerge(format!(
+            "{} was made against {} and {} against {}; propose both against the live schema, \
+             then merge",
+            plan_a, a.plan.base_hash, plan_b, b.plan.base_hash
+        )));
+    }
+    let (Some((base, ours)), Some((_, theirs))) =
+        (catalogs_of(shared, &a)?, catalogs_of(shared, &b)?)
+    else {
+        return Err(Error::CannotMerge(
+            "a plan recorded without its catalogs (a CLI plan file) cannot be merged; propose it \
+             through the runtime"
+                .into(),
+        ));
+    };
+    let merged =
+        lockplane_engine::merge::merge(&base, &ours, &theirs).map_err(|c| Error::Conflict {
+            conflicts: c.conflicts,
+        })?;
+    let client = connect(db).await?;
+    let stats = stats(&client, db).await?;
+    let plan = planner::plan(&base, &merged, &Renames::none(), &stats, actor)
+        .map_err(|e| Error::Plan(e.to_string()))?;
+    let shadow_line = prove(shared, &plan, &base, &Renames::none(), &stats).await?;
+    let seq = record_plan(
+        shared,
+        db,
+        &plan,
+        &base,
+        &merged,
+        actor,
+        Some(vec![plan_a.to_owned(), plan_b.to_owned()]),
+    )
+    .await?;
+    Ok(Proposal {
+        database: db.id.clone(),
+        predicted_hash: plan.target_hash.clone(),
+        plan,
+        seq,
+        shadow: shadow_line,
+    })
+}
+
+/// `confirm`: the explicit approval of one exact plan.
+pub(crate) async fn confirm(
+    shared: &Shared,
+    db: &Db,
+    plan_id: &str,
+    actor: &str,
+) -> Result<u64, Error> {
+    let view = plan_view(shared, db, plan_id).await?;
+    pending(&view)?;
+    let head = record(
+        shared,
+        Event::PlanConfirmed(PlanConfirmed {
+            actor: actor.to_owned(),
+            database: db.id.clone(),
+            plan_id: plan_id.to_owned(),
+            hazards_acknowledged: view.plan.hazards.clone(),
+        }),
+        Vec::new(),
+    )
+    .await?;
+    Ok(head.seq)
+}
+
+/// The approval an apply of `plan` relies on, recording the confirmation when it comes with
+/// the call.
+async fn approval(
+    shared: &Shared,
+    db: &Db,
+    plan: &Plan,
+    view: Option<&PlanView>,
+    confirmation: Option<&str>,
+    actor: &str,
+) -> Result<Option<Approval>, Error> {
+    if let Some(given) = confirmation {
+        if given != plan.plan_id {
+            return Err(Error::WrongConfirmation {
+                plan_id: plan.plan_id.clone(),
+                given: given.to_owned(),
+            });
+        }
+    }
+    if !plan.requires_confirmation {
+        return Ok(None);
+    }
+    if confirmation.is_some() {
+        let seq = confirm(shared, db, &plan.plan_id, actor).await?;
+        return Ok(Some(Approval {
+            seq,
+            by: actor.to_owned(),
+        }));
+    }
+    match view.and_then(|v| v.approval.clone()) {
+        Some(approval) => Ok(Some(approval)),
+        None => Err(Error::NeedsConfirmation {
+            plan_id: plan.plan_id.clone(),
+            hazards: hazard_names(plan).join(", "),
+        }),
+    }
+}
+
+/// A stale plan carried onto the live catalog: `merge(base, target, live)`, re-planned from
+/// live and proven. Only done when the ledger knows the live catalog (it came from Lockplane
+/// or an explicit introspection): an unexplained change is drift, and plans are not rebased
+/// over drift.
+async fn rebase(
+    shared: &Shared,
+    db: &Db,
+    view: &PlanView,
+    live: &Catalog,
+    live_hash: &CatalogHash,
+    client: &Client,
+    actor: &str,
+) -> Result<(Plan, Proposal), Error> {
+    let stale = |reason: String, conflicts| Error::Stale {
+        plan_id: view.plan.plan_id.clone(),
+        base: view.plan.base_hash.clone(),
+        live: live_hash.clone(),
+        reason,
+        conflicts,
+    };
+    let known = database_view(shared, db).await?.live.map(|l| l.hash);
+    if known.as_ref() != Some(live_hash) {
+        let drift = check_drift(shared, db, actor).await?;
+        return Err(stale(
+            format!(
+                "the database changed outside Lockplane (drift recorded{}), so the plan is not \
+                 rebased automatically",
+                drift
+                    .seq
+                    .map(|s| format!(" as seq {s}"))
+                    .unwrap_or_default()
+            ),
+            Vec::new(),
+        ));
+    }
+    let Some((base, target)) = catalogs_of(shared, view)? else {
+        return Err(stale(
+            "the plan was recorded without its catalogs, so it cannot be rebased".into(),
+            Vec::new(),
+        ));
+    };
+    let rebased = lockplane_engine::merge::merge(&base, &target, live).map_err(|c| {
+        stale(
+            "it conflicts with what changed since its base".into(),
+            c.conflicts,
+        )
+    })?;
+    let stats = stats(client, db).await?;
+    let plan = planner::plan(live, &rebased, &Renames::none(), &stats, actor)
+        .map_err(|e| Error::Plan(e.to_string()))?;
+    if plan.steps.is_empty() {
+        return Err(stale(
+            "everything it changes is already live".into(),
+            Vec::new(),
+        ));
+    }
+    let shadow_line = prove(shared, &plan, live, &Renames::none(), &stats).await?;
+    let seq = record_plan(shared, db, &plan, live, &rebased, actor, None).await?;
+    let proposal = Proposal {
+        database: db.id.clone(),
+        predicted_hash: plan.target_hash.clone(),
+        plan: plan.clone(),
+        seq,
+        shadow: shadow_line,
+    };
+    Ok((plan, proposal))
+}
+
+/// `apply`: a recorded plan (rebased if its base is no longer live) applied under the advisory
+/// lock, with `ApplyStarted` recorded before and the outcome after.
+pub(crate) async fn apply(
+    shared: &Shared,
+    db: &Db,
+    plan_id: &str,
+    confirmation: Option<&str>,
+    actor: &str,
+) -> Result<Applied, Error> {
+    let view = plan_view(shared, db, plan_id).await?;
+    pending(&view)?;
+    let mut plan = load_plan(shared, &view)?;
+    let mut client = connect(db).await?;
+    let (live, live_hash) = live_hash(&mut client, db).await?;
+    let mut rebased_from = None;
+    let mut own_view = Some(&view);
+    let mut confirmation = confirmation;
+    if live_hash != plan.base_hash {
+        // Refuse an unconfirmed data-loss plan before doing any rebase work.
+        approval_check(&plan, own_view, confirmation)?;
+        let (rebased, _) = rebase(shared, db, &view, &live, &live_hash, &client, actor).await?;
+        rebased_from = Some(plan.plan_id.clone());
+        // A confirmation covers exactly the plan it names; the rebased plan is another.
+        if rebased.requires_confirmation {
+            return Err(Error::NeedsConfirmation {
+                plan_id: rebased.plan_id.clone(),
+                hazards: format!(
+                    "{}; rebased from {} onto the live schema",
+                    hazard_names(&rebased).join(", "),
+                    plan.plan_id
+                ),
+            });
+        }
+        plan = rebased;
+        own_view = None;
+        confirmation = None;
+    }
+    let approval = approval(shared, db, &plan, own_view, confirmation, actor).await?;
+    let targets = catalogs_of(shared, &view).ok().flatten();
+    let started = record(
+        shared,
+        Event::ApplyStarted(ApplyStarted {
+            actor: actor.to_owned(),
+            database: db.id.clone(),
+            plan_id: plan.plan_id.clone(),
+            base_hash: plan.base_hash.clone(),
+            approval: approval.clone(),
+        }),
+        Vec::new(),
+    )
+    .await?;
+    let opts = ApplyOptions {
+        lock_timeout: shared.config.lock_timeout,
+        statement_timeout: shared.config.statement_timeout,
+        lock_wait: shared.config.lock_wait,
+        base_catalog: Some(live),
+        target_catalog: if rebased_from.is_none() {
+            targets.map(|(_, t)| t)
+        } else {
+            None
+        },
+        ..ApplyOptions::default()
+    };
+    let began = now_micros();
+    let id = plan.plan_id.clone();
+    let outcome = exec::apply(&mut client, &plan, &opts, Some(&id)).await;
+    let finished = now_micros();
+    let timing = Timing {
+        started_at: began,
+        finished_at: finished,
+        duration_ms: ((finished - began).max(0) / 1000) as u64,
+    };
+    match outcome {
+        Ok(report) => {
+            let steps = report.step_receipts().cloned().collect();
+            let receipt = Receipt::seal(plan.plan_id.clone(), steps, timing)
+                .map_err(|e| Error::Plan(e.to_string()))?;
+            let head = record(
+                shared,
+                Event::PlanApplied(PlanApplied {
+                    actor: actor.to_owned(),
+                    database: db.id.clone(),
+                    plan_id: plan.plan_id.clone(),
+                    started_seq: started.seq,
+                    before_hash: plan.base_hash.clone(),
+                    after_hash: report.resulting_hash.clone(),
+                    approval,
+                    receipt,
+                    recovered: false,
+                }),
+                Vec::new(),
+            )
+            .await?;
+            Ok(Applied {
+                database: db.id.clone(),
+                plan_id: plan.plan_id.clone(),
+                rebased_from,
+                before_hash: plan.base_hash.clone(),
+                resulting_hash: report.resulting_hash.clone(),
+                receipts: report.receipts,
+                seq: head.seq,
+            })
+        }
+        Err(error) => {
+            // The apply's connection may be the thing that broke: read with a new one then.
+            let after_hash = match live_hash_after(&mut client, db).await {
+                Some(h) => Some(h),
+                None => match connect(db).await {
+                    Ok(mut fresh) => live_hash_after(&mut fresh, db).await,
+                    Err(_) => None,
+                },
+            };
+            let steps = error
+                .receipts()
+                .iter()
+                .flat_map(|r| r.steps.iter().cloned())
+                .collect();
+            let receipt = Receipt::seal(plan.plan_id.clone(), steps, timing)
+                .map_err(|e| Error::Plan(e.to_string()))?;
+            record(
+                shared,
+                Event::ApplyFailed(ApplyFailed {
+                    actor: actor.to_owned(),
+                    database: db.id.clone(),
+                    plan_id: plan.plan_id.clone(),
+                    started_seq: started.seq,
+                    before_hash: plan.base_hash.clone(),
+                    after_hash,
+                    error: error.to_string(),
+                    receipt,
+                    interrupted: false,
+                }),
+                Vec::new(),
+            )
+            .await?;
+            Err(Error::Apply(error))
+        }
+    }
+}
+
+/// Refuses early when `plan` needs a confirmation that neither the call nor the ledger gives.
+fn approval_check(
+    plan: &Plan,
+    view: Option<&PlanView>,
+    confirmation: Option<&str>,
+) -> Result<(), Error> {
+    if let Some(given) = confirmation {
+        if given != plan.plan_id {
+            return Err(Error::WrongConfirmation {
+                plan_id: plan.plan_id.clone(),
+                given: given.to_owned(),
+            });
+        }
+        return Ok(());
+    }
+    if plan.requires_confirmation && view.and_then(|v| v.approval.as_ref()).is_none() {
+        return Err(Error::NeedsConfirmation {
+            plan_id: plan.plan_id.clone(),
+            hazards: hazard_names(plan).join(", "),
+        });
+    }
+    Ok(())
+}
+
+async fn live_hash_after(client: &mut Client, db: &Db) -> Option<CatalogHash> {
+    live_hash(client, db).await.ok().map(|(_, h)| h)
+}
+
+// ---- apply_sql ------------------------------------------------------------------------------
+
+/// `apply_sql`: one guarded statement under the caller's session context, recorded with the
+/// catalog hash before and after.
+pub(crate) async fn apply_sql(
+    shared: &Shared,
+    db: &Db,
+    sql: &str,
+    ctx: &SessionContext,
+    confirmation: Option<&str>,
+    actor: &str,
+) -> Result<SqlResult, Error> {
+    session::validate_context(ctx, &shared.config.allowed_roles)?;
+    let mut client = connect(db).await?;
+    let (_, before_hash) = live_hash(&mut client, db).await?;
+    let outcome = session::run_sql(
+        &mut client,
+        sql,
+        ctx,
+        shared.config.access_mode,
+        confirmation,
+        shared.config.statement_timeout,
+    )
+    .await?;
+    let (_, after_hash) = live_hash(&mut client, db).await?;
+    let started = outcome.step.started_at;
+    let duration_ms = outcome.duration.as_millis() as u64;
+    let receipt = Receipt::seal(
+        sql.to_owned(),
+        vec![outcome.step.clone()],
+        Timing {
+            started_at: started,
+            finished_at: started + (duration_ms as i64) * 1000,
+            duration_ms,
+        },
+    )
+    .map_err(|e| Error::Plan(e.to_string()))?;
+    let head = record(
+        shared,
+        Event::SqlApplied(SqlApplied {
+            actor: actor.to_owned(),
+            database: db.id.clone(),
+            before_hash: Some(before_hash.clone()),
+            after_hash: Some(after_hash.clone()),
+            receipt: receipt.clone(),
+        }),
+        Vec::new(),
+    )
+    .await?;
+    Ok(SqlResult {
+        database: db.id.clone(),
+        kind: outcome.kind.name().to_owned(),
+        rows: outcome.rows,
+        columns: outcome.columns,
+        result: outcome.result,
+        before_hash,
+        resulting_hash: after_hash,
+        receipt,
+        seq: head.seq,
+    })
+}
+
+// ---- recovery -------------------------------------------------------------------------------
+
+/// Reconciles an `ApplyStarted` left without an outcome (the process died mid-apply) by
+/// introspecting the database: at the plan's target → `PlanApplied` marked recovered; at its
+/// base → `ApplyFailed` marked interrupted; anything else → `DriftDetected`, and the apply is
+/// closed as interrupted with the hash found, so the ledger does not keep an apply open forever.
+pub(crate) async fn recover(shared: &Shared, db: &Db) -> Result<Option<Recovery>, Error> {
+    let view = database_view(shared, db).await?;
+    let Some(open) = view.open_apply.clone() else {
+        return Ok(None);
+    };
+    let actor = "lockplane-recovery";
+    let summary = view
+        .plans
+        .get(&open.plan_id)
+        .map(|v| (v.plan.clone(), v.approval.clone()));
+    let mut client = connect(db).await?;
+    let (live, live_hash) = live_hash(&mut client, db).await?;
+    let receipt = Receipt::seal(
+        format!("recovery of {}", open.plan_id),
+        Vec::new(),
+        Timing {
+            started_at: now_micros(),
+            finished_at: now_micros(),
+            duration_ms: 0,
+        },
+    )
+    .map_err(|e| Error::Plan(e.to_string()))?;
+    let (base, target, approval) = match summary {
+        Some((s, a)) => (Some(s.base_hash), Some(s.target_hash), a),
+        None => (None, None, None),
+    };
+    let outcome = if target.as_ref() == Some(&live_hash) {
+        record(
+            shared,
+            Event::PlanApplied(PlanApplied {
+                actor: actor.into(),
+                database: db.id.clone(),
+                plan_id: open.plan_id.clone(),
+                started_seq: open.seq,
+                before_hash: base.clone().unwrap_or_else(|| live_hash.clone()),
+                after_hash: live_hash.clone(),
+                approval,
+                receipt,
+                recovered: true,
+            }),
+            Vec::new(),
+        )
+        .await?;
+        "recovered"
+    } else {
+        let at_base = base.as_ref() == Some(&live_hash);
+        if !at_base {
+            let (bytes, address, _) = manifest(&live)?;
+            record(
+                shared,
+                Event::DriftDetected(DriftDetected {
+                    actor: actor.into(),
+                    database: db.id.clone(),
+                    expected_hash: target.clone().unwrap_or_else(|| live_hash.clone()),
+                    live_hash: live_hash.clone(),
+                    manifest: Some(address),
+                }),
+                vec![bytes],
+            )
+            .await?;
+        }
+        record(
+            shared,
+            Event::ApplyFailed(ApplyFailed {
+                actor: actor.into(),
+                database: db.id.clone(),
+                plan_id: open.plan_id.clone(),
+                started_seq: open.seq,
+                before_hash: base.clone().unwrap_or_else(|| live_hash.clone()),
+                after_hash: Some(live_hash.clone()),
+                error: if at_base {
+                    "interrupted: the process applying it stopped before recording an outcome; \
+                     the database is still at the plan's base"
+                        .into()
+                } else {
+                    "interrupted: the process applying it stopped before recording an outcome; \
+                     the database is at neither the plan's base nor its target (drift recorded)"
+                        .into()
+                },
+                receipt,
+                interrupted: true,
+            }),
+            Vec::new(),
+        )
+        .await?;
+        if at_base {
+            "interrupted"
+        } else {
+            "drift"
+        }
+    };
+    Ok(Some(Recovery {
+        database: db.id.clone(),
+        plan_id: open.plan_id,
+        outcome: outcome.into(),
+        live_hash,
+    }))
+}
