@@ -369,7 +369,7 @@ async fn evaluate_in(
         .query_one(&sql, &[&json])
         .await
         .map_err(|e| SessionError::Postgres {
-            failure: pg_failure(&e),
+            failure: Box::new(pg_failure(&e)),
             sql: sql.clone(),
         })
         .and_then(|r| {
@@ -530,10 +530,11 @@ fn combine(
     let mut restrictive = Vec::new();
     for p in policies.iter().filter(|p| applies(p)) {
         if let Some(e) = expr(&p.reference) {
+            let e = parenthesised(&e);
             if p.reference.permissive {
-                permissive.push(format!("({e})"));
+                permissive.push(e);
             } else {
-                restrictive.push(format!("({e})"));
+                restrictive.push(e);
             }
         }
     }
@@ -547,6 +548,40 @@ fn combine(
     }];
     parts.extend(restrictive);
     parts.join(" AND ")
+}
+
+/// `expr` in parentheses, unless it already is one parenthesised whole (Postgres prints most
+/// policy expressions that way), so combined predicates stay readable.
+fn parenthesised(expr: &str) -> String {
+    let trimmed = expr.trim();
+    if enclosed(trimmed) {
+        trimmed.to_owned()
+    } else {
+        format!("({trimmed})")
+    }
+}
+
+/// Whether the first `(` of `s` closes at its last character, skipping quoted text.
+fn enclosed(s: &str) -> bool {
+    if !s.starts_with('(') || !s.ends_with(')') {
+        return false;
+    }
+    let (mut depth, mut single, mut double) = (0usize, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '(' if !single && !double => depth += 1,
+            ')' if !single && !double => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return i + 1 == s.len();
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 async fn read_table(client: &Client, schema: &str, name: &str) -> Result<Table, PolicyError> {
@@ -662,7 +697,7 @@ async fn read_policies(client: &Client, oid: u32) -> Result<Vec<Policy>, PolicyE
 
 fn db(e: &tokio_postgres::Error, sql: &str) -> PolicyError {
     SessionError::Postgres {
-        failure: pg_failure(e),
+        failure: Box::new(pg_failure(e)),
         sql: sql.to_owned(),
     }
     .into()
@@ -696,6 +731,11 @@ mod tests {
         ];
         let all = combine(&ps, |_| true, |p| p.using.clone());
         assert_eq!(all, "((x = 1) OR (y = 2)) AND (z)");
+        assert!(enclosed("(a = ')(')"));
+        assert!(!enclosed("(a) AND (b)"));
+        assert!(!enclosed("(\")\" = 1) OR (b)"));
+        assert_eq!(parenthesised("(NOT secret)"), "(NOT secret)");
+        assert_eq!(parenthesised("f(x)"), "(f(x))");
         let only_restrictive = combine(&ps, |p| p.reference.name == "c", |p| p.using.clone());
         assert_eq!(only_restrictive, "false");
         let none = combine(&ps, |p| p.reference.name == "d", |p| p.using.clone());

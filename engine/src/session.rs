@@ -17,7 +17,7 @@
 //!
 //! # What runs, and how
 //!
-//! Every statement first goes through the SQL [`guard`](crate::guard). Then:
+//! Every statement first goes through the SQL guard ([`crate::guard`]). Then:
 //!
 //! - [`explain`] wraps it in `EXPLAIN (FORMAT JSON)` inside a transaction that is always rolled
 //!   back, `READ ONLY` as a second fence. `ANALYZE` executes the statement, so it is accepted
@@ -129,7 +129,7 @@ pub enum SessionError {
     #[error("Postgres rejected the statement (nothing was committed): {}", .failure.describe(.sql))]
     Postgres {
         /// The server's error, with the position in `sql`.
-        failure: PgFailure,
+        failure: Box<PgFailure>,
         /// The statement the position refers to (the caller's text).
         sql: String,
     },
@@ -315,7 +315,7 @@ pub async fn explain(
         let messages = simple_with_timeout(client, &text, backstop(timeout))
             .await
             .map_err(|failure| SessionError::Postgres {
-                failure: shift_position(failure, prefix),
+                failure: Box::new(shift_position(failure, prefix)),
                 sql: sql.to_owned(),
             })?;
         let plan = messages
@@ -380,7 +380,7 @@ pub async fn run_sql(
         let messages = simple_with_timeout(client, sql, backstop(timeout))
             .await
             .map_err(|failure| SessionError::Postgres {
-                failure,
+                failure: Box::new(failure),
                 sql: sql.to_owned(),
             })?;
         let duration = clock.elapsed();
@@ -399,7 +399,7 @@ pub async fn run_sql(
     if let Err(failure) = run_with_timeout(client, "COMMIT", backstop(timeout)).await {
         rollback(client).await;
         return Err(SessionError::Postgres {
-            failure,
+            failure: Box::new(failure),
             sql: sql.to_owned(),
         });
     }
@@ -501,7 +501,7 @@ pub(crate) async fn begin(
     if let Err(failure) = run_with_timeout(client, &text, backstop(timeout)).await {
         rollback(client).await;
         return Err(SessionError::Postgres {
-            failure,
+            failure: Box::new(failure),
             sql: sql.to_owned(),
         });
     }
@@ -576,7 +576,7 @@ pub(crate) fn pg_failure(e: &tokio_postgres::Error) -> PgFailure {
 
 fn postgres(e: &tokio_postgres::Error, sql: &str) -> SessionError {
     SessionError::Postgres {
-        failure: pg_failure(e),
+        failure: Box::new(pg_failure(e)),
         sql: sql.to_owned(),
     }
 }
