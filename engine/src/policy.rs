@@ -170,7 +170,8 @@ pub struct PolicyVerdict {
     pub forced: bool,
     /// Whether the policies apply to this role at all (see the module docs for who bypasses).
     pub rls_applies: bool,
-    /// The policies that apply to the role and command (sorted by name).
+    /// The policies that apply to the role and command, sorted by name; for UPDATE and DELETE
+    /// also the SELECT/ALL policies they consult (the statement reads the row).
     pub applicable: Vec<PolicyRef>,
     /// The effective predicate as SQL: the checks AND-ed, `true` when RLS does not apply,
     /// `false` when no permissive policy grants access.
