@@ -700,7 +700,8 @@ async fn rebase(
         reason,
         conflicts,
     };
-    let known = database_view(shared, db).await?.live.map(|l| l.hash);
+    let database = database_view(shared, db).await?;
+    let known = database.live.map(|l| l.hash);
     if known.as_ref() != Some(live_hash) {
         let drift = check_drift(shared, db, actor).await?;
         return Err(stale(
@@ -711,6 +712,18 @@ async fn rebase(
                     .seq
                     .map(|s| format!(" as seq {s}"))
                     .unwrap_or_default()
+            ),
+            Vec::new(),
+        ));
+    }
+    // Drift found after the proposal (even if now recorded) is a change nobody reviewed
+    // together with this plan: refuse rather than carry the plan over it.
+    if let Some(drift) = database.drift.filter(|d| d.seq > view.proposed_seq) {
+        return Err(stale(
+            format!(
+                "the database changed outside Lockplane after this plan was proposed (drift \
+                 recorded as seq {}), so the plan is not rebased automatically",
+                drift.seq
             ),
             Vec::new(),
         ));

@@ -1,0 +1,518 @@
+//! The runtime against a real server and a real sled ledger: propose → apply, two-phase
+//! confirmation, merging disjoint and conflicting proposals, rebasing a stale proposal,
+//! refusing a plan over drift, and recovering an apply a dead process left open.
+
+use lockplane_actors::{Config, DatabaseId, Error, Lockplane, ShadowConfig};
+use lockplane_engine::events::{self, ApplyStarted, Event};
+use lockplane_engine::projection::PlanStatus;
+use lockplane_engine::testkit;
+use lockplane_store::{NewRecord, SledStore, Store};
+
+const BASE: &str = "CREATE SCHEMA app; \
+                    CREATE TABLE app.items (id bigint PRIMARY KEY, name text, price int);";
+
+/// The document for schema `app` with `items` holding `columns` (YAML flow maps).
+fn doc(columns: &[&str]) -> String {
+    let mut s =
+        String::from("version: 1\nschemas:\n  app:\n    tables:\n      items:\n        columns:\n");
+    for c in columns {
+        s.push_str(&format!("          - {c}\n"));
+    }
+    s
+}
+
+const ID: &str = "{ name: id, type: bigint, pk: true }";
+const NAME: &str = "{ name: name, type: text }";
+const PRICE: &str = "{ name: price, type: int }";
+
+struct Fixture {
+    lockplane: Lockplane,
+    db: DatabaseId,
+    url: String,
+    ledger: tempfile::TempDir,
+}
+
+fn config(ledger: &std::path::Path) -> Config {
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let mut config = Config::new(ledger.join("ledger"));
+    // The shared test cluster is the shadow server: no cluster start per test.
+    config.shadow = ShadowConfig::Url(cluster.url("postgres"));
+    config.lock_wait = std::time::Duration::from_secs(5);
+    config
+}
+
+async fn fixture(sql: &str) -> Fixture {
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let name = testkit::fresh_database("rt").await.expect("database");
+    let client = cluster.connect(&name).await.expect("connect");
+    client.batch_execute(sql).await.expect("setup sql");
+    let ledger = tempfile::tempdir().expect("tempdir");
+    let lockplane = Lockplane::open(config(ledger.path())).await.expect("open");
+    let url = cluster.url(&name);
+    let db = lockplane.attach(&url, None).await.expect("attach");
+    Fixture {
+        lockplane,
+        db,
+        url,
+        ledger,
+    }
+}
+
+async fn columns(url: &str) -> Vec<String> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+        .query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = 'app' AND table_name = 'items' ORDER BY column_name",
+            &[],
+        )
+        .await
+        .expect("columns")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn execute(url: &str, sql: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client.batch_execute(sql).await.expect("sql");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proposal_applies_and_the_ledger_tells_the_story() {
+    let f = fixture(BASE).await;
+    let before = f
+        .lockplane
+        .introspect(&f.db, "alice")
+        .await
+        .expect("introspect");
+    let proposal = f
+        .lockplane
+        .propose(
+            &f.db,
+            "want.yaml",
+            &doc(&[ID, NAME, PRICE, "{ name: sku, type: text }"]),
+            "alice",
+        )
+        .await
+        .expect("propose");
+    assert_eq!(proposal.plan.base_hash, before.catalog_hash);
+    assert!(
+        proposal.shadow.starts_with("proven on a shadow"),
+        "{}",
+        proposal.shadow
+    );
+    assert!(!proposal.plan.requires_confirmation);
+
+    let applied = f
+        .lockplane
+        .apply(&f.db, &proposal.plan.plan_id, None, "alice")
+        .await
+        .expect("apply");
+    assert_eq!(applied.resulting_hash, proposal.predicted_hash);
+    assert_eq!(applied.rebased_from, None);
+    assert_eq!(columns(&f.url).await, ["id", "name", "price", "sku"]);
+
+    let plans = f.lockplane.list_plans(&f.db).await.expect("plans");
+    assert_eq!(plans.len(), 1);
+    assert!(
+        matches!(plans[0].status, PlanStatus::Applied { .. }),
+        "{:?}",
+        plans[0].status
+    );
+
+    let kinds: Vec<String> = f
+        .lockplane
+        .audit_log(Some(&f.db), 100)
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "CatalogIntrospected",
+            "CatalogIntrospected",
+            "PlanProposed",
+            "ApplyStarted",
+            "PlanApplied"
+        ]
+    );
+    let verified = f.lockplane.verify_ledger().await.expect("verify");
+    assert!(verified.ok, "{:?}", verified.problems);
+    // Applying it again is refused: it is applied.
+    let again = f
+        .lockplane
+        .apply(&f.db, &proposal.plan.plan_id, None, "alice")
+        .await;
+    assert!(
+        matches!(
+            again,
+            Err(Error::NotPending {
+                status: "applied",
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_loss_needs_a_confirmation_of_that_exact_plan() {
+    let f = fixture(BASE).await;
+    let proposal = f
+        .lockplane
+        .propose(&f.db, "want.yaml", &doc(&[ID, NAME]), "bob")
+        .await
+        .expect("propose");
+    let id = proposal.plan.plan_id.clone();
+    assert!(proposal.plan.requires_confirmation);
+
+    let refused = f.lockplane.apply(&f.db, &id, None, "bob").await;
+    match refused {
+        Err(e @ Error::NeedsConfirmation { .. }) => {
+            assert_eq!(e.code(), "needs_confirmation");
+            assert!(e.to_string().contains(&id), "{e}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let wrong = f
+        .lockplane
+        .apply(&f.db, &id, Some("sha3-256:0000"), "bob")
+        .await;
+    assert!(
+        matches!(wrong, Err(Error::WrongConfirmation { .. })),
+        "{wrong:?}"
+    );
+    assert_eq!(
+        columns(&f.url).await,
+        ["id", "name", "price"],
+        "nothing ran"
+    );
+
+    f.lockplane
+        .confirm(&f.db, &id, "carol")
+        .await
+        .expect("confirm");
+    let applied = f
+        .lockplane
+        .apply(&f.db, &id, None, "bob")
+        .await
+        .expect("apply");
+    assert_eq!(applied.resulting_hash, proposal.predicted_hash);
+    assert_eq!(columns(&f.url).await, ["id", "name"]);
+    let plans = f.lockplane.list_plans(&f.db).await.expect("plans");
+    assert_eq!(
+        plans[0].approval.as_ref().map(|a| a.by.as_str()),
+        Some("carol")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disjoint_proposals_merge_and_conflicting_ones_name_the_column() {
+    let f = fixture(BASE).await;
+    let a = f
+        .lockplane
+        .propose(
+            &f.db,
+            "a.yaml",
+            &doc(&[ID, NAME, PRICE, "{ name: sku, type: text }"]),
+            "agent-a",
+        )
+        .await
+        .expect("a");
+    let b = f
+        .lockplane
+        .propose(
+            &f.db,
+            "b.yaml",
+            &doc(&[ID, NAME, PRICE, "{ name: stock, type: int }"]),
+            "agent-b",
+        )
+        .await
+        .expect("b");
+    let c = f
+        .lockplane
+        .propose(
+            &f.db,
+            "c.yaml",
+            &doc(&[ID, NAME, "{ name: price, type: bigint }"]),
+            "agent-c",
+        )
+        .await
+        .expect("c");
+    let d = f
+        .lockplane
+        .propose(
+            &f.db,
+            "d.yaml",
+            &doc(&[ID, NAME, "{ name: price, type: numeric }"]),
+            "agent-d",
+        )
+        .await
+        .expect("d");
+
+    let conflict = f
+        .lockplane
+        .merge(&f.db, &c.plan.plan_id, &d.plan.plan_id, "merger")
+        .await;
+    match conflict {
+        Err(Error::Conflict { conflicts }) => {
+            assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+            assert_eq!(conflicts[0].path, "column app.items.price");
+            assert!(conflicts[0].ours.is_some() && conflicts[0].theirs.is_some());
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+
+    let merged = f
+        .lockplane
+        .merge(&f.db, &a.plan.plan_id, &b.plan.plan_id, "merger")
+        .await
+        .expect("merge");
+    let plans = f.lockplane.list_plans(&f.db).await.expect("plans");
+    let status = |id: &str| {
+        plans
+            .iter()
+            .find(|p| p.plan.plan_id == id)
+            .map(|p| p.status.name())
+    };
+    assert_eq!(status(&a.plan.plan_id), Some("merged"));
+    assert_eq!(status(&b.plan.plan_id), Some("merged"));
+    f.lockplane
+        .apply(&f.db, &merged.plan.plan_id, None, "merger")
+        .await
+        .expect("apply merged");
+    assert_eq!(
+        columns(&f.url).await,
+        ["id", "name", "price", "sku", "stock"]
+    );
+    // A merged-away plan points at the merge.
+    let gone = f
+        .lockplane
+        .apply(&f.db, &a.plan.plan_id, None, "agent-a")
+        .await;
+    assert!(
+        matches!(
+            gone,
+            Err(Error::NotPending {
+                status: "merged",
+                ..
+            })
+        ),
+        "{gone:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_proposal_is_rebased_and_a_conflicting_one_refused() {
+    let f = fixture(BASE).await;
+    let a = f
+        .lockplane
+        .propose(
+            &f.db,
+            "a.yaml",
+            &doc(&[ID, NAME, PRICE, "{ name: sku, type: text }"]),
+            "agent-a",
+        )
+        .await
+        .expect("a");
+    let b = f
+        .lockplane
+        .propose(
+            &f.db,
+            "b.yaml",
+            &doc(&[ID, NAME, PRICE, "{ name: stock, type: int }"]),
+            "agent-b",
+        )
+        .await
+        .expect("b");
+    let c = f
+        .lockplane
+        .propose(
+            &f.db,
+            "c.yaml",
+            &doc(&[ID, NAME, PRICE, "{ name: sku, type: int }"]),
+            "agent-c",
+        )
+        .await
+        .expect("c");
+    f.lockplane
+        .apply(&f.db, &a.plan.plan_id, None, "agent-a")
+        .await
+        .expect("a applies");
+
+    let plans = f.lockplane.list_plans(&f.db).await.expect("plans");
+    let b_view = plans
+        .iter()
+        .find(|p| p.plan.plan_id == b.plan.plan_id)
+        .expect("b");
+    assert_eq!(b_view.status.name(), "stale");
+
+    let rebased = f
+        .lockplane
+        .apply(&f.db, &b.plan.plan_id, None, "agent-b")
+        .await
+        .expect("b rebased");
+    assert_eq!(
+        rebased.rebased_from.as_deref(),
+        Some(b.plan.plan_id.as_str())
+    );
+    assert_eq!(
+        columns(&f.url).await,
+        ["id", "name", "price", "sku", "stock"]
+    );
+
+    // c adds `sku` as int; a added it as text: same object, changed both ways.
+    let refused = f
+        .lockplane
+        .apply(&f.db, &c.plan.plan_id, None, "agent-c")
+        .await;
+    match refused {
+        Err(e @ Error::Stale { .. }) => {
+            let Error::Stale { conflicts, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(conflicts.len(), 1, "{e}");
+            assert_eq!(conflicts[0].path, "column app.items.sku");
+            assert_eq!(e.code(), "stale_plan");
+        }
+        other => panic!("expected a stale refusal, got {other:?}"),
+    }
+    assert!(f.lockplane.verify_ledger().await.expect("verify").ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_behind_lockplanes_back_is_drift_and_the_plan_is_refused() {
+    let f = fixture(BASE).await;
+    let p = f
+        .lockplane
+        .propose(
+            &f.db,
+            "p.yaml",
+            &doc(&[ID, NAME, PRICE, "{ name: sku, type: text }"]),
+            "agent",
+        )
+        .await
+        .expect("p");
+    execute(&f.url, "ALTER TABLE app.items ADD COLUMN note text").await;
+    let drift = f
+        .lockplane
+        .check_drift(&f.db, "auditor")
+        .await
+        .expect("drift");
+    assert!(drift.drifted);
+    assert_ne!(drift.recorded_hash.as_ref(), Some(&drift.live_hash));
+    assert!(
+        drift.differences.iter().any(|d| d.contains("app.items")),
+        "{:?}",
+        drift.differences
+    );
+    // Refused, and still refused once the drift is known: nobody reviewed the plan with it.
+    for _ in 0..2 {
+        let refused = f
+            .lockplane
+            .apply(&f.db, &p.plan.plan_id, None, "agent")
+            .await;
+        let Err(e @ Error::Stale { .. }) = refused else {
+            panic!("expected a stale refusal, got {refused:?}")
+        };
+        assert!(e.to_string().contains("changed outside Lockplane"), "{e}");
+    }
+    assert_eq!(columns(&f.url).await, ["id", "name", "note", "price"]);
+
+    // Without a check first, the apply itself finds and records the drift.
+    execute(&f.url, "ALTER TABLE app.items ADD COLUMN note2 text").await;
+    let refused = f
+        .lockplane
+        .apply(&f.db, &p.plan.plan_id, None, "agent")
+        .await;
+    assert!(matches!(refused, Err(Error::Stale { .. })), "{refused:?}");
+    let log = f.lockplane.audit_log(Some(&f.db), 1).await.expect("audit");
+    assert_eq!(log[0].kind, "DriftDetected", "{log:?}");
+}
+
+/// Writes `ApplyStarted` for `plan_id` straight into the ledger, as a process that died right
+/// after recording it would have left it.
+fn leave_apply_open(ledger: &std::path::Path, db: &str, plan_id: &str, base: &str) {
+    let store = SledStore::open(ledger.join("ledger")).expect("ledger");
+    let event = Event::ApplyStarted(ApplyStarted {
+        actor: "dead-process".into(),
+        database: db.into(),
+        plan_id: plan_id.into(),
+        base_hash: lockplane_engine::CatalogHash(base.into()),
+        approval: None,
+    });
+    store
+        .append(
+            None,
+            vec![NewRecord::now(db, event.kind(), events::encode(&event))],
+        )
+        .expect("append");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_closes_an_apply_left_open_by_a_dead_process() {
+    for (case, expected) in [
+        ("target", "recovered"),
+        ("base", "interrupted"),
+        ("other", "drift"),
+    ] {
+        let f = fixture(BASE).await;
+        let p = f
+            .lockplane
+            .propose(
+                &f.db,
+                "p.yaml",
+                &doc(&[ID, NAME, PRICE, "{ name: sku, type: text }"]),
+                "a",
+            )
+            .await
+            .expect("propose");
+        let Fixture {
+            lockplane,
+            db,
+            url,
+            ledger,
+        } = f;
+        drop(lockplane);
+        leave_apply_open(ledger.path(), &db.0, &p.plan.plan_id, &p.plan.base_hash.0);
+        match case {
+            "target" => execute(&url, "ALTER TABLE app.items ADD COLUMN sku text").await,
+            "other" => execute(&url, "ALTER TABLE app.items ADD COLUMN other text").await,
+            _ => {}
+        }
+        let lockplane = Lockplane::open(config(ledger.path()))
+            .await
+            .expect("reopen");
+        let db = lockplane.attach(&url, None).await.expect("attach");
+        let plans = lockplane.list_plans(&db).await.expect("plans");
+        let status = plans[0].status.name();
+        let log = lockplane.audit_log(Some(&db), 3).await.expect("audit");
+        let last = log.last().expect("an outcome");
+        match expected {
+            "recovered" => {
+                assert_eq!(status, "applied", "{case}");
+                assert_eq!(last.kind, "PlanApplied");
+                assert_eq!(last.event["recovered"], true, "{:?}", last.event);
+            }
+            _ => {
+                assert_eq!(status, "failed", "{case}");
+                assert_eq!(last.kind, "ApplyFailed");
+                assert_eq!(last.event["interrupted"], true, "{:?}", last.event);
+                let drift = log.iter().any(|e| e.kind == "DriftDetected");
+                assert_eq!(drift, expected == "drift", "{case}: {log:?}");
+            }
+        }
+        // A second start finds nothing left to reconcile.
+        assert_eq!(lockplane.recover(&db).await.expect("recover"), None);
+        assert!(lockplane.verify_ledger().await.expect("verify").ok);
+    }
+}
