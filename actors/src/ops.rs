@@ -576,14 +576,7 @@ pub(crate) async fn merge(
     let b = plan_view(shared, db, plan_b).await?;
     pending(&a)?;
     pending(&b)?;
-    if a.plan.base_hash != b.plan.base_hash {
-        return Err(Error::CannotMerge(format!(
-            "{} was made against {} and {} against {}; propose both against the live schema, \
-             then merge",
-            plan_a, a.plan.base_hash, plan_b, b.plan.base_hash
-        )));
-    }
-    let (Some((base, ours)), Some((_, theirs))) =
+    let (Some((base_a, ours)), Some((base_b, theirs))) =
         (catalogs_of(shared, &a)?, catalogs_of(shared, &b)?)
     else {
         return Err(Error::CannotMerge(
@@ -592,10 +585,30 @@ pub(crate) async fn merge(
                 .into(),
         ));
     };
-    let merged =
-        lockplane_engine::merge::merge(&base, &ours, &theirs).map_err(|c| Error::Conflict {
-            conflicts: c.conflicts,
-        })?;
+    let conflict = |c: lockplane_engine::merge::MergeConflicts| Error::Conflict {
+        conflicts: c.conflicts,
+    };
+    // Proposals on different bases (the database moved between them) are both carried onto
+    // the live catalog first, under the same rule as a rebase on apply.
+    let (base, ours, theirs) = if a.plan.base_hash == b.plan.base_hash {
+        (base_a, ours, theirs)
+    } else {
+        let mut client = connect(db).await?;
+        let (live, live_hash) = live_hash(&mut client, db).await?;
+        for view in [&a, &b] {
+            if let Some(reason) = why_not_rebase(shared, db, view, &live_hash, actor).await? {
+                return Err(Error::CannotMerge(format!(
+                    "{} was made against {} and cannot be carried onto the live schema: {reason}; \
+                     propose it again",
+                    view.plan.plan_id, view.plan.base_hash
+                )));
+            }
+        }
+        let ours = lockplane_engine::merge::merge(&base_a, &ours, &live).map_err(conflict)?;
+        let theirs = lockplane_engine::merge::merge(&base_b, &theirs, &live).map_err(conflict)?;
+        (live, ours, theirs)
+    };
+    let merged = lockplane_engine::merge::merge(&base, &ours, &theirs).map_err(conflict)?;
     let client = connect(db).await?;
     let stats = stats(&client, db).await?;
     let plan = planner::plan(&base, &merged, &Renames::none(), &stats, actor)
@@ -680,6 +693,41 @@ async fn approval(
     }
 }
 
+/// Why `view`'s plan may not be carried onto the live catalog whose hash is `live_hash`, if
+/// it may not: the ledger must know how the database got there (the live hash is the last one
+/// recorded), and no drift may have been found since the plan was proposed. An unexplained
+/// change is drift (recorded here), and plans are not carried over drift nobody reviewed.
+async fn why_not_rebase(
+    shared: &Shared,
+    db: &Db,
+    view: &PlanView,
+    live_hash: &CatalogHash,
+    actor: &str,
+) -> Result<Option<String>, Error> {
+    let database = database_view(shared, db).await?;
+    if database.live.map(|l| l.hash).as_ref() != Some(live_hash) {
+        let drift = check_drift(shared, db, actor).await?;
+        return Ok(Some(format!(
+            "the database changed outside Lockplane (drift recorded{}), so the plan is not \
+             rebased automatically",
+            drift
+                .seq
+                .map(|s| format!(" as seq {s}"))
+                .unwrap_or_default()
+        )));
+    }
+    Ok(database
+        .drift
+        .filter(|d| d.seq > view.proposed_seq)
+        .map(|drift| {
+            format!(
+                "the database changed outside Lockplane after this plan was proposed (drift \
+                 recorded as seq {}), so the plan is not rebased automatically",
+                drift.seq
+            )
+        }))
+}
+
 /// A stale plan carried onto the live catalog: `merge(base, target, live)`, re-planned from
 /// live and proven. Only done when the ledger knows the live catalog (it came from Lockplane
 /// or an explicit introspection): an unexplained change is drift, and plans are not rebased
@@ -700,33 +748,8 @@ async fn rebase(
         reason,
         conflicts,
     };
-    let database = database_view(shared, db).await?;
-    let known = database.live.map(|l| l.hash);
-    if known.as_ref() != Some(live_hash) {
-        let drift = check_drift(shared, db, actor).await?;
-        return Err(stale(
-            format!(
-                "the database changed outside Lockplane (drift recorded{}), so the plan is not \
-                 rebased automatically",
-                drift
-                    .seq
-                    .map(|s| format!(" as seq {s}"))
-                    .unwrap_or_default()
-            ),
-            Vec::new(),
-        ));
-    }
-    // Drift found after the proposal (even if now recorded) is a change nobody reviewed
-    // together with this plan: refuse rather than carry the plan over it.
-    if let Some(drift) = database.drift.filter(|d| d.seq > view.proposed_seq) {
-        return Err(stale(
-            format!(
-                "the database changed outside Lockplane after this plan was proposed (drift \
-                 recorded as seq {}), so the plan is not rebased automatically",
-                drift.seq
-            ),
-            Vec::new(),
-        ));
+    if let Some(reason) = why_not_rebase(shared, db, view, live_hash, actor).await? {
+        return Err(stale(reason, Vec::new()));
     }
     let Some((base, target)) = catalogs_of(shared, view)? else {
         return Err(stale(
