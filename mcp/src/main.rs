@@ -1,7 +1,9 @@
-//! `lockplane`: the command-line interface for humans and CI. Every command is a thin call
+//! `lockplane`: the command-line interface for humans and CI, and (`lockplane serve`) the MCP
+//! server for agents. Every command is a thin call
 //! into the library; errors are rendered for humans with miette.
 
 mod cli;
+mod serve;
 
 #[tokio::main]
 async fn main() -> miette::Result<()> {

@@ -4,11 +4,12 @@
 //! - [`sandbox`]: `lockplane sandbox` (a throwaway Postgres for demos and trials);
 //! - [`audit`]: `lockplane audit …` (read, check and export the ledger);
 //! - `validate` and `schema` (here): check a DSL document, print the DSL's JSON Schema;
+//! - `serve` ([`crate::serve`]): the MCP server over stdio or streamable HTTP;
 //! - [`ledger`]: opening the ledger and turning its records into events, shared by the above.
 
 mod audit;
 mod introspect;
-mod ledger;
+pub(crate) mod ledger;
 mod plan;
 mod sandbox;
 mod time;
@@ -90,6 +91,9 @@ enum Command {
         #[command(subcommand)]
         command: audit::Command,
     },
+    /// Serve the MCP tools to agents over stdio (`--stdio`) or streamable HTTP (`--http
+    /// ADDR`, bearer token required), for one database, with one runtime for every session.
+    Serve(crate::serve::ServeArgs),
 }
 
 /// Everything the CLI can fail with, with the help a human needs to act on it.
@@ -146,6 +150,10 @@ pub(crate) enum CliError {
     #[error("{0}")]
     #[diagnostic(code(lockplane::usage))]
     Usage(String),
+    /// `lockplane serve` failed to start or stopped with an error.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Serve(#[from] crate::serve::ServeError),
 }
 
 impl From<StoreError> for CliError {
@@ -181,6 +189,7 @@ pub(crate) async fn run() -> Result<(), CliError> {
                 .map_err(|e| CliError::Output(e.to_string()))?,
         ),
         Command::Audit { command } => audit::run(&at, command),
+        Command::Serve(args) => Ok(crate::serve::run(&at, &actor, args).await?),
     }
 }
 

@@ -1,0 +1,175 @@
+//! `lockplane serve`: the MCP server (DESIGN §7), over stdio or streamable HTTP.
+//!
+//! - [`tools`]: the handler — one per MCP session, the tools, the instructions;
+//! - [`http`]: the streamable HTTP transport behind a bearer-token check.
+//!
+//! One [`Lockplane`] runtime (ledger, actors, shadow cluster) serves every session. Standard
+//! output belongs to the protocol on stdio, so everything for humans goes to standard error.
+
+mod http;
+pub(crate) mod tools;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lockplane_actors::{Config, Lockplane, ShadowConfig};
+use lockplane_engine::guard::AccessMode;
+use rmcp::ServiceExt;
+
+use crate::cli::ledger::LedgerAt;
+use tools::{LockplaneMcp, Shared};
+
+/// Flags of `lockplane serve`.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("transport").required(true).args(["stdio", "http"])))]
+pub(crate) struct ServeArgs {
+    /// Serve one MCP session over standard input/output (what MCP clients spawn).
+    #[arg(long)]
+    stdio: bool,
+    /// Serve streamable HTTP at this address (path `/mcp`), loopback by default; every
+    /// request needs `Authorization: Bearer <token>`. Port 0 picks a free port (printed).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:7878")]
+    http: Option<SocketAddr>,
+    /// File holding the bearer token for --http (else one is generated and printed once on
+    /// standard error).
+    #[arg(long, value_name = "FILE", requires = "http")]
+    token_file: Option<PathBuf>,
+    /// Allow --http on a non-loopback address (the token is still required; the Host header
+    /// check is then off, so put TLS and a host check in front).
+    #[arg(long, requires = "http")]
+    allow_remote: bool,
+    /// Database to manage (else DATABASE_URL, else the PG* variables); attached at start.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// The database's id in the ledger (its stream); default `host:port/dbname`.
+    #[arg(long, env = "LOCKPLANE_DB_ID", value_name = "ID")]
+    db_id: Option<String>,
+    /// What agents may run through apply_sql / explain_sql: read-only, data or schema.
+    #[arg(long, value_name = "MODE", default_value = "schema")]
+    access_mode: AccessMode,
+    /// A role set_context may switch to (repeatable); none by default.
+    #[arg(long = "allowed-role", value_name = "ROLE")]
+    allowed_roles: Vec<String>,
+    /// Server where plans are proven on shadow databases (a role that may create databases);
+    /// default: a throwaway cluster from the local Postgres binaries, started on first use.
+    #[arg(long, value_name = "URL")]
+    shadow_url: Option<String>,
+    /// Do not dry-run plans (and their reverse) on the shadow before recording them.
+    #[arg(long)]
+    no_dry_run: bool,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub(crate) enum ServeError {
+    /// The runtime failed to open the ledger or attach the database.
+    #[error("{0}")]
+    #[diagnostic(code(lockplane::serve::runtime))]
+    Runtime(#[from] lockplane_actors::Error),
+    /// No database to manage.
+    #[error("{0}")]
+    #[diagnostic(
+        code(lockplane::serve::database),
+        help("pass --database-url, or set DATABASE_URL or the PG* variables")
+    )]
+    Database(#[from] lockplane_engine::connect::ConnectError),
+    /// The MCP transport failed.
+    #[error("MCP transport: {0}")]
+    #[diagnostic(code(lockplane::serve::transport))]
+    Transport(String),
+    /// The HTTP listener or the token failed.
+    #[error("{0}")]
+    #[diagnostic(code(lockplane::serve::http))]
+    Http(String),
+}
+
+/// Runs `lockplane serve` until the client disconnects (stdio) or the process is interrupted.
+pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(), ServeError> {
+    let url = database_target(args.database_url.as_deref())?;
+    let mut config = Config::new(&at.path);
+    config.ledger_wait = at.wait;
+    config.access_mode = args.access_mode;
+    config.allowed_roles = args.allowed_roles.clone();
+    config.dry_run = !args.no_dry_run;
+    if let Some(shadow) = &args.shadow_url {
+        config.shadow = ShadowConfig::Url(shadow.clone());
+    }
+    let runtime = Lockplane::open(config).await?;
+    let db = runtime.attach(&url, args.db_id.as_deref()).await?;
+    let shared = Shared {
+        runtime,
+        db,
+        actor: actor.to_owned(),
+        sessions_required: args.http.is_some(),
+    };
+    match args.http {
+        Some(addr) => {
+            let token = http::token(args.token_file.as_deref())?;
+            http::serve(shared, addr, token, args.allow_remote).await
+        }
+        None => serve_stdio(shared).await,
+    }
+}
+
+/// One session over stdin/stdout; returns when the client closes the pipe.
+async fn serve_stdio(shared: Shared) -> Result<(), ServeError> {
+    eprintln!(
+        "lockplane: MCP server on stdio for {} ({} access)",
+        shared.db,
+        shared.runtime.access_mode()
+    );
+    let service = LockplaneMcp::new(shared)
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| ServeError::Transport(e.to_string()))?;
+    service
+        .waiting()
+        .await
+        .map_err(|e| ServeError::Transport(e.to_string()))?;
+    // The runtime stops with its last handle; give the actor thread a moment to flush.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}
+
+/// The connection string to attach: the flag, `DATABASE_URL`, or a libpq key/value string
+/// built from the `PG*` variables (the runtime attaches by string).
+fn database_target(flag: Option<&str>) -> Result<String, ServeError> {
+    if let Some(url) = flag {
+        lockplane_engine::connect::resolve(Some(url))?;
+        return Ok(url.to_owned());
+    }
+    if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        lockplane_engine::connect::resolve(Some(&url))?;
+        return Ok(url);
+    }
+    let config = lockplane_engine::connect::resolve(None)?;
+    Ok(key_value(&config))
+}
+
+/// `config` as a libpq key/value connection string, each value quoted.
+fn key_value(config: &tokio_postgres::Config) -> String {
+    fn quote(value: &str) -> String {
+        format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+    let mut parts = Vec::new();
+    let (host, port) = lockplane_engine::connect::host_port(config);
+    parts.push(format!("host={}", quote(&host)));
+    parts.push(format!("port={port}"));
+    if let Some(user) = config.get_user() {
+        parts.push(format!("user={}", quote(user)));
+    }
+    if let Some(dbname) = config.get_dbname() {
+        parts.push(format!("dbname={}", quote(dbname)));
+    }
+    if let Some(password) = config.get_password() {
+        parts.push(format!(
+            "password={}",
+            quote(&String::from_utf8_lossy(password))
+        ));
+    }
+    if let Some(app) = config.get_application_name() {
+        parts.push(format!("application_name={}", quote(app)));
+    }
+    parts.join(" ")
+}
