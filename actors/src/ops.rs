@@ -1031,7 +1031,12 @@ pub(crate) async fn recover(shared: &Shared, db: &Db) -> Result<Option<Recovery>
         .get(&open.plan_id)
         .map(|v| (v.plan.clone(), v.approval.clone()));
     let mut client = connect(db).await?;
-    let (live, live_hash) = live_hash(&mut client, db).await?;
+    // Under the apply lock: a dead process's session may still be finishing its transaction
+    // (a COMMIT already sent still commits); its backend releases the lock only once done.
+    let key = exec::acquire_lock(&client, shared.config.lock_wait).await?;
+    let read = live_hash(&mut client, db).await;
+    exec::release_lock(&client, key).await;
+    let (live, live_hash) = read?;
     let receipt = Receipt::seal(
         format!("recovery of {}", open.plan_id),
         Vec::new(),

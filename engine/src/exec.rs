@@ -686,9 +686,10 @@ fn resume_index(plan: &Plan, resume: Option<&ResumePoint>) -> Result<usize, Appl
     Ok(i + 1)
 }
 
-/// The advisory lock key of the connected database, and the lock itself, polled until
-/// `wait` has passed.
-async fn acquire_lock(client: &Client, wait: Duration) -> Result<i64, ApplyError> {
+/// Takes the connected database's advisory lock (the one every apply holds), polling until
+/// `wait` has passed; returns its key for [`release_lock`]. Recovery takes it before reading
+/// the catalog, so a dead process's transaction has finished (committed or not) first.
+pub async fn acquire_lock(client: &Client, wait: Duration) -> Result<i64, ApplyError> {
     let key: i64 = client
         .query_one(
             "SELECT pg_catalog.hashtext('lockplane:' || pg_catalog.current_database())::int8",
@@ -719,6 +720,13 @@ async fn acquire_lock(client: &Client, wait: Duration) -> Result<i64, ApplyError
         tokio::time::sleep(pause.min(wait.saturating_sub(waited))).await;
         pause = (pause * 2).min(Duration::from_millis(500));
     }
+}
+
+/// Releases the advisory lock taken by [`acquire_lock`] (a no-op if this session lost it).
+pub async fn release_lock(client: &Client, key: i64) {
+    let _ = client
+        .simple_query(&format!("SELECT pg_catalog.pg_advisory_unlock({key})"))
+        .await;
 }
 
 async fn lock_holders(client: &Client, key: i64) -> Result<Vec<LockHolder>, ApplyError> {
