@@ -516,3 +516,43 @@ async fn recovery_closes_an_apply_left_open_by_a_dead_process() {
         assert!(lockplane.verify_ledger().await.expect("verify").ok);
     }
 }
+
+/// The embedding example, run for real: a plain `#[tokio::main]` program (single-threaded
+/// runtime here, to show the caller's runtime flavour does not matter) against a database.
+#[test]
+fn the_embedding_example_runs_from_a_plain_program() {
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let name = runtime
+        .block_on(testkit::fresh_database("embed"))
+        .expect("database");
+    // `cargo test` builds the examples beside the test binaries: target/<profile>/examples.
+    let test_binary = std::env::current_exe().expect("test binary");
+    let example = test_binary
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join("embed"))
+        .expect("target directory");
+    assert!(example.exists(), "{} was not built", example.display());
+    let out = std::process::Command::new(&example)
+        .env("DATABASE_URL", cluster.url(&name))
+        .env("LOCKPLANE_SHADOW_URL", cluster.url("postgres"))
+        .output()
+        .expect("run the example");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("CREATE TABLE \"inventory\".\"items\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("applied: now at sha3-256:"), "{stdout}");
+    assert!(stdout.contains("PlanApplied"), "{stdout}");
+    assert!(stdout.contains("ledger verifies: true"), "{stdout}");
+}
