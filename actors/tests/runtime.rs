@@ -556,3 +556,63 @@ fn the_embedding_example_runs_from_a_plain_program() {
     assert!(stdout.contains("PlanApplied"), "{stdout}");
     assert!(stdout.contains("ledger verifies: true"), "{stdout}");
 }
+
+/// Reads do not queue behind an apply: while an apply waits for a table lock another session
+/// holds, listing plans, introspecting and reading the audit log all answer, and the plan is
+/// seen as applying.
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_answer_while_an_apply_is_blocked() {
+    let f = fixture(BASE).await;
+    let p = f
+        .lockplane
+        .propose(
+            &f.db,
+            "p.yaml",
+            &doc(&[ID, NAME, PRICE, "{ name: sku, type: text }"]),
+            "a",
+        )
+        .await
+        .expect("propose");
+    let (blocker, conn) = tokio_postgres::connect(&f.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE app.items IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+
+    let lp = f.lockplane.clone();
+    let (db, id) = (f.db.clone(), p.plan.plan_id.clone());
+    let apply = tokio::spawn(async move { lp.apply(&db, &id, None, "a").await });
+    // Wait until the apply is recorded as started (it then blocks on the table lock).
+    let mut applying = false;
+    for _ in 0..100 {
+        let plans = f.lockplane.list_plans(&f.db).await.expect("plans");
+        if plans[0].status.name() == "applying" {
+            applying = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(applying, "the apply never started");
+    let seen = f
+        .lockplane
+        .introspect(&f.db, "reader")
+        .await
+        .expect("introspect");
+    assert_eq!(seen.catalog_hash, p.plan.base_hash);
+    let log = f.lockplane.audit_log(Some(&f.db), 2).await.expect("audit");
+    assert_eq!(
+        log.last().map(|e| e.kind.as_str()),
+        Some("CatalogIntrospected")
+    );
+    assert!(
+        !apply.is_finished(),
+        "the apply should still be waiting for the table lock"
+    );
+
+    blocker.batch_execute("COMMIT").await.expect("release");
+    let applied = apply.await.expect("join").expect("apply");
+    assert_eq!(applied.resulting_hash, p.predicted_hash);
+}
