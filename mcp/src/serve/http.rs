@@ -47,6 +47,17 @@ pub(super) fn token(file: Option<&Path>) -> Result<String, ServeError> {
     Ok(token)
 }
 
+/// Loopback only, unless the operator said otherwise.
+pub(super) fn check_address(addr: SocketAddr, allow_remote: bool) -> Result<(), ServeError> {
+    if !addr.ip().is_loopback() && !allow_remote {
+        return Err(ServeError::Http(format!(
+            "{addr} is not a loopback address: the server binds to loopback unless \
+             --allow-remote is given (and then needs TLS in front)"
+        )));
+    }
+    Ok(())
+}
+
 /// Serves until interrupted (SIGINT/SIGTERM).
 pub(super) async fn serve(
     shared: Shared,
@@ -54,12 +65,7 @@ pub(super) async fn serve(
     token: String,
     allow_remote: bool,
 ) -> Result<(), ServeError> {
-    if !addr.ip().is_loopback() && !allow_remote {
-        return Err(ServeError::Http(format!(
-            "{addr} is not a loopback address: the server binds to loopback unless \
-             --allow-remote is given (and then needs TLS in front)"
-        )));
-    }
+    check_address(addr, allow_remote)?;
     let mut config = StreamableHttpServerConfig::default();
     if allow_remote {
         config = config.disable_allowed_hosts();

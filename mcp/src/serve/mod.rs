@@ -86,6 +86,14 @@ pub(crate) enum ServeError {
 
 /// Runs `lockplane serve` until the client disconnects (stdio) or the process is interrupted.
 pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(), ServeError> {
+    // Flag problems first, before the ledger is opened and the database attached.
+    let token = match args.http {
+        Some(addr) => {
+            http::check_address(addr, args.allow_remote)?;
+            Some(http::token(args.token_file.as_deref())?)
+        }
+        None => None,
+    };
     let url = database_target(args.database_url.as_deref())?;
     let mut config = Config::new(&at.path);
     config.ledger_wait = at.wait;
@@ -103,12 +111,9 @@ pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(
         actor: actor.to_owned(),
         sessions_required: args.http.is_some(),
     };
-    match args.http {
-        Some(addr) => {
-            let token = http::token(args.token_file.as_deref())?;
-            http::serve(shared, addr, token, args.allow_remote).await
-        }
-        None => serve_stdio(shared).await,
+    match (args.http, token) {
+        (Some(addr), Some(token)) => http::serve(shared, addr, token, args.allow_remote).await,
+        _ => serve_stdio(shared).await,
     }
 }
 

@@ -1,0 +1,405 @@
+//! `lockplane serve` driven by a real MCP client that is not ours: the Python `mcp` SDK from
+//! PyPI (installed by `make test` into a virtualenv, see scripts/python-mcp.sh, and passed as
+//! `LOCKPLANE_MCP_PYTHON`). The driver (tests/python/lockplane_e2e.py) plays a scenario and
+//! asserts as it goes; these tests start databases and servers, run it over stdio (the SDK
+//! spawns the server) and streamable HTTP (we spawn it), and check what it left behind.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use lockplane_engine::testkit;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lockplane");
+const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/lockplane_e2e.py");
+/// The role `set_context` may switch to; the driver's RLS policies grant to it.
+const ROLE: &str = "lp_mcp_e2e_app";
+
+/// The virtualenv's python with the `mcp` SDK. Unset is a failure, not a skip: the end-to-end
+/// tests are the proof that real clients can use the server.
+fn python() -> String {
+    match std::env::var("LOCKPLANE_MCP_PYTHON") {
+        Ok(p) if !p.is_empty() => p,
+        _ => panic!(
+            "LOCKPLANE_MCP_PYTHON is not set: these tests drive `lockplane serve` with the Python \
+             `mcp` SDK. Run `make test` (it creates the virtualenv), or run \
+             `export LOCKPLANE_MCP_PYTHON=$(bash scripts/python-mcp.sh)` first"
+        ),
+    }
+}
+
+/// Runs one scenario of the driver; returns its final JSON line.
+fn drive(config: Value) -> Value {
+    let scenario = config["scenario"].as_str().unwrap_or("?").to_owned();
+    let out = Command::new(python())
+        .arg(DRIVER)
+        .arg(config.to_string())
+        .output()
+        .expect("run the Python MCP driver");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "scenario {scenario} failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    let last = stdout.lines().last().unwrap_or("");
+    let report: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("scenario {scenario}: bad report {last:?}: {e}\n{stderr}"));
+    assert_eq!(report["ok"], true, "{report}");
+    report
+}
+
+/// A fresh database, the app role, and the shared cluster's URL for shadows.
+async fn database(prefix: &str) -> (String, String) {
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let name = testkit::fresh_database(prefix).await.expect("database");
+    let client = cluster.connect(&name).await.expect("connect");
+    // Roles are cluster-wide and tests run in parallel: the loser of a creation race gets a
+    // unique violation instead of duplicate_object.
+    client
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE {ROLE}; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        ))
+        .await
+        .expect("role");
+    (cluster.url(&name), cluster.url("postgres"))
+}
+
+fn serve_args(ledger: &Path, url: &str, shadow: &str) -> Vec<String> {
+    [
+        "--ledger",
+        ledger.to_str().expect("utf-8 path"),
+        "--actor",
+        "agent:e2e",
+        "serve",
+        "--database-url",
+        url,
+        "--shadow-url",
+        shadow,
+        "--allowed-role",
+        ROLE,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn lockplane(ledger: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--ledger")
+        .arg(ledger)
+        .args(["--ledger-wait", "20"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run lockplane")
+}
+
+async fn columns(url: &str, table: &str) -> Vec<(String, String)> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+        .query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name = $1 ORDER BY column_name",
+            &[&table],
+        )
+        .await
+        .expect("columns")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// What the workflow leaves in the database and on disk, checked without the server.
+async fn check_workflow_left(url: &str, ledger: &Path, report: &Value) {
+    assert_eq!(
+        columns(url, "items").await,
+        vec![
+            ("id".to_owned(), "bigint".to_owned()),
+            ("name".to_owned(), "text".to_owned()),
+            ("note".to_owned(), "integer".to_owned()),
+        ],
+        "{report}"
+    );
+    let log = lockplane(ledger, &["audit", "log", "--json"]);
+    assert!(
+        log.status.success(),
+        "{}",
+        String::from_utf8_lossy(&log.stderr)
+    );
+    let records: Value = serde_json::from_slice(&log.stdout).expect("audit log JSON");
+    let kinds: Vec<&str> = records
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["kind"].as_str())
+        .collect();
+    for kind in [
+        "PlanProposed",
+        "PlanConfirmed",
+        "PlanApplied",
+        "SqlApplied",
+        "ContextSet",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} not on disk: {kinds:?}");
+    }
+    let verify = lockplane(ledger, &["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+#[tokio::test]
+async fn stdio_tools_schemas_and_the_plan_workflow() {
+    python();
+    let (url, shadow) = database("mcp_stdio").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let mut command = vec![BIN.to_owned()];
+    command.extend(serve_args(&ledger, &url, &shadow));
+    command.push("--stdio".to_owned());
+
+    let schemas = drive(json!({"transport": "stdio", "scenario": "schemas", "command": command}));
+    assert_eq!(schemas["tools"].as_array().map(Vec::len), Some(13));
+    let report = drive(json!({
+        "transport": "stdio", "scenario": "workflow", "command": command, "role": ROLE,
+    }));
+    // Over stdio the client and server agree on the newest protocol.
+    assert_eq!(report["protocol"], "2026-07-28", "{report}");
+    check_workflow_left(&url, &ledger, &report).await;
+}
+
+/// A `lockplane serve --http` child, killed if the test fails before stopping it.
+struct Server {
+    child: Child,
+    url: String,
+    addr: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts on a free loopback port and waits for the address it prints.
+    fn start(args: &[String]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .args(["--http", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lockplane serve --http");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("server did not start ({status:?}): {seen:?}");
+            };
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let url = format!("http://{}", rest.split_whitespace().next().unwrap_or(""));
+                let addr = url
+                    .trim_start_matches("http://")
+                    .trim_end_matches("/mcp")
+                    .to_owned();
+                seen.push(line);
+                return Server {
+                    child,
+                    url,
+                    addr,
+                    stderr: rx,
+                };
+            }
+            seen.push(line);
+        }
+    }
+
+    /// The server's standard error since it started listening.
+    fn stderr_so_far(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+
+    /// SIGTERM, then the exit status (graceful shutdown must succeed).
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(killed.map(|s| s.success()).unwrap_or(false));
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("lockplane serve --http did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One raw HTTP/1.1 initialize POST; the status code.
+fn post_initialize(addr: &str, authorization: Option<&str>) -> u16 {
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "raw", "version": "0"}}
+    })
+    .to_string();
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\n{auth}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).expect("status line");
+    String::from_utf8_lossy(&head[9..12])
+        .parse()
+        .expect("status code")
+}
+
+#[tokio::test]
+async fn http_bearer_token_sessions_contexts_and_workflow() {
+    python();
+    let (url, shadow) = database("mcp_http").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let token_file: PathBuf = dir.path().join("token");
+    let token = "e2e-token-0123456789abcdef0123456789abcdef";
+    std::fs::write(&token_file, format!("{token}\n")).expect("token file");
+    let mut args = serve_args(&ledger, &url, &shadow);
+    args.extend(["--token-file".to_owned(), token_file.display().to_string()]);
+    let server = Server::start(&args);
+
+    // Without the token, with a wrong one, or another scheme: 401; with it: the session starts.
+    assert_eq!(post_initialize(&server.addr, None), 401);
+    assert_eq!(
+        post_initialize(&server.addr, Some("Bearer not-the-token")),
+        401
+    );
+    assert_eq!(
+        post_initialize(&server.addr, Some(&format!("Basic {token}"))),
+        401
+    );
+    assert_eq!(
+        post_initialize(&server.addr, Some(&format!("Bearer {token}"))),
+        200
+    );
+
+    let http = |scenario: &str| {
+        json!({"transport": "http", "scenario": scenario, "url": server.url, "token": token,
+               "role": ROLE})
+    };
+    let unauthorized = drive(http("unauthorized"));
+    assert_eq!(unauthorized["statuses"]["none"], 401);
+    let schemas = drive(http("schemas"));
+    // HTTP offers the handshake-era protocol: sessions are what keep a context between calls.
+    assert_eq!(schemas["protocol"], "2025-11-25", "{schemas}");
+    let contexts = drive(http("contexts"));
+    assert_eq!(
+        (&contexts["a"], &contexts["b"]),
+        (&json!("tenant-a"), &json!("tenant-b"))
+    );
+    let report = drive(http("workflow"));
+
+    let log = server.stderr_so_far();
+    let status = server.stop();
+    assert!(status.success(), "{status:?}: {log:?}");
+    assert!(!log.iter().any(|l| l.contains("panicked")), "{log:?}");
+    check_workflow_left(&url, &ledger, &report).await;
+}
+
+#[tokio::test]
+async fn http_generates_a_token_and_prints_it_once() {
+    let (url, shadow) = database("mcp_token").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = serve_args(&dir.path().join("ledger"), &url, &shadow);
+    // The token line comes before the listening line; Server::start drops it, so read both
+    // ourselves.
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .args(["--http", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut token = None;
+    let mut addr = None;
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some(t) = line.split("bearer token").nth(1) {
+            token = t.rsplit(' ').next().map(str::to_owned);
+        }
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            addr = rest.split("/mcp").next().map(str::to_owned);
+            break;
+        }
+    }
+    let (token, addr) = (token.expect("token printed"), addr.expect("address"));
+    assert_eq!(token.len(), 64, "{token}");
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
+    assert_eq!(post_initialize(&addr, None), 401);
+    assert_eq!(
+        post_initialize(&addr, Some(&format!("Bearer {token}"))),
+        200
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    // Printed once: nothing else on stderr mentions it.
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(!rest.iter().any(|l| l.contains(&token)), "{rest:?}");
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address_without_allow_remote() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .arg("--ledger")
+        .arg(dir.path().join("ledger"))
+        .args([
+            "serve",
+            "--http",
+            "0.0.0.0:0",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("loopback"), "{stderr}");
+}

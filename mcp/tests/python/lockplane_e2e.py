@@ -1,0 +1,317 @@
+"""End-to-end driver for `lockplane serve`, through the Python `mcp` SDK from PyPI.
+
+Run by mcp/tests/mcp_e2e.rs (never by hand unless you want to): the first argument is a JSON
+object saying how to reach the server and which scenario to play:
+
+    {"transport": "stdio", "command": ["/path/lockplane", "serve", "--stdio", ...],
+     "scenario": "schemas" | "workflow"}
+    {"transport": "http", "url": "http://127.0.0.1:PORT/mcp", "token": "...",
+     "scenario": "schemas" | "workflow" | "contexts" | "unauthorized", "role": "..."}
+
+Every check is an assertion with a message; on success the last line of stdout is one JSON
+object (`{"ok": true, ...}`) the Rust test reads. Any failure exits non-zero with a traceback.
+"""
+
+import asyncio
+import json
+import sys
+from contextlib import asynccontextmanager
+
+import httpx2
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+TOOLS = {
+    "introspect_catalog": ([], ["catalog", "catalog_hash"]),
+    "diff_catalog": (["desired"], ["plan", "predicted_hash", "plan_id", "requires_confirmation"]),
+    "apply_plan": (["plan_id"], ["resulting_hash", "receipts"]),
+    "apply_sql": (["sql"], ["resulting_hash", "receipt", "result"]),
+    "explain_sql": (["sql"], ["plan_json"]),
+    "policy_evaluate": (["table", "command"], ["predicate", "allowed", "verdict"]),
+    "set_context": ([], ["ok"]),
+    "confirm_plan": (["plan_id"], ["ok", "plan_id"]),
+    "list_plans": ([], ["plans"]),
+    "merge_plans": (["plan_a", "plan_b"], ["plan", "predicted_hash"]),
+    "verify_ledger": ([], ["ok", "records_checked"]),
+    "audit_log": ([], ["entries"]),
+    "check_drift": ([], ["drifted", "live_hash"]),
+}
+
+# Optional inputs each tool must declare (beyond the required ones).
+OPTIONAL_INPUTS = {
+    "apply_plan": ["confirm"],
+    "apply_sql": ["confirm"],
+    "explain_sql": ["analyze"],
+    "policy_evaluate": ["row", "context"],
+    "set_context": ["role", "user_id", "tenant_id"],
+    "audit_log": ["limit"],
+}
+
+
+def doc(role, items_columns):
+    """A desired schema: `items` with the given columns, `todos` with tenant RLS granted to
+    `role`."""
+    cols = "\n".join(f"          - {c}" for c in items_columns)
+    return f"""version: 1
+schemas:
+  public:
+    comment: standard public schema
+    tables:
+      items:
+        columns:
+{cols}
+      todos:
+        columns:
+          - {{ name: id, type: bigint, pk: true }}
+          - {{ name: tenant_id, type: text, not_null: true }}
+          - {{ name: title, type: text }}
+        grants:
+          - {{ role: {role}, privilege: select }}
+          - {{ role: {role}, privilege: insert }}
+        rls:
+          enabled: true
+          policies:
+            - {{ name: tenant_isolation, for: all, using: "tenant_id = current_setting('app.tenant_id', true)" }}
+"""
+
+
+ID = "{ name: id, type: bigint, pk: true }"
+NAME = "{ name: name, type: text }"
+LEGACY = "{ name: legacy, type: text }"
+NOTE_TEXT = "{ name: note, type: text }"
+NOTE_INT = "{ name: note, type: integer }"
+
+
+@asynccontextmanager
+async def connect(cfg, token=None):
+    if cfg["transport"] == "stdio":
+        command = cfg["command"]
+        params = StdioServerParameters(command=command[0], args=command[1:], env=cfg.get("env") or {})
+        async with Client(params) as client:
+            yield client
+    else:
+        token = cfg["token"] if token is None else token
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+        async with Client(streamable_http_client(cfg["url"], http_client=http)) as client:
+            yield client
+
+
+async def ok(client, name, args=None):
+    """Calls a tool that must succeed; returns its structured content."""
+    r = await client.call_tool(name, args or {})
+    text = " ".join(getattr(c, "text", "") for c in r.content)
+    assert not r.is_error, f"{name}({args}) failed: {text}"
+    assert isinstance(r.structured_content, dict), f"{name}: no structured content: {text}"
+    return r.structured_content
+
+
+async def fails(client, name, args, code):
+    """Calls a tool that must fail with `code`; returns (message, structured error)."""
+    r = await client.call_tool(name, args)
+    text = " ".join(getattr(c, "text", "") for c in r.content)
+    assert r.is_error, f"{name}({args}) should have failed with {code}, got {r.structured_content}"
+    err = (r.structured_content or {}).get("error", {})
+    assert err.get("code") == code, f"{name}: expected code {code}, got {err} / {text}"
+    assert err.get("message") and err["message"] in text, f"{name}: message not in text: {text}"
+    return err["message"]
+
+
+async def schemas(cfg):
+    async with connect(cfg) as client:
+        instructions = client.instructions or ""
+        for word in ("introspect_catalog", "diff_catalog", "confirm_plan", "apply_plan", "audit_log",
+                     "Access mode: schema"):
+            assert word in instructions, f"instructions do not mention {word!r}: {instructions}"
+        listed = (await client.list_tools()).tools
+        names = sorted(t.name for t in listed)
+        assert names == sorted(TOOLS), f"tools: {names}"
+        for tool in listed:
+            required, outputs = TOOLS[tool.name]
+            assert tool.description and len(tool.description) > 60, f"{tool.name}: short description"
+            schema = tool.input_schema
+            assert schema.get("type") == "object", f"{tool.name}: input schema {schema}"
+            props = schema.get("properties", {})
+            for field in required:
+                assert field in props, f"{tool.name}: input lacks {field}: {props}"
+                assert field in schema.get("required", []), f"{tool.name}: {field} not required"
+                assert props[field].get("description"), f"{tool.name}.{field}: no description"
+            for field in OPTIONAL_INPUTS.get(tool.name, []):
+                assert field in props, f"{tool.name}: input lacks optional {field}"
+                assert field not in schema.get("required", []), f"{tool.name}: {field} required"
+            out = tool.output_schema
+            assert out and out.get("type") == "object", f"{tool.name}: output schema {out}"
+            for field in outputs:
+                assert field in out.get("properties", {}), f"{tool.name}: output lacks {field}"
+        by_name = {t.name: t for t in listed}
+        command = json.dumps(by_name["policy_evaluate"].input_schema)
+        for c in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            assert c in command, f"policy_evaluate.command does not list {c}"
+        assert by_name["explain_sql"].input_schema["properties"]["analyze"].get("default") is False
+        assert by_name["introspect_catalog"].annotations.read_only_hint is True
+        assert by_name["apply_plan"].annotations.destructive_hint is True
+        return {"tools": names, "protocol": client.protocol_version}
+
+
+async def workflow(cfg):
+    role = cfg["role"]
+    async with connect(cfg) as client:
+        before = await ok(client, "introspect_catalog")
+        assert before["catalog_hash"].startswith("sha3-256:")
+        assert "items" not in before["catalog"]["schemas"].get("public", {}).get("tables", {})
+
+        # introspect -> diff -> apply -> audit -> verify
+        proposal = await ok(client, "diff_catalog", {"desired": doc(role, [ID, NAME, LEGACY])})
+        assert proposal["requires_confirmation"] is False, proposal["plan"]["hazards"]
+        assert proposal["plan"]["plan_id"] == proposal["plan_id"]
+        assert proposal["plan"]["base_hash"] == before["catalog_hash"]
+        assert any("CREATE TABLE" in s["sql"] for s in proposal["plan"]["steps"])
+        applied = await ok(client, "apply_plan", {"plan_id": proposal["plan_id"]})
+        assert applied["resulting_hash"] == proposal["predicted_hash"], (applied, proposal)
+        assert applied["receipts"] and applied["receipts"][0]["steps"], applied
+        after = await ok(client, "introspect_catalog")
+        assert after["catalog_hash"] == applied["resulting_hash"]
+        tables = after["catalog"]["schemas"]["public"]["tables"]
+        assert {"items", "todos"} <= set(tables), tables.keys()
+        log = await ok(client, "audit_log", {"limit": 100})
+        kinds = [e["kind"] for e in log["entries"]]
+        for kind in ("CatalogIntrospected", "PlanProposed", "ApplyStarted", "PlanApplied"):
+            assert kind in kinds, f"{kind} not in audit log {kinds}"
+        assert [e["seq"] for e in log["entries"]] == sorted(e["seq"] for e in log["entries"])
+        verified = await ok(client, "verify_ledger")
+        assert verified["ok"] and verified["records_checked"] >= 4 and not verified["problems"], verified
+
+        # Data loss: dropping a column needs an explicit confirmation.
+        drop = await ok(client, "diff_catalog", {"desired": doc(role, [ID, NAME])})
+        assert drop["requires_confirmation"] is True, drop
+        assert any("DROP COLUMN" in s["sql"] for s in drop["plan"]["steps"]), drop["plan"]["steps"]
+        message = await fails(client, "apply_plan", {"plan_id": drop["plan_id"]}, "needs_confirmation")
+        assert "confirm" in message and drop["plan_id"] in message, message
+        await fails(client, "apply_plan", {"plan_id": drop["plan_id"], "confirm": "sha3-256:00"},
+                    "wrong_confirmation")
+        plans = (await ok(client, "list_plans"))["plans"]
+        mine = [p for p in plans if p["plan"]["plan_id"] == drop["plan_id"]]
+        assert mine and mine[0]["status"]["status"] == "proposed", mine
+        confirmed = await ok(client, "confirm_plan", {"plan_id": drop["plan_id"]})
+        assert confirmed["ok"] is True
+        dropped = await ok(client, "apply_plan", {"plan_id": drop["plan_id"]})
+        assert dropped["resulting_hash"] == drop["predicted_hash"]
+        cols = (await ok(client, "introspect_catalog"))["catalog"]["schemas"]["public"]["tables"]["items"]["columns"]
+        assert "legacy" not in cols and "name" in cols, cols.keys()
+
+        # A stale plan: two proposals on the same base change items.note differently; once
+        # one is applied the other cannot be rebased and must be proposed again.
+        as_text = await ok(client, "diff_catalog", {"desired": doc(role, [ID, NAME, NOTE_TEXT])})
+        as_int = await ok(client, "diff_catalog", {"desired": doc(role, [ID, NAME, NOTE_INT])})
+        merge_msg = await fails(client, "merge_plans",
+                                {"plan_a": as_text["plan_id"], "plan_b": as_int["plan_id"]}, "conflict")
+        assert "note" in merge_msg, merge_msg
+        won = await ok(client, "apply_plan", {"plan_id": as_int["plan_id"]})
+        stale = await fails(client, "apply_plan", {"plan_id": as_text["plan_id"]}, "stale_plan")
+        assert "stale" in stale and won["resulting_hash"] in stale and "propose again" in stale, stale
+        drift = await ok(client, "check_drift")
+        assert drift["drifted"] is False and drift["live_hash"] == won["resulting_hash"], drift
+
+        # Context, SQL and policies.
+        ctx = await ok(client, "set_context", {"role": role, "tenant_id": "t-a", "user_id": "u-1"})
+        assert ctx["ok"] is True and ctx["context"]["tenant_id"] == "t-a"
+        await fails(client, "set_context", {"role": "postgres"}, "sql_refused")
+        seen = await ok(client, "apply_sql", {"sql": "SELECT current_setting('app.tenant_id', true) AS t"})
+        assert seen["result"] == [["t-a"]] and seen["columns"] == ["t"], seen
+        who = await ok(client, "apply_sql", {"sql": "SELECT current_user::text"})
+        assert who["result"] == [[role]], who
+        explained = await ok(client, "explain_sql", {"sql": "SELECT * FROM todos WHERE title = 'x'"})
+        assert "Plan" in json.dumps(explained["plan_json"]), explained
+        analyzed = await ok(client, "explain_sql", {"sql": "SELECT 1", "analyze": True})
+        assert "Actual" in json.dumps(analyzed["plan_json"]), analyzed
+        refused = await fails(client, "apply_sql", {"sql": "SELECT pg_read_file('/etc/passwd')"}, "sql_refused")
+        assert "pg_read_file" in refused, refused
+        await fails(client, "apply_sql", {"sql": "SELECT 1; SELECT 2"}, "sql_refused")
+        mine = await ok(client, "policy_evaluate", {
+            "table": "public.todos", "command": "SELECT", "row": {"id": 1, "tenant_id": "t-a", "title": "x"}})
+        assert mine["allowed"] is True and "current_setting" in mine["predicate"], mine
+        other = await ok(client, "policy_evaluate", {
+            "table": "todos", "command": "select", "row": {"id": 2, "tenant_id": "t-b", "title": "y"}})
+        assert other["allowed"] is False, other
+        override = await ok(client, "policy_evaluate", {
+            "table": "todos", "command": "INSERT", "row": {"id": 2, "tenant_id": "t-b", "title": "y"},
+            "context": {"role": role, "tenant_id": "t-b"}})
+        assert override["allowed"] is True, override
+        await fails(client, "policy_evaluate", {"table": "nope", "command": "SELECT", "row": {}}, "policy")
+
+        # Everything is in the ledger, which still verifies.
+        kinds = [e["kind"] for e in (await ok(client, "audit_log", {"limit": 1000}))["entries"]]
+        for kind in ("PlanConfirmed", "ContextSet", "SqlApplied"):
+            assert kind in kinds, f"{kind} not in audit log {kinds}"
+        verified = await ok(client, "verify_ledger")
+        assert verified["ok"], verified
+        return {
+            "protocol": client.protocol_version,
+            "resulting_hash": won["resulting_hash"],
+            "records": verified["records_checked"],
+            "kinds": sorted(set(kinds)),
+        }
+
+
+async def tenant_of(client):
+    r = await ok(client, "apply_sql", {"sql": "SELECT current_setting('app.tenant_id', true) AS t"})
+    return r["result"][0][0]
+
+
+async def contexts(cfg):
+    """Two (then three) sessions on one server: each sees its own context, never another's."""
+    async with connect(cfg) as a, connect(cfg) as b:
+        await ok(a, "set_context", {"tenant_id": "tenant-a", "user_id": "alice"})
+        await ok(b, "set_context", {"tenant_id": "tenant-b", "user_id": "bob"})
+        seen_a, seen_b = await asyncio.gather(tenant_of(a), tenant_of(b))
+        assert (seen_a, seen_b) == ("tenant-a", "tenant-b"), (seen_a, seen_b)
+        await ok(a, "set_context", {"tenant_id": "tenant-a2"})
+        assert await tenant_of(b) == "tenant-b"
+        assert await tenant_of(a) == "tenant-a2"
+        async with connect(cfg) as c:
+            fresh = await tenant_of(c)
+            assert fresh in ("", None), f"a new session sees {fresh!r}"
+        user = await ok(b, "apply_sql", {"sql": "SELECT current_setting('app.user_id', true)"})
+        assert user["result"] == [["bob"]], user
+        return {"a": seen_a, "b": seen_b, "fresh": fresh}
+
+
+async def unauthorized(cfg):
+    """Without the token, or with a wrong one, the server answers 401 and no session starts."""
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "e2e", "version": "0"}}}
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    statuses = {}
+    async with httpx2.AsyncClient() as http:
+        for label, extra in (("none", {}), ("wrong", {"Authorization": "Bearer " + "0" * 64}),
+                             ("basic", {"Authorization": "Basic " + cfg["token"]})):
+            r = await http.post(cfg["url"], json=init, headers={**headers, **extra})
+            statuses[label] = r.status_code
+            assert r.status_code == 401, f"{label}: {r.status_code} {r.text}"
+            assert "mcp-session-id" not in r.headers
+        r = await http.post(cfg["url"], json=init, headers={**headers, "Authorization": "Bearer " + cfg["token"]})
+        statuses["right"] = r.status_code
+        assert r.status_code == 200, f"with the token: {r.status_code} {r.text}"
+    try:
+        async with connect(cfg, token="wrong-token"):
+            raise AssertionError("a client with a wrong token connected")
+    except AssertionError:
+        raise
+    except Exception:  # the SDK raises its own error for the 401; any is fine
+        pass
+    return {"statuses": statuses}
+
+
+SCENARIOS = {"schemas": schemas, "workflow": workflow, "contexts": contexts, "unauthorized": unauthorized}
+
+
+def main():
+    cfg = json.loads(sys.argv[1])
+    result = asyncio.run(SCENARIOS[cfg["scenario"]](cfg))
+    print(json.dumps({"ok": True, "scenario": cfg["scenario"], **result}))
+
+
+if __name__ == "__main__":
+    main()
