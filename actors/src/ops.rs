@@ -758,8 +758,12 @@ async fn rebase(
         ));
     };
     let rebased = lockplane_engine::merge::merge(&base, &target, live).map_err(|c| {
+        let named: Vec<String> = c.conflicts.iter().map(|x| x.to_string()).collect();
         stale(
-            "it conflicts with what changed since its base".into(),
+            format!(
+                "it conflicts with what changed since its base: {}",
+                named.join("; ")
+            ),
             c.conflicts,
         )
     })?;
