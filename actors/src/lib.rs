@@ -195,7 +195,8 @@ impl Lockplane {
 
     /// Attaches a database by URL (`postgres://…` or a libpq key/value string) under `id`
     /// (default `host:port/dbname`), then reconciles an apply a previous process left without
-    /// an outcome (see [`Lockplane::recover`]).
+    /// an outcome (see [`Lockplane::recover`]). The first attach of a database records its
+    /// catalog as the baseline drift is measured from.
     pub async fn attach(&self, url: &str, id: Option<&str>) -> Result<DatabaseId, Error> {
         let pg = lockplane_engine::connect::resolve(Some(url)).map_err(|e| Error::Database {
             database: id.unwrap_or(url).to_owned(),
@@ -209,6 +210,12 @@ impl Lockplane {
         self.databases().insert(id.clone(), (db, addr));
         let id = DatabaseId(id);
         self.recover(&id).await?;
+        // The first look at a database is its baseline: a later change nobody made through
+        // Lockplane is then drift, even if it happened before any other call.
+        let (db, _) = self.db(&id)?;
+        if ops::database_view(&self.inner.shared, &db).await?.live.is_none() {
+            ops::introspect_db(&self.inner.shared, &db, "lockplane-attach").await?;
+        }
         Ok(id)
     }
 

@@ -140,6 +140,7 @@ async fn a_proposal_applies_and_the_ledger_tells_the_story() {
         [
             "CatalogIntrospected",
             "CatalogIntrospected",
+            "CatalogIntrospected",
             "PlanProposed",
             "ApplyStarted",
             "PlanApplied"
