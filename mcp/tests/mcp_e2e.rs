@@ -74,6 +74,8 @@ fn serve_args(ledger: &Path, url: &str, shadow: &str) -> Vec<String> {
     [
         "--ledger",
         ledger.to_str().expect("utf-8 path"),
+        "--ledger-wait",
+        "20",
         "--actor",
         "agent:e2e",
         "serve",
@@ -402,4 +404,72 @@ fn serve_refuses_a_non_loopback_address_without_allow_remote() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("loopback"), "{stderr}");
+}
+
+/// `tools/call` latency over stdio through the Python SDK: `introspect_catalog` on a 50-table
+/// schema and `list_plans` with a few plans recorded. Prints p50/p99; asserts nothing about
+/// speed (machines differ). Run with
+/// `cargo test -p lockplane --release --test mcp_e2e -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn stdio_latency_benchmark() {
+    python();
+    let (url, shadow) = database("mcp_bench").await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let mut sql = String::from("CREATE TABLE t00 (id bigint PRIMARY KEY, name text NOT NULL);");
+    for i in 1..50 {
+        sql.push_str(&format!(
+            "CREATE TABLE t{i:02} (id bigint PRIMARY KEY, parent bigint REFERENCES t{:02}(id), \
+             name text NOT NULL, note text, created_at timestamptz NOT NULL DEFAULT now(), \
+             amount numeric(12,2) CHECK (amount >= 0)); \
+             CREATE INDEX t{i:02}_name_ix ON t{i:02} (name);",
+            i - 1
+        ));
+    }
+    client.batch_execute(&sql).await.expect("50 tables");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let mut command = vec![BIN.to_owned()];
+    command.extend(serve_args(&ledger, &url, &shadow));
+    command.push("--stdio".to_owned());
+
+    // A few plans for list_plans to fold, proposed through the CLI's ledger beforehand.
+    let runtime = lockplane_actors::Lockplane::open({
+        let mut c = lockplane_actors::Config::new(&ledger);
+        c.shadow = lockplane_actors::ShadowConfig::Url(shadow.clone());
+        c
+    })
+    .await
+    .expect("runtime");
+    let db = runtime.attach(&url, None).await.expect("attach");
+    for i in 0..3 {
+        let doc = format!(
+            "version: 1\nschemas:\n  bench{i}:\n    tables:\n      extra:\n        columns:\n          \
+             - {{ name: id, type: bigint, pk: true }}\n"
+        );
+        runtime
+            .propose(&db, "bench.yaml", &doc, "bench")
+            .await
+            .expect("propose");
+    }
+    drop(runtime);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/bench.py"
+        ))
+        .arg(json!({"command": command, "iterations": 200, "warmup": 10}).to_string())
+        .output()
+        .expect("run the benchmark driver");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
 }
