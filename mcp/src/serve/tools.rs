@@ -4,8 +4,8 @@
 //! actors and the shadow cluster); what is per session is the [`SessionContext`] that
 //! `set_context` sets and `apply_sql`, `explain_sql` and `policy_evaluate` run under. A
 //! failure is a tool result with `isError: true`, the runtime's message (which says what to do
-//! next) as text, and `{"error": {"code", "message"}}` as structured content: the session
-//! carries on.
+//! next, with the next tool to call where one applies) as text, and `{"error": {"code",
+//! "message", "next"}}` as structured content: the session carries on.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -38,6 +38,9 @@ pub struct ToolError {
     pub code: String,
     /// For the agent: what went wrong and what to do next.
     pub message: String,
+    /// The next step in this server's tool names, where the runtime's message speaks of
+    /// operations generically ("propose again").
+    pub next: Option<&'static str>,
 }
 
 impl ToolError {
@@ -45,8 +48,34 @@ impl ToolError {
         ToolError {
             code: code.to_owned(),
             message: message.into(),
+            next: next_step(code),
         }
     }
+}
+
+/// What an agent should call next after an error of kind `code`.
+fn next_step(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "needs_confirmation" => {
+            "review the plan's hazards, then call confirm_plan with its plan_id and apply_plan \
+             again (or call apply_plan with confirm set to the plan_id)"
+        }
+        "wrong_confirmation" => "call apply_plan with confirm set to exactly the plan_id",
+        "stale_plan" => {
+            "call introspect_catalog, then diff_catalog again with your desired document, and \
+             apply the new plan"
+        }
+        "unknown_plan" => "call list_plans for the plan ids, or diff_catalog to propose one",
+        "invalid_document" => "fix the document at the positions given and call diff_catalog again",
+        "shadow_failed" | "plan_refused" => "change the document and call diff_catalog again",
+        "conflict" | "cannot_merge" => {
+            "call diff_catalog once with a single document holding the change you want"
+        }
+        "not_pending" => "call list_plans to see where the plan stands",
+        "tampered" => "call verify_ledger and stop applying until it is resolved",
+        "busy" => "another apply holds the database's lock: wait, then call apply_plan again",
+        _ => return None,
+    })
 }
 
 impl From<lockplane_actors::Error> for ToolError {
@@ -59,12 +88,16 @@ impl IntoCallToolResult for ToolError {
     /// A tool-level error (`isError: true`), never a protocol error: agents read tool errors
     /// and act on them, while protocol errors tend to end the call chain.
     fn into_call_tool_result(self) -> Result<CallToolResponse, rmcp::ErrorData> {
-        let mut result = CallToolResult::error(vec![ContentBlock::text(format!(
-            "{} [{}]",
-            self.message, self.code
-        ))]);
-        result.structured_content =
-            Some(json!({ "error": { "code": self.code, "message": self.message } }));
+        let text = match self.next {
+            Some(next) => format!("{}\nNext: {next}. [{}]", self.message, self.code),
+            None => format!("{} [{}]", self.message, self.code),
+        };
+        let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(next) = self.next {
+            error["next"] = json!(next);
+        }
+        result.structured_content = Some(json!({ "error": error }));
         Ok(result.into())
     }
 }

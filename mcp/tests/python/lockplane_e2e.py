@@ -115,7 +115,7 @@ async def fails(client, name, args, code):
     err = (r.structured_content or {}).get("error", {})
     assert err.get("code") == code, f"{name}: expected code {code}, got {err} / {text}"
     assert err.get("message") and err["message"] in text, f"{name}: message not in text: {text}"
-    return err["message"]
+    return err["message"] + " " + err.get("next", "")
 
 
 async def schemas(cfg):
@@ -187,7 +187,7 @@ async def workflow(cfg):
         assert drop["requires_confirmation"] is True, drop
         assert any("DROP COLUMN" in s["sql"] for s in drop["plan"]["steps"]), drop["plan"]["steps"]
         message = await fails(client, "apply_plan", {"plan_id": drop["plan_id"]}, "needs_confirmation")
-        assert "confirm" in message and drop["plan_id"] in message, message
+        assert "confirm_plan" in message and drop["plan_id"] in message, message
         await fails(client, "apply_plan", {"plan_id": drop["plan_id"], "confirm": "sha3-256:00"},
                     "wrong_confirmation")
         plans = (await ok(client, "list_plans"))["plans"]
@@ -209,9 +209,17 @@ async def workflow(cfg):
         assert "note" in merge_msg, merge_msg
         won = await ok(client, "apply_plan", {"plan_id": as_int["plan_id"]})
         stale = await fails(client, "apply_plan", {"plan_id": as_text["plan_id"]}, "stale_plan")
-        assert "stale" in stale and won["resulting_hash"] in stale and "propose again" in stale, stale
+        assert "stale" in stale and won["resulting_hash"] in stale and "diff_catalog again" in stale, stale
         drift = await ok(client, "check_drift")
         assert drift["drifted"] is False and drift["live_hash"] == won["resulting_hash"], drift
+
+        # Arguments that do not fit the input schema are a tool error naming the field; the
+        # session goes on.
+        bad = await client.call_tool("apply_sql", {})
+        assert bad.is_error and "sql" in bad.content[0].text, bad
+        bad = await client.call_tool("policy_evaluate", {"table": "todos", "command": "FROB"})
+        assert bad.is_error and "SELECT" in bad.content[0].text, bad
+        assert (await ok(client, "list_plans"))["plans"]
 
         # Context, SQL and policies.
         ctx = await ok(client, "set_context", {"role": role, "tenant_id": "t-a", "user_id": "u-1"})
