@@ -5,7 +5,7 @@
 //! `set_context` sets and `apply_sql`, `explain_sql` and `policy_evaluate` run under. A
 //! failure is a tool result with `isError: true`, the runtime's message (which says what to do
 //! next, with the next tool to call where one applies) as text, and `{"error": {"code",
-//! "message", "next"}}` as structured content: the session carries on.
+//! "message", "next", "confirmation"}}` as structured content: the session carries on.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -41,6 +41,9 @@ pub struct ToolError {
     /// The next step in this server's tool names, where the runtime's message speaks of
     /// operations generically ("propose again").
     pub next: Option<&'static str>,
+    /// What to pass as `confirm` once the agent decides to go ahead (a plan id, or the
+    /// confirmation id bound to an exact SQL text), so it need not be parsed out of `message`.
+    pub confirmation: Option<String>,
 }
 
 impl ToolError {
@@ -49,9 +52,14 @@ impl ToolError {
             code: code.to_owned(),
             message: message.into(),
             next: next_step(code),
+            confirmation: None,
         }
     }
 }
+
+/// The next step after `apply_sql` refused a destructive statement.
+const SQL_CONFIRM_NEXT: &str = "if the statement is intended, call apply_sql again with exactly \
+                                the same sql and confirm set to the `confirmation` given";
 
 /// What an agent should call next after an error of kind `code`.
 fn next_step(code: &str) -> Option<&'static str> {
@@ -80,7 +88,32 @@ fn next_step(code: &str) -> Option<&'static str> {
 
 impl From<lockplane_actors::Error> for ToolError {
     fn from(e: lockplane_actors::Error) -> ToolError {
-        ToolError::new(e.code(), e.to_string())
+        use lockplane_actors::Error as E;
+        use lockplane_engine::session::SessionError as S;
+        let mut error = ToolError::new(e.code(), e.to_string());
+        match e {
+            // The runtime files these under `sql_refused`; for an agent, "confirm and call
+            // again" is a different next step from "send another statement".
+            E::Session(S::NeedsConfirmation {
+                confirmation_id, ..
+            }) => {
+                error.code = "needs_confirmation".into();
+                error.next = Some(SQL_CONFIRM_NEXT);
+                error.confirmation = Some(confirmation_id);
+            }
+            E::Session(S::WrongConfirmation {
+                confirmation_id, ..
+            }) => {
+                error.code = "wrong_confirmation".into();
+                error.next = Some(SQL_CONFIRM_NEXT);
+                error.confirmation = Some(confirmation_id);
+            }
+            E::NeedsConfirmation { plan_id, .. } | E::WrongConfirmation { plan_id, .. } => {
+                error.confirmation = Some(plan_id);
+            }
+            _ => {}
+        }
+        error
     }
 }
 
@@ -96,6 +129,9 @@ impl IntoCallToolResult for ToolError {
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(next) = self.next {
             error["next"] = json!(next);
+        }
+        if let Some(confirmation) = self.confirmation {
+            error["confirmation"] = json!(confirmation);
         }
         result.structured_content = Some(json!({ "error": error }));
         Ok(result.into())

@@ -108,14 +108,20 @@ async def ok(client, name, args=None):
 
 
 async def fails(client, name, args, code):
-    """Calls a tool that must fail with `code`; returns (message, structured error)."""
+    """Calls a tool that must fail with `code`; returns its message and next step."""
+    err = await fails_with(client, name, args, code)
+    return err["message"] + " " + err.get("next", "")
+
+
+async def fails_with(client, name, args, code):
+    """Calls a tool that must fail with `code`; returns the structured error."""
     r = await client.call_tool(name, args)
     text = " ".join(getattr(c, "text", "") for c in r.content)
     assert r.is_error, f"{name}({args}) should have failed with {code}, got {r.structured_content}"
     err = (r.structured_content or {}).get("error", {})
     assert err.get("code") == code, f"{name}: expected code {code}, got {err} / {text}"
     assert err.get("message") and err["message"] in text, f"{name}: message not in text: {text}"
-    return err["message"] + " " + err.get("next", "")
+    return err
 
 
 async def schemas(cfg):
@@ -186,8 +192,9 @@ async def workflow(cfg):
         drop = await ok(client, "diff_catalog", {"desired": doc(role, [ID, NAME])})
         assert drop["requires_confirmation"] is True, drop
         assert any("DROP COLUMN" in s["sql"] for s in drop["plan"]["steps"]), drop["plan"]["steps"]
-        message = await fails(client, "apply_plan", {"plan_id": drop["plan_id"]}, "needs_confirmation")
-        assert "confirm_plan" in message and drop["plan_id"] in message, message
+        err = await fails_with(client, "apply_plan", {"plan_id": drop["plan_id"]}, "needs_confirmation")
+        assert "confirm_plan" in err["next"] and drop["plan_id"] in err["message"], err
+        assert err["confirmation"] == drop["plan_id"], err
         await fails(client, "apply_plan", {"plan_id": drop["plan_id"], "confirm": "sha3-256:00"},
                     "wrong_confirmation")
         plans = (await ok(client, "list_plans"))["plans"]
@@ -236,6 +243,16 @@ async def workflow(cfg):
         refused = await fails(client, "apply_sql", {"sql": "SELECT pg_read_file('/etc/passwd')"}, "sql_refused")
         assert "pg_read_file" in refused, refused
         await fails(client, "apply_sql", {"sql": "SELECT 1; SELECT 2"}, "sql_refused")
+        # Row-level security as Postgres enforces it, through apply_sql under the context.
+        inserted = await ok(client, "apply_sql", {"sql": "INSERT INTO todos (id, tenant_id, title) VALUES (1, 't-a', 'mine')"})
+        assert inserted["rows"] == 1, inserted
+        await fails(client, "apply_sql", {"sql": "INSERT INTO todos (id, tenant_id, title) VALUES (2, 't-b', 'theirs')"}, "sql_refused")
+        visible = await ok(client, "apply_sql", {"sql": "SELECT count(*) FROM todos"})
+        assert visible["result"] == [["1"]], visible
+        await ok(client, "set_context", {"role": role, "tenant_id": "t-b"})
+        visible = await ok(client, "apply_sql", {"sql": "SELECT count(*) FROM todos"})
+        assert visible["result"] == [["0"]], visible
+        await ok(client, "set_context", {"role": role, "tenant_id": "t-a", "user_id": "u-1"})
         mine = await ok(client, "policy_evaluate", {
             "table": "public.todos", "command": "SELECT", "row": {"id": 1, "tenant_id": "t-a", "title": "x"}})
         assert mine["allowed"] is True and "current_setting" in mine["predicate"], mine
@@ -247,6 +264,18 @@ async def workflow(cfg):
             "context": {"role": role, "tenant_id": "t-b"}})
         assert override["allowed"] is True, override
         await fails(client, "policy_evaluate", {"table": "nope", "command": "SELECT", "row": {}}, "policy")
+
+        # A destructive statement: refused with a confirmation id bound to its text, then run.
+        await ok(client, "set_context", {})
+        err = await fails_with(client, "apply_sql", {"sql": "DELETE FROM todos"}, "needs_confirmation")
+        assert err.get("confirmation") and "apply_sql" in err["next"], err
+        # The confirmation is bound to the exact text: another statement needs its own.
+        other = await fails_with(client, "apply_sql",
+                                 {"sql": "DELETE FROM todos WHERE true", "confirm": err["confirmation"]},
+                                 "wrong_confirmation")
+        assert other["confirmation"] != err["confirmation"], other
+        deleted = await ok(client, "apply_sql", {"sql": "DELETE FROM todos", "confirm": err["confirmation"]})
+        assert deleted["rows"] == 1, deleted
 
         # Everything is in the ledger, which still verifies.
         kinds = [e["kind"] for e in (await ok(client, "audit_log", {"limit": 1000}))["entries"]]
