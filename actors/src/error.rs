@@ -2,6 +2,7 @@
 
 use lockplane_engine::exec::ApplyError;
 use lockplane_engine::merge::Conflict;
+use lockplane_engine::session::SessionError;
 use lockplane_engine::CatalogHash;
 
 /// Why a runtime call failed. Every message ends with what to do next, because agents act on
@@ -141,6 +142,11 @@ impl Error {
             Error::Shadow(_) => "shadow_failed",
             Error::Plan(_) => "plan_refused",
             Error::Database { .. } => "database",
+            Error::Session(SessionError::NeedsConfirmation { .. }) => "needs_confirmation",
+            Error::Session(SessionError::WrongConfirmation { .. }) => "wrong_confirmation",
+            Error::Session(SessionError::RoleNotAllowed { .. }) => "role_not_allowed",
+            Error::Session(SessionError::InvalidContext { .. }) => "invalid_context",
+            Error::Session(SessionError::Postgres { .. }) => "postgres_error",
             Error::Session(_) => "sql_refused",
             Error::Policy(_) => "policy",
             Error::Ledger(_) => "ledger",

@@ -92,19 +92,16 @@ impl From<lockplane_actors::Error> for ToolError {
         use lockplane_engine::session::SessionError as S;
         let mut error = ToolError::new(e.code(), e.to_string());
         match e {
-            // The runtime files these under `sql_refused`; for an agent, "confirm and call
-            // again" is a different next step from "send another statement".
+            // "Confirm and call again" is a different next step from "send another statement".
             E::Session(S::NeedsConfirmation {
                 confirmation_id, ..
             }) => {
-                error.code = "needs_confirmation".into();
                 error.next = Some(SQL_CONFIRM_NEXT);
                 error.confirmation = Some(confirmation_id);
             }
             E::Session(S::WrongConfirmation {
                 confirmation_id, ..
             }) => {
-                error.code = "wrong_confirmation".into();
                 error.next = Some(SQL_CONFIRM_NEXT);
                 error.confirmation = Some(confirmation_id);
             }

@@ -231,7 +231,7 @@ async def workflow(cfg):
         # Context, SQL and policies.
         ctx = await ok(client, "set_context", {"role": role, "tenant_id": "t-a", "user_id": "u-1"})
         assert ctx["ok"] is True and ctx["context"]["tenant_id"] == "t-a"
-        await fails(client, "set_context", {"role": "postgres"}, "sql_refused")
+        await fails(client, "set_context", {"role": "postgres"}, "role_not_allowed")
         seen = await ok(client, "apply_sql", {"sql": "SELECT current_setting('app.tenant_id', true) AS t"})
         assert seen["result"] == [["t-a"]] and seen["columns"] == ["t"], seen
         who = await ok(client, "apply_sql", {"sql": "SELECT current_user::text"})
@@ -246,7 +246,8 @@ async def workflow(cfg):
         # Row-level security as Postgres enforces it, through apply_sql under the context.
         inserted = await ok(client, "apply_sql", {"sql": "INSERT INTO todos (id, tenant_id, title) VALUES (1, 't-a', 'mine')"})
         assert inserted["rows"] == 1, inserted
-        await fails(client, "apply_sql", {"sql": "INSERT INTO todos (id, tenant_id, title) VALUES (2, 't-b', 'theirs')"}, "sql_refused")
+        rls = await fails(client, "apply_sql", {"sql": "INSERT INTO todos (id, tenant_id, title) VALUES (2, 't-b', 'theirs')"}, "postgres_error")
+        assert "row-level security" in rls, rls
         visible = await ok(client, "apply_sql", {"sql": "SELECT count(*) FROM todos"})
         assert visible["result"] == [["1"]], visible
         await ok(client, "set_context", {"role": role, "tenant_id": "t-b"})
