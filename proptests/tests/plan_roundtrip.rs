@@ -255,7 +255,7 @@ fn renames_for(a: &[TableSpec], b: &[TableSpec], seed: u64) -> (Naming, Renames)
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        state % 3 == 0
+        state.is_multiple_of(3)
     };
     let mut naming = Naming::default();
     let mut renames = Renames::none();

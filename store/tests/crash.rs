@@ -79,7 +79,7 @@ fn acknowledged_appends_survive_sigkill() -> Result<(), Box<dyn std::error::Erro
 
         // Kill at a random moment: one time in five anywhere from start-up (open, recovery)
         // on, otherwise once appends are flowing.
-        let first_ack = if rng.next() % 5 == 0 {
+        let first_ack = if rng.next().is_multiple_of(5) {
             Err(mpsc::RecvTimeoutError::Timeout)
         } else {
             rx.recv_timeout(Duration::from_secs(10))

@@ -123,7 +123,7 @@ async fn agent(lp: Lockplane, db: DatabaseId, prefix: String, i: usize, rounds: 
     let mut tally = Tally::default();
     for r in 0..rounds {
         let result: Result<(), Error> = async {
-            if i % 2 == 0 && r % 2 == 1 {
+            if i.is_multiple_of(2) && !r.is_multiple_of(2) {
                 let (x, y) = (format!("t{r}x"), format!("t{r}y"));
                 let with = |extra: &str| {
                     let mut t = tables.clone();
