@@ -213,7 +213,11 @@ impl Lockplane {
         // The first look at a database is its baseline: a later change nobody made through
         // Lockplane is then drift, even if it happened before any other call.
         let (db, _) = self.db(&id)?;
-        if ops::database_view(&self.inner.shared, &db).await?.live.is_none() {
+        if ops::database_view(&self.inner.shared, &db)
+            .await?
+            .live
+            .is_none()
+        {
             ops::introspect_db(&self.inner.shared, &db, "lockplane-attach").await?;
         }
         Ok(id)
