@@ -6,7 +6,7 @@
 //!
 //! # Order
 //!
-//! Each change lands in a [`Phase`]; steps are sorted by phase, and within a phase keep the
+//! Each change lands in a `Phase`; steps are sorted by phase, and within a phase keep the
 //! order [`crate::diff::diff`] gave (names sorted; views in dependency order). The phases
 //! follow dependencies: renames first (every later statement uses the new names); then drops,
 //! dependents before what they depend on (policies, views, foreign keys, other constraints,

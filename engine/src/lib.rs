@@ -11,7 +11,7 @@
 //! - [`normalize`]: one parser (pg_query) to normalise expressions and queries.
 //! - [`ident`]: the one function that quotes identifiers (and one for literals).
 //! - [`guard`]: the SQL guard: which statements agents may run, and which need confirmation.
-//! - [`introspect`]: live database → `Catalog`.
+//! - [`introspect`](mod@introspect): live database → `Catalog`.
 //! - [`diff`]: live vs desired catalog → the list of changes (with renames).
 //! - [`compile`]: changes → ordered SQL steps with locks and graded hazards.
 //! - [`plan`]: the hashed `Plan` value tying both together, its reverse, table statistics.
