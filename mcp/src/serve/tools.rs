@@ -20,7 +20,7 @@ use rmcp::model::{
     CallToolResponse, CallToolResult, ContentBlock, Implementation, ProtocolVersion,
     ServerCapabilities, ServerConfig,
 };
-use rmcp::{tool, tool_handler, tool_router, Json, ServerHandler};
+use rmcp::{tool, tool_handler, tool_router, Json, Peer, RoleServer, ServerHandler};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -509,6 +509,18 @@ impl LockplaneMcp {
         }
     }
 
+    /// Who the ledger records for a call: the server's `--actor`, and the MCP client's name as
+    /// it introduced itself (`initialize`), so confirmations and applies by different agents
+    /// stay distinguishable in the audit log.
+    fn actor(&self, peer: &Peer<RoleServer>) -> String {
+        match peer.peer_info() {
+            Some(info) if !info.client_info.name.is_empty() => {
+                format!("{}/{}", self.shared.actor, info.client_info.name)
+            }
+            _ => self.shared.actor.clone(),
+        }
+    }
+
     fn context(&self) -> SessionContext {
         // A poisoned lock only means a panic elsewhere while holding it; the value is whole.
         self.context
@@ -564,11 +576,14 @@ impl LockplaneMcp {
                        Recorded in the ledger. Start here before diff_catalog.",
         annotations(read_only_hint = true, open_world_hint = false)
     )]
-    async fn introspect_catalog(&self) -> Result<Json<IntrospectOutput>, ToolError> {
+    async fn introspect_catalog(
+        &self,
+        peer: Peer<RoleServer>,
+    ) -> Result<Json<IntrospectOutput>, ToolError> {
         let i = self
             .shared
             .runtime
-            .introspect(&self.shared.db, &self.shared.actor)
+            .introspect(&self.shared.db, &self.actor(&peer))
             .await?;
         Ok(Json(IntrospectOutput {
             database: i.database,
@@ -595,13 +610,14 @@ impl LockplaneMcp {
     )]
     async fn diff_catalog(
         &self,
+        peer: Peer<RoleServer>,
         Parameters(p): Parameters<DiffParams>,
     ) -> Result<Json<ProposalOutput>, ToolError> {
         let name = p.name.unwrap_or_else(|| "desired.yaml".to_owned());
         let proposal = self
             .shared
             .runtime
-            .propose(&self.shared.db, &name, &p.desired, &self.shared.actor)
+            .propose(&self.shared.db, &name, &p.desired, &self.actor(&peer))
             .await?;
         proposal_output(proposal)
     }
@@ -618,6 +634,7 @@ impl LockplaneMcp {
     )]
     async fn apply_plan(
         &self,
+        peer: Peer<RoleServer>,
         Parameters(p): Parameters<ApplyPlanParams>,
     ) -> Result<Json<ApplyPlanOutput>, ToolError> {
         let a = self
@@ -627,7 +644,7 @@ impl LockplaneMcp {
                 &self.shared.db,
                 &p.plan_id,
                 p.confirm.as_deref(),
-                &self.shared.actor,
+                &self.actor(&peer),
             )
             .await?;
         Ok(Json(ApplyPlanOutput {
@@ -652,6 +669,7 @@ impl LockplaneMcp {
     )]
     async fn apply_sql(
         &self,
+        peer: Peer<RoleServer>,
         Parameters(p): Parameters<ApplySqlParams>,
     ) -> Result<Json<ApplySqlOutput>, ToolError> {
         let r = self
@@ -662,7 +680,7 @@ impl LockplaneMcp {
                 &p.sql,
                 &self.context(),
                 p.confirm.as_deref(),
-                &self.shared.actor,
+                &self.actor(&peer),
             )
             .await?;
         Ok(Json(ApplySqlOutput {
@@ -753,13 +771,14 @@ impl LockplaneMcp {
     )]
     async fn set_context(
         &self,
+        peer: Peer<RoleServer>,
         Parameters(p): Parameters<ContextParams>,
     ) -> Result<Json<SetContextOutput>, ToolError> {
         let context: SessionContext = p.into();
         let seq = self
             .shared
             .runtime
-            .set_context(&self.shared.db, &context, &self.shared.actor)
+            .set_context(&self.shared.db, &context, &self.actor(&peer))
             .await?;
         let shown = ContextParams::from(&context);
         self.set_session_context(context);
@@ -784,12 +803,13 @@ impl LockplaneMcp {
     )]
     async fn confirm_plan(
         &self,
+        peer: Peer<RoleServer>,
         Parameters(p): Parameters<ConfirmPlanParams>,
     ) -> Result<Json<ConfirmOutput>, ToolError> {
         let seq = self
             .shared
             .runtime
-            .confirm(&self.shared.db, &p.plan_id, &self.shared.actor)
+            .confirm(&self.shared.db, &p.plan_id, &self.actor(&peer))
             .await?;
         Ok(Json(ConfirmOutput {
             ok: true,
@@ -826,12 +846,13 @@ impl LockplaneMcp {
     )]
     async fn merge_plans(
         &self,
+        peer: Peer<RoleServer>,
         Parameters(p): Parameters<MergePlansParams>,
     ) -> Result<Json<ProposalOutput>, ToolError> {
         let proposal = self
             .shared
             .runtime
-            .merge(&self.shared.db, &p.plan_a, &p.plan_b, &self.shared.actor)
+            .merge(&self.shared.db, &p.plan_a, &p.plan_b, &self.actor(&peer))
             .await?;
         proposal_output(proposal)
     }
@@ -894,11 +915,11 @@ impl LockplaneMcp {
             open_world_hint = false
         )
     )]
-    async fn check_drift(&self) -> Result<Json<DriftOutput>, ToolError> {
+    async fn check_drift(&self, peer: Peer<RoleServer>) -> Result<Json<DriftOutput>, ToolError> {
         let d = self
             .shared
             .runtime
-            .check_drift(&self.shared.db, &self.shared.actor)
+            .check_drift(&self.shared.db, &self.actor(&peer))
             .await?;
         Ok(Json(DriftOutput {
             live_hash: d.live_hash.to_string(),

@@ -185,6 +185,12 @@ async def workflow(cfg):
         for kind in ("CatalogIntrospected", "PlanProposed", "ApplyStarted", "PlanApplied"):
             assert kind in kinds, f"{kind} not in audit log {kinds}"
         assert [e["seq"] for e in log["entries"]] == sorted(e["seq"] for e in log["entries"])
+        # Over HTTP (protocol versions with an initialize handshake) each call is recorded
+        # under the server's --actor and the client's own name; stdio negotiates 2026-07-28,
+        # which has no handshake to learn the name from, so only --actor is recorded there.
+        applied = [e for e in log["entries"] if e["kind"] == "PlanApplied"]
+        expected = "agent:e2e/mcp" if cfg["transport"] == "http" else "agent:e2e"
+        assert applied and all(e["actor"] == expected for e in applied), (expected, applied)
         verified = await ok(client, "verify_ledger")
         assert verified["ok"] and verified["records_checked"] >= 4 and not verified["problems"], verified
 
