@@ -15,9 +15,9 @@
 //! key/unique/check/exclusion constraints, foreign keys, indexes, views, RLS, policies,
 //! grants, comments); then the drops that must wait until nothing uses the object any more
 //! (sequences, enums, schemas, extensions). Non-transactional steps come after the
-//! transaction (concurrent index builds and drops, validations, the online SET NOT NULL,
-//! comments on concurrently built indexes), except `ALTER TYPE … ADD VALUE` whose label the
-//! transaction uses, which comes before it.
+//! transaction (concurrent index builds and drops, online primary keys and unique
+//! constraints, validations, the online SET NOT NULL, comments on what those build), except
+//! `ALTER TYPE … ADD VALUE` whose label the transaction uses, which comes before it.
 //!
 //! # Online forms
 //!
@@ -25,8 +25,11 @@
 //! and checks are added `NOT VALID` and validated in a separate step (`SHARE UPDATE
 //! EXCLUSIVE`, reads and writes go on); `SET NOT NULL` is preceded by a validated
 //! `CHECK (col IS NOT NULL)`, which lets Postgres 12+ skip its own scan under `ACCESS
-//! EXCLUSIVE`, and the check is dropped after. On new or empty tables the plain forms run in
-//! the transaction.
+//! EXCLUSIVE`, and the check is dropped after. A primary key or unique constraint on a table
+//! the statistics show has rows is built as `CREATE UNIQUE INDEX CONCURRENTLY` under its name,
+//! then attached with `ADD CONSTRAINT … USING INDEX` (a brief catalog change), unless a
+//! foreign key the plan adds needs it in the transaction or, for a primary key, a key column
+//! is not already NOT NULL. On new or empty tables the plain forms run in the transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -208,6 +211,10 @@ struct Compiler<'a> {
     tx_indexes: BTreeSet<(String, String)>,
     /// Indexes built concurrently, `(schema, name)`: their comments must wait for them.
     concurrent_indexes: BTreeSet<(String, String)>,
+    /// Primary keys and unique constraints added online (`CREATE UNIQUE INDEX CONCURRENTLY`,
+    /// then `ADD CONSTRAINT … USING INDEX`), `(schema, table, name)`: their comments must
+    /// wait for them.
+    online_keys: BTreeSet<(String, String, String)>,
     drafts: Vec<Draft>,
     origin: usize,
     /// Changes found impossible while compiling (they depend on table sizes, which the diff
@@ -258,6 +265,7 @@ pub(crate) fn compile_with_origins(
         created: BTreeSet::new(),
         tx_indexes: BTreeSet::new(),
         concurrent_indexes: BTreeSet::new(),
+        online_keys: BTreeSet::new(),
         drafts: Vec::new(),
         origin: 0,
         refusals: Vec::new(),
@@ -284,6 +292,20 @@ pub(crate) fn compile_with_origins(
                 }
             }
             _ => {}
+        }
+    }
+    for change in changes {
+        if let Change::AddConstraint {
+            schema,
+            table,
+            name,
+            constraint,
+        } = change
+        {
+            if c.key_online(schema, table, constraint) {
+                c.online_keys
+                    .insert((schema.clone(), table.clone(), name.clone()));
+            }
         }
     }
     for (i, change) in changes.iter().enumerate() {
@@ -1765,6 +1787,15 @@ impl Compiler<'_> {
                     self.validate_after(schema, table, name, c, pop);
                 }
             }
+            ConstraintDef::PrimaryKey { .. } | ConstraintDef::Unique { .. }
+                if self.online_keys.contains(&(
+                    schema.to_owned(),
+                    table.to_owned(),
+                    name.to_owned(),
+                )) =>
+            {
+                self.add_key_online(schema, table, name, c, pop)
+            }
             ConstraintDef::PrimaryKey { .. }
             | ConstraintDef::Unique { .. }
             | ConstraintDef::Exclusion { .. } => {
@@ -1800,6 +1831,155 @@ impl Compiler<'_> {
                 );
             }
         }
+    }
+
+    /// Whether a primary key or unique constraint added to `schema.table` is built online:
+    /// the statistics show the table has rows (unknown sizes keep the plain form), no
+    /// foreign key added by the plan needs it inside the transaction, and for a primary key
+    /// every key column is already NOT NULL live and desired (else `USING INDEX` would scan
+    /// to set it) and no view the plan creates reads the table (a `GROUP BY` may rely on the
+    /// key). Constraint keys are plain columns with default opclasses and collations, which
+    /// is what `ADD CONSTRAINT … USING INDEX` takes; exclusion constraints stay plain.
+    fn key_online(&self, schema: &str, table: &str, c: &Constraint) -> bool {
+        let primary = match &c.definition {
+            ConstraintDef::PrimaryKey { .. } => true,
+            ConstraintDef::Unique { .. } => false,
+            _ => return false,
+        };
+        let Population::Known(size) = self.population(schema, table) else {
+            return false;
+        };
+        if size.is_empty() {
+            return false;
+        }
+        let referenced = self.changes.iter().any(|ch| {
+            matches!(ch, Change::AddConstraint { constraint, .. }
+                if matches!(&constraint.definition, ConstraintDef::ForeignKey { references, .. }
+                    if references.schema == schema && references.table == table))
+        });
+        if referenced {
+            return false;
+        }
+        if primary {
+            let ConstraintDef::PrimaryKey { columns } = &c.definition else {
+                return false;
+            };
+            let live_name = self
+                .renamed
+                .get(&(schema.to_owned(), table.to_owned()))
+                .map(String::as_str)
+                .unwrap_or(table);
+            let not_null = |catalog: &Catalog, t: &str| {
+                let table = catalog.schemas.get(schema).and_then(|s| s.tables.get(t));
+                columns.iter().all(|col| {
+                    table
+                        .and_then(|t| t.columns.get(col))
+                        .is_some_and(|c| c.not_null)
+                })
+            };
+            if !not_null(self.desired, table) || !not_null(self.live, live_name) {
+                return false;
+            }
+            let read_by_new_view = self.changes.iter().any(|ch| {
+                matches!(ch, Change::CreateView { view, .. }
+                    if crate::diff::mentions_ident(&view.definition, table))
+            });
+            if read_by_new_view {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A primary key or unique constraint on a table with rows, without holding ACCESS
+    /// EXCLUSIVE for the build: `CREATE UNIQUE INDEX CONCURRENTLY` under the constraint's
+    /// name, then `ADD CONSTRAINT … USING INDEX` (a catalog change). The result is the same
+    /// constraint and index as the plain `ADD CONSTRAINT`. The executor drops the INVALID
+    /// index a failed build leaves, as for any concurrent build.
+    fn add_key_online(
+        &mut self,
+        schema: &str,
+        table: &str,
+        name: &str,
+        c: &Constraint,
+        pop: Population,
+    ) {
+        let (kind, columns, nulls_not_distinct) = match &c.definition {
+            ConstraintDef::PrimaryKey { columns } => ("PRIMARY KEY", columns, false),
+            ConstraintDef::Unique {
+                columns,
+                nulls_not_distinct,
+            } => ("UNIQUE", columns, *nulls_not_distinct),
+            _ => return,
+        };
+        let index = Index {
+            unique: true,
+            method: "btree".into(),
+            keys: columns
+                .iter()
+                .map(|col| IndexKey {
+                    column: Some(col.clone()),
+                    expression: None,
+                    opclass: None,
+                    collation: None,
+                    descending: false,
+                    nulls_first: false,
+                })
+                .collect(),
+            include: vec![],
+            predicate: None,
+            nulls_not_distinct,
+            comment: None,
+        };
+        let object = path(&[schema, table, name]);
+        self.push(
+            Phase::PostCreateIndex,
+            format!(
+                "build the index of constraint {name} on {schema}.{table} without blocking \
+                 writes ({})",
+                pop.describe()
+            ),
+            format!(
+                "CREATE UNIQUE INDEX CONCURRENTLY {} ON {}",
+                quote_ident(name),
+                index_body(schema, table, &index)
+            ),
+            LockLevel::ShareUpdateExclusive,
+            vec![Hazard {
+                kind: HazardKind::MayFail,
+                object: object.clone(),
+                detail: "fails if existing rows hold duplicate keys; the INVALID index the \
+                         failed build leaves is dropped again"
+                    .into(),
+            }],
+        );
+        let mut hazards: Vec<Hazard> = self
+            .lock_hazard(
+                schema,
+                table,
+                "briefly (the index is already built: catalog change only)",
+            )
+            .into_iter()
+            .collect();
+        hazards.extend(self.unsupported_hazards(schema, table, false));
+        let deferral = deferral(c.deferrable, c.initially_deferred, false);
+        self.push(
+            Phase::PostCreateIndex,
+            format!("add constraint {name} on {schema}.{table} using the index just built"),
+            format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {kind} USING INDEX {}{}",
+                qualified(schema, table),
+                quote_ident(name),
+                quote_ident(name),
+                if deferral.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {deferral}")
+                }
+            ),
+            LockLevel::AccessExclusive,
+            hazards,
+        );
     }
 
     fn validate_after(
@@ -1951,7 +2131,14 @@ impl Compiler<'_> {
                     qualified(schema, table)
                 ),
                 format!("constraint {name} of {schema}.{table}"),
-                Phase::Comment,
+                if self
+                    .online_keys
+                    .contains(&(schema.clone(), table.clone(), name.clone()))
+                {
+                    Phase::PostComment
+                } else {
+                    Phase::Comment
+                },
             ),
             CommentObject::View { schema, name } => (
                 format!("VIEW {}", qualified(schema, name)),

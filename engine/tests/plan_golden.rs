@@ -809,6 +809,146 @@ golden!(
     ]
 );
 
+// ---- populated tables: primary keys and unique constraints ----------------------------------
+
+/// `t` with rows, no key yet, `id` NOT NULL and `code` nullable.
+const POPULATED_KEYS: &str = "CREATE TABLE t (id int NOT NULL, email text, code int);
+     INSERT INTO t SELECT g, 'u' || g, g FROM generate_series(1, 100) g;
+     ANALYZE t;";
+
+golden!(
+    unique_on_a_populated_table_is_built_online,
+    POPULATED_KEYS,
+    "CREATE TABLE t (id int NOT NULL, email text CONSTRAINT t_email_key UNIQUE, code int)",
+    [
+        r#"CREATE UNIQUE INDEX CONCURRENTLY "t_email_key" ON "public"."t" USING btree ("email")"#,
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_email_key" UNIQUE USING INDEX "t_email_key""#,
+    ]
+);
+
+golden!(
+    deferrable_unique_with_a_comment_on_a_populated_table_is_built_online,
+    POPULATED_KEYS,
+    "CREATE TABLE t (id int NOT NULL, email text, code int,
+       CONSTRAINT t_email_code_key UNIQUE NULLS NOT DISTINCT (email, code)
+         DEFERRABLE INITIALLY DEFERRED);
+     COMMENT ON CONSTRAINT t_email_code_key ON t IS 'pairs'",
+    [
+        r#"CREATE UNIQUE INDEX CONCURRENTLY "t_email_code_key" ON "public"."t" USING btree ("email", "code") NULLS NOT DISTINCT"#,
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_email_code_key" UNIQUE USING INDEX "t_email_code_key" DEFERRABLE INITIALLY DEFERRED"#,
+        r#"COMMENT ON CONSTRAINT "t_email_code_key" ON "public"."t" IS 'pairs'"#,
+    ]
+);
+
+golden!(
+    primary_key_over_not_null_columns_on_a_populated_table_is_built_online,
+    POPULATED_KEYS,
+    "CREATE TABLE t (id int NOT NULL CONSTRAINT t_pkey PRIMARY KEY, email text, code int)",
+    [
+        r#"CREATE UNIQUE INDEX CONCURRENTLY "t_pkey" ON "public"."t" USING btree ("id")"#,
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_pkey" PRIMARY KEY USING INDEX "t_pkey""#,
+    ]
+);
+
+// `USING INDEX` would have to scan for NULLs under ACCESS EXCLUSIVE to set NOT NULL on `code`.
+golden!(
+    primary_key_over_a_nullable_column_on_a_populated_table_stays_plain,
+    POPULATED_KEYS,
+    "CREATE TABLE t (id int NOT NULL, email text, code int CONSTRAINT t_pkey PRIMARY KEY)",
+    [r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_pkey" PRIMARY KEY ("code")"#,]
+);
+
+golden!(
+    unique_on_an_empty_table_stays_plain,
+    "CREATE TABLE t (id int NOT NULL, email text, code int); ANALYZE t;",
+    "CREATE TABLE t (id int NOT NULL, email text CONSTRAINT t_email_key UNIQUE, code int)",
+    [r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_email_key" UNIQUE ("email")"#,]
+);
+
+// The foreign key added in the transaction needs the unique constraint there.
+golden!(
+    unique_on_a_populated_table_needed_by_a_new_foreign_key_stays_plain,
+    "CREATE TABLE parent (id int PRIMARY KEY, code int);
+     INSERT INTO parent SELECT g, g FROM generate_series(1, 100) g;
+     CREATE TABLE child (id int PRIMARY KEY, parent_code int);
+     ANALYZE parent;",
+    "CREATE TABLE parent (id int PRIMARY KEY, code int CONSTRAINT parent_code_key UNIQUE);
+     CREATE TABLE child (id int PRIMARY KEY,
+       parent_code int CONSTRAINT child_parent_code_fkey REFERENCES parent (code))",
+    [
+        r#"ALTER TABLE "public"."parent" ADD CONSTRAINT "parent_code_key" UNIQUE ("code")"#,
+        r#"ALTER TABLE "public"."child" ADD CONSTRAINT "child_parent_code_fkey" FOREIGN KEY ("parent_code") REFERENCES "public"."parent" ("code")"#,
+    ]
+);
+
+/// A duplicate in the data fails the online unique constraint at its index build; the
+/// executor drops the INVALID index the build left, and the schema is as before.
+#[tokio::test]
+async fn online_unique_over_duplicates_fails_at_the_index_and_leaves_no_invalid_index() {
+    use lockplane_engine::exec::{apply as execute, ApplyError, ApplyOptions};
+    let a = format!("{POPULATED_KEYS} INSERT INTO t VALUES (101, 'u1', 101); ANALYZE t;");
+    let (_, mut client) = database_with(&a).await;
+    let (_, mut other) = database_with(
+        "CREATE TABLE t (id int NOT NULL, email text CONSTRAINT t_email_key UNIQUE, code int)",
+    )
+    .await;
+    let live = read(&mut client).await;
+    let desired = read(&mut other).await;
+    let stats = read_stats(&client).await.expect("stats");
+    let p = plan(&live, &desired, &Renames::none(), &stats, "golden").expect("plan");
+    assert_eq!(
+        p.steps.iter().map(|s| s.sql.as_str()).collect::<Vec<_>>(),
+        [
+            r#"CREATE UNIQUE INDEX CONCURRENTLY "t_email_key" ON "public"."t" USING btree ("email")"#,
+            r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_email_key" UNIQUE USING INDEX "t_email_key""#,
+        ]
+    );
+    let opts = ApplyOptions {
+        lock_timeout: std::time::Duration::from_secs(5),
+        retry_delay: std::time::Duration::from_millis(50),
+        ..ApplyOptions::default()
+    };
+    let err = execute(&mut client, &p, &opts, None)
+        .await
+        .expect_err("duplicate keys");
+    match &err {
+        ApplyError::StepFailed {
+            step_id,
+            failure,
+            rolled_back,
+            receipts,
+            ..
+        } => {
+            assert_eq!(step_id, &p.steps[0].id);
+            assert_eq!(failure.sqlstate.as_deref(), Some("23505"));
+            assert!(!rolled_back);
+            let sql: Vec<&String> = receipts
+                .iter()
+                .flat_map(|r| &r.steps)
+                .map(|s| &s.sql)
+                .collect();
+            assert!(
+                sql.iter()
+                    .any(|s| s.starts_with("DROP INDEX CONCURRENTLY IF EXISTS")),
+                "{sql:#?}"
+            );
+            assert!(
+                !sql.iter().any(|s| s.contains("USING INDEX")),
+                "the constraint step must not run: {sql:#?}"
+            );
+        }
+        other => panic!("unexpected: {other}"),
+    }
+    let invalid: i64 = client
+        .query_one("SELECT count(*) FROM pg_index WHERE NOT indisvalid", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(invalid, 0);
+    let after = read(&mut client).await;
+    assert_eq!(catalog_hash(&after).expect("hash"), p.base_hash);
+}
+
 // ---- dependents and combinations -----------------------------------------------------------
 
 golden!(

@@ -330,3 +330,178 @@ fn the_reverse_of_a_drop_says_the_data_does_not_come_back() {
     );
     assert!(!back.requires_confirmation);
 }
+
+fn with_constraint(mut c: Catalog, name: &str, definition: ConstraintDef) -> Catalog {
+    c.schemas
+        .get_mut("public")
+        .unwrap()
+        .tables
+        .get_mut("t")
+        .unwrap()
+        .constraints
+        .insert(
+            name.into(),
+            Constraint {
+                definition,
+                deferrable: false,
+                initially_deferred: false,
+                validated: true,
+                comment: None,
+            },
+        );
+    c
+}
+
+fn not_null(data_type: &str) -> Column {
+    Column {
+        not_null: true,
+        ..column(data_type)
+    }
+}
+
+#[test]
+fn keys_on_populated_tables_are_built_online() {
+    let a = catalog(&[("id", not_null("integer")), ("email", column("text"))]);
+    let unique = with_constraint(
+        a.clone(),
+        "t_email_key",
+        ConstraintDef::Unique {
+            columns: vec!["email".into()],
+            nulls_not_distinct: false,
+        },
+    );
+    let p = plan(&a, &unique, &Renames::none(), &stats(100, 8192), "test").unwrap();
+    let sql: Vec<&str> = p.steps.iter().map(|s| s.sql.as_str()).collect();
+    assert_eq!(
+        sql,
+        [
+            r#"CREATE UNIQUE INDEX CONCURRENTLY "t_email_key" ON "public"."t" USING btree ("email")"#,
+            r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_email_key" UNIQUE USING INDEX "t_email_key""#,
+        ]
+    );
+    assert!(p.steps.iter().all(|s| !s.transactional));
+    assert_eq!(p.steps[0].lock, LockLevel::ShareUpdateExclusive);
+    assert!(
+        p.steps[0]
+            .hazards
+            .iter()
+            .any(|h| h.kind == HazardKind::MayFail && h.detail.contains("duplicate")),
+        "{:#?}",
+        p.steps[0].hazards
+    );
+    assert_eq!(p.steps[1].lock, LockLevel::AccessExclusive);
+    assert!(
+        p.steps[1]
+            .hazards
+            .iter()
+            .any(|h| h.kind == HazardKind::AccessExclusiveLock && h.detail.contains("briefly")),
+        "{:#?}",
+        p.steps[1].hazards
+    );
+    assert!(!p.requires_confirmation);
+
+    // Empty table, unknown size: the plain form, in the transaction.
+    for s in [empty(), TableStats::default()] {
+        let p = plan(&a, &unique, &Renames::none(), &s, "test").unwrap();
+        assert_eq!(p.steps.len(), 1);
+        assert_eq!(
+            p.steps[0].sql,
+            r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_email_key" UNIQUE ("email")"#
+        );
+        assert!(p.steps[0].transactional);
+    }
+
+    // A primary key over a NOT NULL column: online.
+    let pk = with_constraint(
+        a.clone(),
+        "t_pkey",
+        ConstraintDef::PrimaryKey {
+            columns: vec!["id".into()],
+        },
+    );
+    let p = plan(&a, &pk, &Renames::none(), &stats(100, 8192), "test").unwrap();
+    assert_eq!(
+        p.steps.iter().map(|s| s.sql.as_str()).collect::<Vec<_>>(),
+        [
+            r#"CREATE UNIQUE INDEX CONCURRENTLY "t_pkey" ON "public"."t" USING btree ("id")"#,
+            r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_pkey" PRIMARY KEY USING INDEX "t_pkey""#,
+        ]
+    );
+
+    // A primary key over a nullable column would make USING INDEX scan for NULLs under ACCESS
+    // EXCLUSIVE anyway: the plain form.
+    let a = catalog(&[("id", column("integer")), ("email", column("text"))]);
+    let mut pk = with_constraint(
+        a.clone(),
+        "t_pkey",
+        ConstraintDef::PrimaryKey {
+            columns: vec!["id".into()],
+        },
+    );
+    pk.schemas
+        .get_mut("public")
+        .unwrap()
+        .tables
+        .get_mut("t")
+        .unwrap()
+        .columns
+        .get_mut("id")
+        .unwrap()
+        .not_null = true;
+    let p = plan(&a, &pk, &Renames::none(), &stats(100, 8192), "test").unwrap();
+    assert_eq!(
+        p.steps.iter().map(|s| s.sql.as_str()).collect::<Vec<_>>(),
+        [r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_pkey" PRIMARY KEY ("id")"#]
+    );
+    assert!(p.steps[0].transactional);
+
+    // Exclusion constraints keep the plain form.
+    let x = with_constraint(
+        a.clone(),
+        "t_x",
+        ConstraintDef::Exclusion {
+            definition: "EXCLUDE USING btree (id WITH =)".into(),
+        },
+    );
+    let p = plan(&a, &x, &Renames::none(), &stats(100, 8192), "test").unwrap();
+    assert_eq!(p.steps.len(), 1);
+    assert!(p.steps[0].transactional);
+}
+
+#[test]
+fn online_keys_keep_deferral_and_wait_for_their_comment() {
+    let a = catalog(&[("a", column("integer")), ("b", column("integer"))]);
+    let mut b = with_constraint(
+        a.clone(),
+        "t_ab_key",
+        ConstraintDef::Unique {
+            columns: vec!["a".into(), "b".into()],
+            nulls_not_distinct: true,
+        },
+    );
+    {
+        let c = b
+            .schemas
+            .get_mut("public")
+            .unwrap()
+            .tables
+            .get_mut("t")
+            .unwrap()
+            .constraints
+            .get_mut("t_ab_key")
+            .unwrap();
+        c.deferrable = true;
+        c.initially_deferred = true;
+        c.comment = Some("pairs".into());
+    }
+    let p = plan(&a, &b, &Renames::none(), &stats(100, 8192), "test").unwrap();
+    assert_eq!(
+        p.steps.iter().map(|s| s.sql.as_str()).collect::<Vec<_>>(),
+        [
+            r#"CREATE UNIQUE INDEX CONCURRENTLY "t_ab_key" ON "public"."t" USING btree ("a", "b") NULLS NOT DISTINCT"#,
+            r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_ab_key" UNIQUE USING INDEX "t_ab_key" DEFERRABLE INITIALLY DEFERRED"#,
+            r#"COMMENT ON CONSTRAINT "t_ab_key" ON "public"."t" IS 'pairs'"#,
+        ]
+    );
+    assert!(p.steps.iter().all(|s| !s.transactional));
+}
