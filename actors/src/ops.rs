@@ -969,18 +969,36 @@ pub(crate) async fn apply_sql(
     actor: &str,
 ) -> Result<SqlResult, Error> {
     session::validate_context(ctx, &shared.config.allowed_roles)?;
+    // A statement that can write takes the apply lock, like a plan: another process's apply
+    // never runs beside it, and its before/after hashes are the statement's alone.
+    let writes = !lockplane_engine::guard::check(sql, shared.config.access_mode)
+        .map(|checked| checked.read_only)
+        .unwrap_or(false);
     let mut client = connect(db).await?;
-    let (_, before_hash) = live_hash(&mut client, db).await?;
-    let outcome = session::run_sql(
-        &mut client,
-        sql,
-        ctx,
-        shared.config.access_mode,
-        confirmation,
-        shared.config.statement_timeout,
-    )
-    .await?;
-    let (_, after_hash) = live_hash(&mut client, db).await?;
+    let key = if writes {
+        Some(exec::acquire_lock(&client, shared.config.lock_wait).await?)
+    } else {
+        None
+    };
+    let ran = async {
+        let (_, before_hash) = live_hash(&mut client, db).await?;
+        let outcome = session::run_sql(
+            &mut client,
+            sql,
+            ctx,
+            shared.config.access_mode,
+            confirmation,
+            shared.config.statement_timeout,
+        )
+        .await?;
+        let (_, after_hash) = live_hash(&mut client, db).await?;
+        Ok::<_, Error>((before_hash, outcome, after_hash))
+    }
+    .await;
+    if let Some(key) = key {
+        exec::release_lock(&client, key).await;
+    }
+    let (before_hash, outcome, after_hash) = ran?;
     let started = outcome.step.started_at;
     let duration_ms = outcome.duration.as_millis() as u64;
     let receipt = Receipt::seal(

@@ -617,3 +617,67 @@ async fn reads_answer_while_an_apply_is_blocked() {
     let applied = apply.await.expect("join").expect("apply");
     assert_eq!(applied.resulting_hash, p.predicted_hash);
 }
+
+/// Another process holding the database's apply lock: an apply and a writing `apply_sql` wait
+/// `lock_wait`, then fail naming the holder; a read-only statement does not wait for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_apply_lock_makes_writers_fail_naming_the_holder() {
+    let f = fixture(BASE).await;
+    let mut config = config(f.ledger.path());
+    config.ledger = f.ledger.path().join("ledger-2");
+    config.lock_wait = std::time::Duration::from_millis(500);
+    let lp = Lockplane::open(config).await.expect("open");
+    let db = lp.attach(&f.url, None).await.expect("attach");
+    let p = lp
+        .propose(
+            &db,
+            "p.yaml",
+            &doc(&[ID, NAME, PRICE, "{ name: sku, type: text }"]),
+            "a",
+        )
+        .await
+        .expect("propose");
+
+    let sep = if f.url.contains('?') { '&' } else { '?' };
+    let holder_url = format!("{}{sep}application_name=other-lockplane", f.url);
+    let (holder, conn) = tokio_postgres::connect(&holder_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    holder
+        .batch_execute(
+            "SELECT pg_advisory_lock(hashtext('lockplane:' || current_database())::int8)",
+        )
+        .await
+        .expect("lock");
+
+    let busy = lp.apply(&db, &p.plan.plan_id, None, "a").await;
+    let Err(e) = busy else {
+        panic!("the apply ran beside another holder of the lock")
+    };
+    assert_eq!(e.code(), "busy", "{e}");
+    assert!(e.to_string().contains("other-lockplane"), "{e}");
+
+    let ctx = lockplane_engine::session::SessionContext::default();
+    let busy = lp
+        .apply_sql(&db, "CREATE TABLE app.side (id int)", &ctx, None, "a")
+        .await;
+    let Err(e) = busy else {
+        panic!("apply_sql ran beside another holder of the lock")
+    };
+    assert_eq!(e.code(), "busy", "{e}");
+    let read = lp
+        .apply_sql(&db, "SELECT count(*) FROM app.items", &ctx, None, "a")
+        .await
+        .expect("a read-only statement does not wait for the apply lock");
+    assert_eq!(read.result, vec![vec![Some("0".to_owned())]]);
+
+    holder
+        .batch_execute("SELECT pg_advisory_unlock_all()")
+        .await
+        .expect("unlock");
+    lp.apply(&db, &p.plan.plan_id, None, "a")
+        .await
+        .expect("apply once free");
+    assert_eq!(columns(&f.url).await, ["id", "name", "price", "sku"]);
+}
