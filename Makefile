@@ -23,13 +23,16 @@ test: setup
 	LOCKPLANE_PG_MATRIX="$$(bash scripts/pg-versions.sh $(PG_MATRIX) | tr '\n' ' ')" \
 	  $(CARGO) test --workspace --no-fail-fast
 
-# Every introspection test on every version.
+# The engine, runtime, scenario and MCP tests on every version.
 test-matrix: setup
-	@set -e; for spec in $$(bash scripts/pg-versions.sh $(PG_MATRIX)) 15=; do \
+	@set -e; mcp_python="$$(bash scripts/python-mcp.sh)"; \
+	for spec in $$(bash scripts/pg-versions.sh $(PG_MATRIX)) 15=; do \
 	  major=$${spec%%=*}; bin=$${spec#*=}; \
 	  echo "== Postgres $$major"; \
-	  LOCKPLANE_PG_BIN="$$bin" LOCKPLANE_PG_MATRIX="$$(bash scripts/pg-versions.sh $(PG_MATRIX) | tr '\n' ' ')" \
-	    $(CARGO) test -p lockplane-engine --no-fail-fast; \
+	  LOCKPLANE_PG_BIN="$$bin" LOCKPLANE_MCP_PYTHON="$$mcp_python" \
+	  LOCKPLANE_PG_MATRIX="$$(bash scripts/pg-versions.sh $(PG_MATRIX) | tr '\n' ' ')" \
+	    $(CARGO) test -p lockplane-engine -p lockplane-actors -p lockplane-scenarios -p lockplane \
+	      --no-fail-fast; \
 	done
 
 lint:
