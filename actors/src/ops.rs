@@ -2,7 +2,6 @@
 //! calls the mutating ones one at a time; the handle calls the reads directly.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use lockplane_engine::catalog::{Catalog, Manifest};
 use lockplane_engine::cluster::Cluster;
@@ -274,13 +273,6 @@ fn hazard_names(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 async fn read_live(db: &Db) -> Result<(Catalog, Client), Error> {
     let (a, b) = tokio::join!(connect(db), connect(db));
     let (mut client, mut helper) = (a?, b?);
@@ -460,6 +452,42 @@ async fn prove(
     Ok(line)
 }
 
+/// A plan with what it was made from, ready to be proven and recorded.
+struct Planned<'a> {
+    plan: Plan,
+    base: &'a Catalog,
+    target: &'a Catalog,
+    renames: &'a Renames,
+    stats: &'a TableStats,
+}
+
+/// Proves a plan on the shadow, then records it (as a proposal, or as the merge of
+/// `merged_from`): what `propose`, `merge` and a rebase all end with.
+async fn prove_and_record(
+    shared: &Shared,
+    db: &Db,
+    planned: Planned<'_>,
+    actor: &str,
+    merged_from: Option<Vec<String>>,
+) -> Result<Proposal, Error> {
+    let Planned {
+        plan,
+        base,
+        target,
+        renames,
+        stats,
+    } = planned;
+    let shadow = prove(shared, &plan, base, renames, stats).await?;
+    let seq = record_plan(shared, db, &plan, base, target, actor, merged_from).await?;
+    Ok(Proposal {
+        database: db.id.clone(),
+        predicted_hash: plan.target_hash.clone(),
+        plan,
+        seq,
+        shadow,
+    })
+}
+
 /// Records a plan with its body and both catalogs as blobs.
 async fn record_plan(
     shared: &Shared,
@@ -525,15 +553,14 @@ pub(crate) async fn propose(
     let renames = dsl::renames(&loaded.document);
     let plan = planner::plan(&live, &desired, &renames, &stats, actor)
         .map_err(|e| Error::Plan(e.to_string()))?;
-    let shadow_line = prove(shared, &plan, &live, &renames, &stats).await?;
-    let seq = record_plan(shared, db, &plan, &live, &desired, actor, None).await?;
-    Ok(Proposal {
-        database: db.id.clone(),
-        predicted_hash: plan.target_hash.clone(),
+    let planned = Planned {
         plan,
-        seq,
-        shadow: shadow_line,
-    })
+        base: &live,
+        target: &desired,
+        renames: &renames,
+        stats: &stats,
+    };
+    prove_and_record(shared, db, planned, actor, None).await
 }
 
 fn pending(view: &PlanView) -> Result<(), Error> {
@@ -613,24 +640,15 @@ pub(crate) async fn merge(
     let stats = stats(&client, db).await?;
     let plan = planner::plan(&base, &merged, &Renames::none(), &stats, actor)
         .map_err(|e| Error::Plan(e.to_string()))?;
-    let shadow_line = prove(shared, &plan, &base, &Renames::none(), &stats).await?;
-    let seq = record_plan(
-        shared,
-        db,
-        &plan,
-        &base,
-        &merged,
-        actor,
-        Some(vec![plan_a.to_owned(), plan_b.to_owned()]),
-    )
-    .await?;
-    Ok(Proposal {
-        database: db.id.clone(),
-        predicted_hash: plan.target_hash.clone(),
+    let planned = Planned {
         plan,
-        seq,
-        shadow: shadow_line,
-    })
+        base: &base,
+        target: &merged,
+        renames: &Renames::none(),
+        stats: &stats,
+    };
+    let sources = vec![plan_a.to_owned(), plan_b.to_owned()];
+    prove_and_record(shared, db, planned, actor, Some(sources)).await
 }
 
 /// `confirm`: the explicit approval of one exact plan.
@@ -740,7 +758,7 @@ async fn rebase(
     live_hash: &CatalogHash,
     client: &Client,
     actor: &str,
-) -> Result<(Plan, Proposal), Error> {
+) -> Result<Proposal, Error> {
     let stale = |reason: String, conflicts| Error::Stale {
         plan_id: view.plan.plan_id.clone(),
         base: view.plan.base_hash.clone(),
@@ -776,16 +794,14 @@ async fn rebase(
             Vec::new(),
         ));
     }
-    let shadow_line = prove(shared, &plan, live, &Renames::none(), &stats).await?;
-    let seq = record_plan(shared, db, &plan, live, &rebased, actor, None).await?;
-    let proposal = Proposal {
-        database: db.id.clone(),
-        predicted_hash: plan.target_hash.clone(),
-        plan: plan.clone(),
-        seq,
-        shadow: shadow_line,
+    let planned = Planned {
+        plan,
+        base: live,
+        target: &rebased,
+        renames: &Renames::none(),
+        stats: &stats,
     };
-    Ok((plan, proposal))
+    prove_and_record(shared, db, planned, actor, None).await
 }
 
 /// `apply`: a recorded plan (rebased if its base is no longer live) applied under the advisory
@@ -808,7 +824,9 @@ pub(crate) async fn apply(
     if live_hash != plan.base_hash {
         // Refuse an unconfirmed data-loss plan before doing any rebase work.
         approval_check(&plan, own_view, confirmation)?;
-        let (rebased, _) = rebase(shared, db, &view, &live, &live_hash, &client, actor).await?;
+        let rebased = rebase(shared, db, &view, &live, &live_hash, &client, actor)
+            .await?
+            .plan;
         rebased_from = Some(plan.plan_id.clone());
         // A confirmation covers exactly the plan it names; the rebased plan is another.
         if rebased.requires_confirmation {
@@ -851,15 +869,11 @@ pub(crate) async fn apply(
         },
         ..ApplyOptions::default()
     };
-    let began = now_micros();
+    let began = events::now_micros();
     let id = plan.plan_id.clone();
     let outcome = exec::apply(&mut client, &plan, &opts, Some(&id)).await;
-    let finished = now_micros();
-    let timing = Timing {
-        started_at: began,
-        finished_at: finished,
-        duration_ms: ((finished - began).max(0) / 1000) as u64,
-    };
+    let finished = events::now_micros();
+    let timing = Timing::between(began, finished);
     match outcome {
         Ok(report) => {
             let steps = report.step_receipts().cloned().collect();
@@ -1063,8 +1077,8 @@ pub(crate) async fn recover(shared: &Shared, db: &Db) -> Result<Option<Recovery>
         format!("recovery of {}", open.plan_id),
         Vec::new(),
         Timing {
-            started_at: now_micros(),
-            finished_at: now_micros(),
+            started_at: events::now_micros(),
+            finished_at: events::now_micros(),
             duration_ms: 0,
         },
     )

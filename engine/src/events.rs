@@ -398,6 +398,27 @@ pub struct Timing {
     pub duration_ms: u64,
 }
 
+/// The current time in unix microseconds, as events and receipts record it (a clock before
+/// 1970 reads as 0).
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Timing {
+    /// The timing of something that ran from `started_at` to `finished_at` (unix
+    /// microseconds); a clock that went backwards counts as zero duration.
+    pub fn between(started_at: i64, finished_at: i64) -> Timing {
+        Timing {
+            started_at,
+            finished_at,
+            duration_ms: ((finished_at - started_at).max(0) / 1000) as u64,
+        }
+    }
+}
+
 /// What was executed for one request (DESIGN §7): `{ input, steps, timing, hash }`.
 ///
 /// `hash` is `"sha3-256:" + hex(SHA3-256(canonical JSON of {input, steps, timing}))`, so a

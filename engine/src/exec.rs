@@ -62,7 +62,7 @@
 //! `StepApplied` event.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio_postgres::error::{ErrorPosition, SqlState};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
@@ -220,7 +220,7 @@ pub fn combine_receipts(input: &str, receipts: &[Receipt]) -> Result<Receipt, Ca
         .iter()
         .map(|r| r.timing.started_at)
         .min()
-        .unwrap_or_else(unix_micros);
+        .unwrap_or_else(crate::events::now_micros);
     let finished_at = receipts
         .iter()
         .map(|r| r.timing.finished_at)
@@ -272,7 +272,9 @@ pub struct PgFailure {
 }
 
 impl PgFailure {
-    fn from_error(e: &tokio_postgres::Error) -> PgFailure {
+    /// A `tokio_postgres` error as a failure: the server's fields when it is a database
+    /// error, else the client's message.
+    pub fn from_error(e: &tokio_postgres::Error) -> PgFailure {
         match e.as_db_error() {
             Some(db) => PgFailure {
                 sqlstate: Some(db.code().code().to_owned()),
@@ -602,13 +604,6 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn unix_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// Checks the confirmation rule (DESIGN §4, two-phase confirmation) and the plan's integrity.
 pub fn check_confirmation(plan: &Plan, confirmation: Option<&str>) -> Result<(), ApplyError> {
     let computed = plan.computed_id()?;
@@ -804,7 +799,7 @@ struct Clock {
 impl Clock {
     fn start() -> Clock {
         Clock {
-            started_at: unix_micros(),
+            started_at: crate::events::now_micros(),
             started: Instant::now(),
         }
     }
@@ -821,7 +816,7 @@ impl Clock {
 }
 
 fn seal(plan: &Plan, steps: Vec<StepReceipt>, clock: &Clock) -> Result<Receipt, ApplyError> {
-    let finished_at = unix_micros();
+    let finished_at = crate::events::now_micros();
     Ok(Receipt::seal(
         plan.plan_id.clone(),
         steps,

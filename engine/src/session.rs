@@ -37,11 +37,11 @@
 //! `SqlApplied` with the [`SqlOutcome`]'s step.
 
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_postgres::error::{ErrorPosition, SqlState};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use crate::events::{StepOutcome, StepReceipt};
@@ -375,7 +375,7 @@ pub async fn run_sql(
     begin(client, checked.read_only, timeout, sql).await?;
     let result = async {
         enter(client, ctx).await?;
-        let started_at = unix_micros();
+        let started_at = crate::events::now_micros();
         let clock = Instant::now();
         let messages = simple_with_timeout(client, sql, backstop(timeout))
             .await
@@ -549,29 +549,9 @@ fn backstop(timeout: Duration) -> Duration {
     timeout + Duration::from_secs(2).min(timeout / 2 + Duration::from_millis(200))
 }
 
-/// A `tokio_postgres` error as a [`PgFailure`] (the executor's conversion is private to it).
+/// A `tokio_postgres` error as a [`PgFailure`].
 pub(crate) fn pg_failure(e: &tokio_postgres::Error) -> PgFailure {
-    match e.as_db_error() {
-        Some(db) => PgFailure {
-            sqlstate: Some(db.code().code().to_owned()),
-            message: db.message().to_owned(),
-            detail: db.detail().map(str::to_owned),
-            hint: db.hint().map(str::to_owned),
-            position: db.position().map(|p| match p {
-                ErrorPosition::Original(n) => *n,
-                ErrorPosition::Internal { position, .. } => *position,
-            }),
-            timed_out: db.code() == &SqlState::QUERY_CANCELED,
-        },
-        None => PgFailure {
-            sqlstate: None,
-            message: e.to_string(),
-            detail: None,
-            hint: None,
-            position: None,
-            timed_out: false,
-        },
-    }
+    PgFailure::from_error(e)
 }
 
 fn postgres(e: &tokio_postgres::Error, sql: &str) -> SessionError {
@@ -590,13 +570,6 @@ fn shift_position(mut failure: PgFailure, prefix: &str) -> PgFailure {
         .and_then(|p| p.checked_sub(shift))
         .filter(|p| *p > 0);
     failure
-}
-
-fn unix_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 impl fmt::Display for SessionContext {

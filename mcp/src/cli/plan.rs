@@ -291,7 +291,7 @@ pub(crate) async fn run_apply(
         approval: approval.clone(),
     });
     let started_seq = ledger::record(&store, &started, &[])?.seq;
-    let began = now_micros();
+    let began = events::now_micros();
     let shown = Arc::new(ApplyProgress::new(&plan, std::io::stderr().is_terminal()));
     let opts = ApplyOptions {
         lock_timeout: std::time::Duration::from_millis(args.lock_timeout_ms),
@@ -301,12 +301,8 @@ pub(crate) async fn run_apply(
     shown.start();
     let outcome = exec::apply(&mut client, &plan, &opts, args.confirm.as_deref()).await;
     shown.finish(outcome.is_ok());
-    let finished = now_micros();
-    let timing = Timing {
-        started_at: began,
-        finished_at: finished,
-        duration_ms: ((finished - began).max(0) / 1000) as u64,
-    };
+    let finished = events::now_micros();
+    let timing = Timing::between(began, finished);
     match outcome {
         Ok(report) => {
             let steps = report.step_receipts().cloned().collect();
@@ -493,11 +489,4 @@ async fn introspect_parallel_once(client: &mut Client) -> Option<lockplane_engin
         .await
         .ok()?;
     catalog_hash(&catalog).ok()
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
