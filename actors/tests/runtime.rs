@@ -41,6 +41,16 @@ fn config(ledger: &std::path::Path) -> Config {
     config
 }
 
+impl Fixture {
+    /// `who` proposes `items` with `columns`.
+    async fn propose(&self, who: &str, columns: &[&str]) -> lockplane_actors::Proposal {
+        self.lockplane
+            .propose(&self.db, &format!("{who}.yaml"), &doc(columns), who)
+            .await
+            .unwrap_or_else(|e| panic!("{who} proposes: {e}"))
+    }
+}
+
 async fn fixture(sql: &str) -> Fixture {
     let cluster = testkit::shared_cluster().expect("cluster");
     let name = testkit::fresh_database("rt").await.expect("database");
@@ -93,15 +103,8 @@ async fn a_proposal_applies_and_the_ledger_tells_the_story() {
         .await
         .expect("introspect");
     let proposal = f
-        .lockplane
-        .propose(
-            &f.db,
-            "want.yaml",
-            &doc(&[ID, NAME, PRICE, "{ name: sku, type: text }"]),
-            "alice",
-        )
-        .await
-        .expect("propose");
+        .propose("alice", &[ID, NAME, PRICE, "{ name: sku, type: text }"])
+        .await;
     assert_eq!(proposal.plan.base_hash, before.catalog_hash);
     assert!(
         proposal.shadow.starts_with("proven on a shadow"),
@@ -168,11 +171,7 @@ async fn a_proposal_applies_and_the_ledger_tells_the_story() {
 #[tokio::test(flavor = "multi_thread")]
 async fn data_loss_needs_a_confirmation_of_that_exact_plan() {
     let f = fixture(BASE).await;
-    let proposal = f
-        .lockplane
-        .propose(&f.db, "want.yaml", &doc(&[ID, NAME]), "bob")
-        .await
-        .expect("propose");
+    let proposal = f.propose("bob", &[ID, NAME]).await;
     let id = proposal.plan.plan_id.clone();
     assert!(proposal.plan.requires_confirmation);
 
@@ -220,45 +219,17 @@ async fn data_loss_needs_a_confirmation_of_that_exact_plan() {
 async fn disjoint_proposals_merge_and_conflicting_ones_name_the_column() {
     let f = fixture(BASE).await;
     let a = f
-        .lockplane
-        .propose(
-            &f.db,
-            "a.yaml",
-            &doc(&[ID, NAME, PRICE, "{ name: sku, type: text }"]),
-            "agent-a",
-        )
-        .await
-        .expect("a");
+        .propose("agent-a", &[ID, NAME, PRICE, "{ name: sku, type: text }"])
+        .await;
     let b = f
-        .lockplane
-        .propose(
-            &f.db,
-            "b.yaml",
-            &doc(&[ID, NAME, PRICE, "{ name: stock, type: int }"]),
-            "agent-b",
-        )
-        .await
-        .expect("b");
+        .propose("agent-b", &[ID, NAME, PRICE, "{ name: stock, type: int }"])
+        .await;
     let c = f
-        .lockplane
-        .propose(
-            &f.db,
-            "c.yaml",
-            &doc(&[ID, NAME, "{ name: price, type: bigint }"]),
-            "agent-c",
-        )
-        .await
-        .expect("c");
+        .propose("agent-c", &[ID, NAME, "{ name: price, type: bigint }"])
+        .await;
     let d = f
-        .lockplane
-        .propose(
-            &f.db,
-            "d.yaml",
-            &doc(&[ID, NAME, "{ name: price, type: numeric }"]),
-            "agent-d",
-        )
-        .await
-        .expect("d");
+        .propose("agent-d", &[ID, NAME, "{ name: price, type: numeric }"])
+        .await;
 
     let conflict = f
         .lockplane
@@ -316,35 +287,14 @@ async fn disjoint_proposals_merge_and_conflicting_ones_name_the_column() {
 async fn a_stale_proposal_is_rebased_and_a_conflicting_one_refused() {
     let f = fixture(BASE).await;
     let a = f
-        .lockplane
-        .propose(
-            &f.db,
-            "a.yaml",
-            &doc(&[ID, NAME, PRICE, "{ name: sku, type: text }"]),
-            "agent-a",
-        )
-        .await
-        .expect("a");
+        .propose("agent-a", &[ID, NAME, PRICE, "{ name: sku, type: text }"])
+        .await;
     let b = f
-        .lockplane
-        .propose(
-            &f.db,
-            "b.yaml",
-            &doc(&[ID, NAME, PRICE, "{ name: stock, type: int }"]),
-            "agent-b",
-        )
-        .await
-        .expect("b");
+        .propose("agent-b", &[ID, NAME, PRICE, "{ name: stock, type: int }"])
+        .await;
     let c = f
-        .lockplane
-        .propose(
-            &f.db,
-            "c.yaml",
-            &doc(&[ID, NAME, PRICE, "{ name: sku, type: int }"]),
-            "agent-c",
-        )
-        .await
-        .expect("c");
+        .propose("agent-c", &[ID, NAME, PRICE, "{ name: sku, type: int }"])
+        .await;
     f.lockplane
         .apply(&f.db, &a.plan.plan_id, None, "agent-a")
         .await
@@ -394,15 +344,8 @@ async fn a_stale_proposal_is_rebased_and_a_conflicting_one_refused() {
 async fn a_change_behind_lockplanes_back_is_drift_and_the_plan_is_refused() {
     let f = fixture(BASE).await;
     let p = f
-        .lockplane
-        .propose(
-            &f.db,
-            "p.yaml",
-            &doc(&[ID, NAME, PRICE, "{ name: sku, type: text }"]),
-            "agent",
-        )
-        .await
-        .expect("p");
+        .propose("agent", &[ID, NAME, PRICE, "{ name: sku, type: text }"])
+        .await;
     execute(&f.url, "ALTER TABLE app.items ADD COLUMN note text").await;
     let drift = f
         .lockplane
@@ -468,15 +411,8 @@ async fn recovery_closes_an_apply_left_open_by_a_dead_process() {
     ] {
         let f = fixture(BASE).await;
         let p = f
-            .lockplane
-            .propose(
-                &f.db,
-                "p.yaml",
-                &doc(&[ID, NAME, PRICE, "{ name: sku, type: text }"]),
-                "a",
-            )
-            .await
-            .expect("propose");
+            .propose("a", &[ID, NAME, PRICE, "{ name: sku, type: text }"])
+            .await;
         let Fixture {
             lockplane,
             db,
@@ -565,15 +501,8 @@ fn the_embedding_example_runs_from_a_plain_program() {
 async fn reads_answer_while_an_apply_is_blocked() {
     let f = fixture(BASE).await;
     let p = f
-        .lockplane
-        .propose(
-            &f.db,
-            "p.yaml",
-            &doc(&[ID, NAME, PRICE, "{ name: sku, type: text }"]),
-            "a",
-        )
-        .await
-        .expect("propose");
+        .propose("a", &[ID, NAME, PRICE, "{ name: sku, type: text }"])
+        .await;
     let (blocker, conn) = tokio_postgres::connect(&f.url, tokio_postgres::NoTls)
         .await
         .expect("connect");
