@@ -263,16 +263,6 @@ fn manifest(catalog: &Catalog) -> Result<(Vec<u8>, BlobRef, CatalogHash), Error>
     Ok((bytes, address, manifest.catalog_hash))
 }
 
-fn hazard_names(plan: &Plan) -> Vec<String> {
-    plan.hazard_kinds()
-        .iter()
-        .filter_map(|k| match serde_json::to_value(k) {
-            Ok(serde_json::Value::String(name)) => Some(name),
-            _ => None,
-        })
-        .collect()
-}
-
 async fn read_live(db: &Db) -> Result<(Catalog, Client), Error> {
     let (a, b) = tokio::join!(connect(db), connect(db));
     let (mut client, mut helper) = (a?, b?);
@@ -508,7 +498,7 @@ async fn record_plan(
         target_hash: plan.target_hash.clone(),
         body: body_ref,
         step_count: plan.steps.len() as u32,
-        hazards: hazard_names(plan),
+        hazards: plan.hazard_names(),
         requires_confirmation: plan.requires_confirmation,
         base_manifest: Some(base_ref),
         target_manifest: Some(target_ref),
@@ -706,7 +696,7 @@ async fn approval(
         Some(approval) => Ok(Some(approval)),
         None => Err(Error::NeedsConfirmation {
             plan_id: plan.plan_id.clone(),
-            hazards: hazard_names(plan).join(", "),
+            hazards: plan.hazard_names().join(", "),
         }),
     }
 }
@@ -834,7 +824,7 @@ pub(crate) async fn apply(
                 plan_id: rebased.plan_id.clone(),
                 hazards: format!(
                     "{}; rebased from {} onto the live schema",
-                    hazard_names(&rebased).join(", "),
+                    rebased.hazard_names().join(", "),
                     plan.plan_id
                 ),
             });
@@ -960,7 +950,7 @@ fn approval_check(
     if plan.requires_confirmation && view.and_then(|v| v.approval.as_ref()).is_none() {
         return Err(Error::NeedsConfirmation {
             plan_id: plan.plan_id.clone(),
-            hazards: hazard_names(plan).join(", "),
+            hazards: plan.hazard_names().join(", "),
         });
     }
     Ok(())

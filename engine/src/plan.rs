@@ -414,6 +414,18 @@ impl Plan {
         kinds
     }
 
+    /// The kinds of hazard by their serde names (`data_loss`, `table_rewrite`, …), sorted:
+    /// what events record and agents read.
+    pub fn hazard_names(&self) -> Vec<String> {
+        self.hazard_kinds()
+            .iter()
+            .filter_map(|k| match serde_json::to_value(k) {
+                Ok(serde_json::Value::String(name)) => Some(name),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Recomputes the id from the content: a plan read back from storage can be checked.
     pub fn computed_id(&self) -> Result<String, CanonicalError> {
         plan_id(

@@ -80,17 +80,6 @@ async fn connect_pair(url: Option<&str>) -> Result<(Client, Client, String), Cli
     Ok((a?, b?, events::database_id(&config)))
 }
 
-/// The plan's hazard kinds by their serde names (`data_loss`, …), as events record them.
-fn hazard_names(plan: &Plan) -> Vec<String> {
-    plan.hazard_kinds()
-        .iter()
-        .filter_map(|k| match serde_json::to_value(k) {
-            Ok(serde_json::Value::String(name)) => Some(name),
-            _ => None,
-        })
-        .collect()
-}
-
 fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::Usage(e.to_string())
 }
@@ -172,7 +161,7 @@ pub(crate) async fn run_plan(
             target_hash: plan.target_hash.clone(),
             body: body_ref.clone(),
             step_count: plan.steps.len() as u32,
-            hazards: hazard_names(&plan),
+            hazards: plan.hazard_names(),
             requires_confirmation: plan.requires_confirmation,
             base_manifest: None,
             target_manifest: None,
@@ -273,7 +262,7 @@ pub(crate) async fn run_apply(
                 actor: actor.to_owned(),
                 database: database.clone(),
                 plan_id: plan_id.clone(),
-                hazards_acknowledged: hazard_names(&plan),
+                hazards_acknowledged: plan.hazard_names(),
             });
             let head = ledger::record(&store, &confirmed, &[])?;
             Some(Approval {
