@@ -468,7 +468,15 @@ async fn prove_and_record(
         stats,
     } = planned;
     let shadow = prove(shared, &plan, base, renames, stats).await?;
-    let seq = record_plan(shared, db, &plan, base, target, actor, merged_from).await?;
+    let seq = record_plan(
+        shared,
+        db,
+        &plan,
+        (base, target, renames),
+        actor,
+        merged_from,
+    )
+    .await?;
     Ok(Proposal {
         database: db.id.clone(),
         predicted_hash: plan.target_hash.clone(),
@@ -483,8 +491,7 @@ async fn record_plan(
     shared: &Shared,
     db: &Db,
     plan: &Plan,
-    base: &Catalog,
-    target: &Catalog,
+    (base, target, renames): (&Catalog, &Catalog, &Renames),
     actor: &str,
     merged_from: Option<Vec<String>>,
 ) -> Result<u64, Error> {
@@ -502,6 +509,7 @@ async fn record_plan(
         requires_confirmation: plan.requires_confirmation,
         base_manifest: Some(base_ref),
         target_manifest: Some(target_ref),
+        renames: renames.clone(),
     };
     let event = match merged_from {
         None => Event::PlanProposed(PlanProposed {
@@ -628,13 +636,25 @@ pub(crate) async fn merge(
     let merged = lockplane_engine::merge::merge(&base, &ours, &theirs).map_err(conflict)?;
     let client = connect(db).await?;
     let stats = stats(&client, db).await?;
-    let plan = planner::plan(&base, &merged, &Renames::none(), &stats, actor)
+    // Both sides' renames, so a renamed column stays a rename in the merged plan.
+    let mut renames = a.plan.renames.clone();
+    for t in &b.plan.renames.tables {
+        if !renames.tables.contains(t) {
+            renames.tables.push(t.clone());
+        }
+    }
+    for c in &b.plan.renames.columns {
+        if !renames.columns.contains(c) {
+            renames.columns.push(c.clone());
+        }
+    }
+    let plan = planner::plan(&base, &merged, &renames, &stats, actor)
         .map_err(|e| Error::Plan(e.to_string()))?;
     let planned = Planned {
         plan,
         base: &base,
         target: &merged,
-        renames: &Renames::none(),
+        renames: &renames,
         stats: &stats,
     };
     let sources = vec![plan_a.to_owned(), plan_b.to_owned()];
@@ -776,7 +796,7 @@ async fn rebase(
         )
     })?;
     let stats = stats(client, db).await?;
-    let plan = planner::plan(live, &rebased, &Renames::none(), &stats, actor)
+    let plan = planner::plan(live, &rebased, &view.plan.renames, &stats, actor)
         .map_err(|e| Error::Plan(e.to_string()))?;
     if plan.steps.is_empty() {
         return Err(stale(
@@ -788,7 +808,7 @@ async fn rebase(
         plan,
         base: live,
         target: &rebased,
-        renames: &Renames::none(),
+        renames: &view.plan.renames,
         stats: &stats,
     };
     prove_and_record(shared, db, planned, actor, None).await

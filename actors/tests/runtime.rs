@@ -610,3 +610,59 @@ async fn a_held_apply_lock_makes_writers_fail_naming_the_holder() {
         .expect("apply once free");
     assert_eq!(columns(&f.url).await, ["id", "name", "price", "sku"]);
 }
+
+/// A stale plan that renames a column is rebased as a rename, not as a drop and an add (which
+/// would lose the column's data and need a confirmation).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebased_rename_stays_a_rename() {
+    let f = fixture(&format!(
+        "{BASE} INSERT INTO app.items VALUES (1, 'kept', 5);"
+    ))
+    .await;
+    let renaming = f
+        .propose(
+            "renamer",
+            &[ID, "{ name: title, type: text, renamed_from: name }", PRICE],
+        )
+        .await;
+    assert!(
+        !renaming.plan.requires_confirmation,
+        "{:?}",
+        renaming.plan.steps
+    );
+    let other = f
+        .propose("other", &[ID, NAME, PRICE, "{ name: sku, type: text }"])
+        .await;
+    f.lockplane
+        .apply(&f.db, &other.plan.plan_id, None, "other")
+        .await
+        .expect("other applies");
+
+    let rebased = f
+        .lockplane
+        .apply(&f.db, &renaming.plan.plan_id, None, "renamer")
+        .await
+        .expect("the rename is rebased and applied without a confirmation");
+    assert!(rebased.rebased_from.is_some());
+    let sql: Vec<String> = rebased
+        .receipts
+        .iter()
+        .flat_map(|r| r.steps.iter().map(|s| s.sql.clone()))
+        .collect();
+    assert!(
+        sql.iter()
+            .any(|s| s.contains("RENAME COLUMN \"name\" TO \"title\"")),
+        "{sql:?}"
+    );
+    assert_eq!(columns(&f.url).await, ["id", "price", "sku", "title"]);
+    let (client, conn) = tokio_postgres::connect(&f.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let title: String = client
+        .query_one("SELECT title FROM app.items WHERE id = 1", &[])
+        .await
+        .expect("row")
+        .get(0);
+    assert_eq!(title, "kept");
+}

@@ -74,6 +74,7 @@ fn plan(id: String, base: CatalogHash, target: CatalogHash, confirm: bool) -> Pl
         requires_confirmation: confirm,
         base_manifest: None,
         target_manifest: None,
+        renames: Default::default(),
     }
 }
 

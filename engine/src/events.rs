@@ -148,6 +148,10 @@ pub struct PlanSummary {
     /// The catalog the plan produces, as a manifest blob (see `base_manifest`).
     #[serde(default)]
     pub target_manifest: Option<BlobRef>,
+    /// The renames the plan was made with, so a rebase or merge plans them as renames again
+    /// rather than as a drop and an add.
+    #[serde(default)]
+    pub renames: crate::diff::Renames,
 }
 
 /// A plan was proposed.
@@ -840,6 +844,7 @@ mod tests {
             requires_confirmation: true,
             base_manifest: None,
             target_manifest: None,
+            renames: Default::default(),
         }
     }
 

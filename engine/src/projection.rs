@@ -670,6 +670,7 @@ mod tests {
             requires_confirmation: confirm,
             base_manifest: None,
             target_manifest: None,
+            renames: Default::default(),
         }
     }
 

@@ -103,6 +103,7 @@ fn plan(id: &str, base: u8, target: u8, confirm: bool) -> (PlanSummary, Vec<u8>)
         requires_confirmation: confirm,
         base_manifest: None,
         target_manifest: None,
+        renames: Default::default(),
     };
     (summary, body)
 }

@@ -115,6 +115,7 @@ fn plan() -> impl Strategy<Value = PlanSummary> {
                     requires_confirmation,
                     base_manifest: None,
                     target_manifest: None,
+                    renames: Default::default(),
                 }
             },
         )

@@ -165,6 +165,7 @@ pub(crate) async fn run_plan(
             requires_confirmation: plan.requires_confirmation,
             base_manifest: None,
             target_manifest: None,
+            renames: renames.clone(),
         },
     });
     ledger::record(&store, &event, &[(&body, &body_ref)])?;
