@@ -271,6 +271,9 @@ const SLED_RELEASE_WAIT: Duration = Duration::from_secs(10);
 /// retried for a while before it is reported (then as held by an unidentified process: some
 /// program opened the sled files without going through Lockplane).
 fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
+    if !path.join(SLED_DIR_NAME).exists() {
+        create_sled(path)?;
+    }
     let deadline = Instant::now() + SLED_RELEASE_WAIT;
     loop {
         match sled::Config::new().path(path.join(SLED_DIR_NAME)).open() {
@@ -287,6 +290,40 @@ fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
             Err(other) => return Err(StoreError::backend("opening the sled database", other)),
         }
     }
+}
+
+/// Creates the sled database under a temporary name and moves it into place only once sled
+/// has written and flushed its files. sled 0.34 reports `Corruption` on opening a database whose
+/// creation was cut short (a process killed while sled wrote its first files); this way a kill
+/// during creation leaves only the temporary directory, which the next open discards (it can
+/// hold nothing acknowledged). The caller holds the ledger's lock file, so no other process
+/// creates concurrently.
+fn create_sled(path: &Path) -> Result<(), StoreError> {
+    let creating = path.join(format!("{SLED_DIR_NAME}.creating"));
+    if creating.exists() {
+        fs::remove_dir_all(&creating).map_err(|e| {
+            StoreError::io(format!("removing the unfinished {}", creating.display()), e)
+        })?;
+    }
+    {
+        let db = sled::Config::new()
+            .path(&creating)
+            .open()
+            .map_err(|e| StoreError::backend("creating the sled database", e))?;
+        for tree in [LOG_TREE, BLOB_TREE] {
+            db.open_tree(tree)
+                .map_err(|e| StoreError::backend("creating the ledger trees", e))?;
+        }
+        db.flush()
+            .map_err(|e| StoreError::backend("flushing the new sled database", e))?;
+    }
+    let target = path.join(SLED_DIR_NAME);
+    fs::rename(&creating, &target)
+        .map_err(|e| StoreError::io(format!("moving the new ledger to {}", target.display()), e))?;
+    // The rename is durable once the directory holding it is synced.
+    fs::File::open(path)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| StoreError::io(format!("syncing {}", path.display()), e))
 }
 
 fn read_head(log: &sled::Tree) -> Result<HeadState, StoreError> {

@@ -259,3 +259,27 @@ fn a_ledger_held_by_another_process_names_its_holder() -> Result<(), Box<dyn std
     assert_eq!(head, Head::GENESIS);
     Ok(())
 }
+
+/// What a process killed halfway through creating a ledger leaves behind (a temporary
+/// directory with sled's first files cut short) is discarded by the next open, which creates
+/// the ledger properly and moves it into place.
+#[test]
+fn an_unfinished_creation_is_discarded() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let creating = dir
+        .path()
+        .join(format!("{}.creating", lockplane_store::SLED_DIR_NAME));
+    std::fs::create_dir_all(creating.join("blobs"))?;
+    std::fs::write(creating.join("conf"), b"segment_size: 5")?;
+    std::fs::write(creating.join("db"), [0x5a; 37])?;
+    let store = SledStore::open(dir.path())?;
+    assert!(
+        !creating.exists(),
+        "the unfinished creation was left in place"
+    );
+    assert!(dir.path().join(lockplane_store::SLED_DIR_NAME).is_dir());
+    let head = store.append(None, vec![rec("db", "Created", b"first")])?;
+    assert_eq!(head.seq, 1);
+    assert!(verify(&store, None).is_ok());
+    Ok(())
+}
