@@ -103,20 +103,15 @@ impl<R: Send + 'static> Handler<Read<R>> for ProjectionActor {
 /// Rebuilds the projections from every record of `store` (start-up).
 pub(crate) fn rebuild(store: &dyn Store) -> Result<Projections, Error> {
     let mut projections = Projections::new();
-    let end = store.head()?.seq.saturating_add(1);
-    let mut next = 1;
-    while next < end {
-        let upto = next.saturating_add(4096).min(end);
-        for record in store.read_range(next..upto)? {
-            // An event this build cannot decode is an anomaly `audit verify` reports; the
-            // projections skip it rather than refuse to start.
-            if let Ok(event) =
-                events::decode_record_payload(&record.kind, &record.stream, &record.payload)
-            {
-                projections.apply(record.seq, record.at, &record.stream, &event);
-            }
+    lockplane_store::for_each_record(store, 1, |record| {
+        // An event this build cannot decode is an anomaly `audit verify` reports; the
+        // projections skip it rather than refuse to start.
+        if let Ok(event) =
+            events::decode_record_payload(&record.kind, &record.stream, &record.payload)
+        {
+            projections.apply(record.seq, record.at, &record.stream, &event);
         }
-        next = upto;
-    }
+        Ok::<_, Error>(())
+    })?;
     Ok(projections)
 }

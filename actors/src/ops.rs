@@ -14,7 +14,7 @@ use lockplane_engine::events::{
 use lockplane_engine::exec::{self, ApplyOptions};
 use lockplane_engine::hash::canonical_json;
 use lockplane_engine::plan::{self as planner, Plan, TableStats};
-use lockplane_engine::projection::{DatabaseView, PlanStatus, PlanView};
+use lockplane_engine::projection::{DatabaseView, LiveHash, PlanStatus, PlanView};
 use lockplane_engine::session::{self, SessionContext};
 use lockplane_engine::shadow::{self, ShadowOptions, ShadowTarget};
 use lockplane_engine::{catalog_hash, connect, dsl, introspect_parallel, CatalogHash};
@@ -288,6 +288,15 @@ pub(crate) async fn introspect_db(
     db: &Db,
     actor: &str,
 ) -> Result<Introspection, Error> {
+    Ok(introspect_and_record(shared, db, actor).await?.0)
+}
+
+/// [`introspect_db`], keeping the connection it read with for the caller's next queries.
+async fn introspect_and_record(
+    shared: &Shared,
+    db: &Db,
+    actor: &str,
+) -> Result<(Introspection, Client), Error> {
     let (catalog, client) = read_live(db).await?;
     let server_version = client
         .query_one("SHOW server_version", &[])
@@ -308,16 +317,17 @@ pub(crate) async fn introspect_db(
         vec![bytes],
     )
     .await?;
-    Ok(Introspection {
+    let seen = Introspection {
         database: db.id.clone(),
         catalog_hash: hash,
         catalog,
         seq: head.seq,
-    })
+    };
+    Ok((seen, client))
 }
 
 /// The manifest blob of the catalog the ledger last recorded as live, when it has one.
-async fn recorded_catalog(shared: &Shared, db: &Db, view: &DatabaseView) -> Option<Catalog> {
+async fn recorded_catalog(shared: &Shared, view: &DatabaseView) -> Option<Catalog> {
     let live = view.live.as_ref()?;
     let record = shared
         .store
@@ -333,7 +343,6 @@ async fn recorded_catalog(shared: &Shared, db: &Db, view: &DatabaseView) -> Opti
         Event::PlanApplied(e) => view.plans.get(&e.plan_id)?.plan.target_manifest.clone()?,
         _ => return None,
     };
-    let _ = db;
     load_catalog(shared, &address).ok()
 }
 
@@ -353,7 +362,20 @@ pub(crate) async fn check_drift(shared: &Shared, db: &Db, actor: &str) -> Result
         });
     };
     let (live, _client) = read_live(db).await?;
-    let (bytes, address, live_hash) = manifest(&live)?;
+    compare_with_recorded(shared, db, &view, recorded, &live, actor).await
+}
+
+/// `live` (just read) against the catalog the ledger last recorded (`recorded`, from `view`);
+/// records `DriftDetected` when they differ.
+async fn compare_with_recorded(
+    shared: &Shared,
+    db: &Db,
+    view: &DatabaseView,
+    recorded: LiveHash,
+    live: &Catalog,
+    actor: &str,
+) -> Result<Drift, Error> {
+    let (bytes, address, live_hash) = manifest(live)?;
     if live_hash == recorded.hash {
         return Ok(Drift {
             database: db.id.clone(),
@@ -364,8 +386,8 @@ pub(crate) async fn check_drift(shared: &Shared, db: &Db, actor: &str) -> Result
             seq: None,
         });
     }
-    let differences = match recorded_catalog(shared, db, &view).await {
-        Some(expected) => exec::drift(&expected, &live),
+    let differences = match recorded_catalog(shared, view).await {
+        Some(expected) => exec::drift(&expected, live),
         None => Vec::new(),
     };
     let head = record(
@@ -539,9 +561,8 @@ pub(crate) async fn propose(
 ) -> Result<Proposal, Error> {
     let loaded =
         dsl::load_file_text(name, text).map_err(|e| Error::InvalidDocument(e.to_string()))?;
-    let seen = introspect_db(shared, db, actor).await?;
+    let (seen, client) = introspect_and_record(shared, db, actor).await?;
     let live = seen.catalog;
-    let client = connect(db).await?;
     let stats = stats(&client, db).await?;
     let wanted = dsl::scope_to_live(&loaded.catalog, &live);
     let target = shared.shadow.target().await?;
@@ -615,13 +636,14 @@ pub(crate) async fn merge(
     };
     // Proposals on different bases (the database moved between them) are both carried onto
     // the live catalog first, under the same rule as a rebase on apply.
+    let mut client = connect(db).await?;
     let (base, ours, theirs) = if a.plan.base_hash == b.plan.base_hash {
         (base_a, ours, theirs)
     } else {
-        let mut client = connect(db).await?;
         let (live, live_hash) = live_hash(&mut client, db).await?;
+        let gate = rebase_gate(shared, db, &live, &live_hash, actor).await?;
         for view in [&a, &b] {
-            if let Some(reason) = why_not_rebase(shared, db, view, &live_hash, actor).await? {
+            if let Some(reason) = drift_since(view, &gate) {
                 return Err(Error::CannotMerge(format!(
                     "{} was made against {} and cannot be carried onto the live schema: {reason}; \
                      propose it again",
@@ -634,20 +656,9 @@ pub(crate) async fn merge(
         (live, ours, theirs)
     };
     let merged = lockplane_engine::merge::merge(&base, &ours, &theirs).map_err(conflict)?;
-    let client = connect(db).await?;
     let stats = stats(&client, db).await?;
     // Both sides' renames, so a renamed column stays a rename in the merged plan.
-    let mut renames = a.plan.renames.clone();
-    for t in &b.plan.renames.tables {
-        if !renames.tables.contains(t) {
-            renames.tables.push(t.clone());
-        }
-    }
-    for c in &b.plan.renames.columns {
-        if !renames.columns.contains(c) {
-            renames.columns.push(c.clone());
-        }
-    }
+    let renames = a.plan.renames.merged_with(&b.plan.renames);
     let plan = planner::plan(&base, &merged, &renames, &stats, actor)
         .map_err(|e| Error::Plan(e.to_string()))?;
     let planned = Planned {
@@ -721,39 +732,61 @@ async fn approval(
     }
 }
 
-/// Why `view`'s plan may not be carried onto the live catalog whose hash is `live_hash`, if
-/// it may not: the ledger must know how the database got there (the live hash is the last one
-/// recorded), and no drift may have been found since the plan was proposed. An unexplained
-/// change is drift (recorded here), and plans are not carried over drift nobody reviewed.
-async fn why_not_rebase(
+/// Whether plans may be carried onto the live catalog now.
+enum RebaseGate {
+    /// The ledger knows how the database got to `live`; `last_drift` is the seq of the last
+    /// drift found, for [`drift_since`].
+    Open { last_drift: Option<u64> },
+    /// Why not: the live hash is not the last one recorded (the change is recorded as drift).
+    Closed(String),
+}
+
+/// The rule for carrying plans onto `live` (already read, hash `live_hash`): the ledger must
+/// know how the database got there (the live hash is the last one recorded). An unexplained
+/// change is drift, recorded here against `live`, and plans are not carried over it.
+async fn rebase_gate(
     shared: &Shared,
     db: &Db,
-    view: &PlanView,
+    live: &Catalog,
     live_hash: &CatalogHash,
     actor: &str,
-) -> Result<Option<String>, Error> {
-    let database = database_view(shared, db).await?;
-    if database.live.map(|l| l.hash).as_ref() != Some(live_hash) {
-        let drift = check_drift(shared, db, actor).await?;
-        return Ok(Some(format!(
-            "the database changed outside Lockplane (drift recorded{}), so the plan is not \
-             rebased automatically",
-            drift
-                .seq
-                .map(|s| format!(" as seq {s}"))
-                .unwrap_or_default()
-        )));
+) -> Result<RebaseGate, Error> {
+    let view = database_view(shared, db).await?;
+    let drift = match view.live.clone() {
+        Some(recorded) if &recorded.hash == live_hash => {
+            return Ok(RebaseGate::Open {
+                last_drift: view.drift.map(|d| d.seq),
+            })
+        }
+        Some(recorded) => compare_with_recorded(shared, db, &view, recorded, live, actor).await?,
+        None => check_drift(shared, db, actor).await?,
+    };
+    Ok(RebaseGate::Closed(format!(
+        "the database changed outside Lockplane (drift recorded{}), so the plan is not rebased \
+         automatically",
+        drift
+            .seq
+            .map(|s| format!(" as seq {s}"))
+            .unwrap_or_default()
+    )))
+}
+
+/// Why `view`'s plan may not be carried onto live through an open gate: drift found after it
+/// was proposed (even if now recorded) is a change nobody reviewed together with it.
+fn drift_since(view: &PlanView, gate: &RebaseGate) -> Option<String> {
+    match gate {
+        RebaseGate::Closed(reason) => Some(reason.clone()),
+        RebaseGate::Open { last_drift } => {
+            last_drift
+                .filter(|seq| *seq > view.proposed_seq)
+                .map(|seq| {
+                    format!(
+                    "the database changed outside Lockplane after this plan was proposed (drift \
+                     recorded as seq {seq}), so the plan is not rebased automatically"
+                )
+                })
+        }
     }
-    Ok(database
-        .drift
-        .filter(|d| d.seq > view.proposed_seq)
-        .map(|drift| {
-            format!(
-                "the database changed outside Lockplane after this plan was proposed (drift \
-                 recorded as seq {}), so the plan is not rebased automatically",
-                drift.seq
-            )
-        }))
 }
 
 /// A stale plan carried onto the live catalog: `merge(base, target, live)`, re-planned from
@@ -776,7 +809,8 @@ async fn rebase(
         reason,
         conflicts,
     };
-    if let Some(reason) = why_not_rebase(shared, db, view, live_hash, actor).await? {
+    let gate = rebase_gate(shared, db, live, live_hash, actor).await?;
+    if let Some(reason) = drift_since(view, &gate) {
         return Err(stale(reason, Vec::new()));
     }
     let Some((base, target)) = catalogs_of(shared, view)? else {
@@ -1015,7 +1049,12 @@ pub(crate) async fn apply_sql(
             shared.config.statement_timeout,
         )
         .await?;
-        let (_, after_hash) = live_hash(&mut client, db).await?;
+        // A read-only statement ran in a READ ONLY transaction: the catalog cannot have moved.
+        let after_hash = if writes {
+            live_hash(&mut client, db).await?.1
+        } else {
+            before_hash.clone()
+        };
         Ok::<_, Error>((before_hash, outcome, after_hash))
     }
     .await;

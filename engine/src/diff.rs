@@ -69,6 +69,22 @@ impl Renames {
         Renames::default()
     }
 
+    /// These renames and `other`'s (each once): what a plan merging two proposals plans with.
+    pub fn merged_with(&self, other: &Renames) -> Renames {
+        let mut all = self.clone();
+        for t in &other.tables {
+            if !all.tables.contains(t) {
+                all.tables.push(t.clone());
+            }
+        }
+        for c in &other.columns {
+            if !all.columns.contains(c) {
+                all.columns.push(c.clone());
+            }
+        }
+        all
+    }
+
     /// Adds a table rename.
     pub fn table(mut self, schema: &str, from: &str, to: &str) -> Renames {
         self.tables.push(TableRename {

@@ -43,7 +43,7 @@ pub use hash::{sha3_256, BlobHash, Hash, ParseHashError, GENESIS_HASH};
 pub use memory::MemoryStore;
 pub use record::{DecodeError, Head, NewRecord, RawRecord, Record, FORMAT_VERSION};
 pub use sled_store::{SledStore, LOCK_FILE_NAME, SLED_DIR_NAME};
-pub use store::Store;
+pub use store::{for_each_record, Store};
 pub use verify::{verify, verify_with_blobs, BadRecord, Checkpoint, Problem, VerifyReport};
 
 /// The ledger directory Lockplane uses when none is configured (relative to the working

@@ -96,6 +96,26 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// Calls `each` with every record from `from_seq` to the head, in order, a page at a time (so
+/// a long log is never held in memory whole). Stops at the first error `each` returns.
+pub fn for_each_record<E: From<StoreError>>(
+    store: &dyn Store,
+    from_seq: u64,
+    mut each: impl FnMut(Record) -> Result<(), E>,
+) -> Result<(), E> {
+    const PAGE: u64 = 4096;
+    let end = store.head()?.seq.saturating_add(1);
+    let mut next = from_seq.max(1);
+    while next < end {
+        let upto = next.saturating_add(PAGE).min(end);
+        for record in store.read_range(next..upto)? {
+            each(record)?;
+        }
+        next = upto;
+    }
+    Ok(())
+}
+
 /// Decodes a raw record for a read path, checking it is stored under its own seq.
 pub(crate) fn decode_raw(raw: RawRecord) -> Result<Record, StoreError> {
     let (record, _) = decode_record(&raw.bytes).map_err(|e| StoreError::Corrupt {

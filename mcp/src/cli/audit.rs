@@ -185,7 +185,7 @@ fn parse_checkpoint(arg: &str) -> Result<Checkpoint, CliError> {
 
 fn replay(store: &dyn Store, json: bool) -> Result<(), CliError> {
     let mut projections = Projections::new();
-    ledger::for_each_record(store, 1, |record| {
+    lockplane_store::for_each_record::<CliError>(store, 1, |record| {
         let event = ledger::decode(&record)?;
         projections.apply(record.seq, record.at, &record.stream, &event);
         Ok(())
@@ -345,7 +345,7 @@ fn log(store: &dyn Store, db: Option<&str>, since: u64, json: bool) -> Result<()
                 each(record)?;
             }
         }
-        None => ledger::for_each_record(store, since, each)?,
+        None => lockplane_store::for_each_record::<CliError>(store, since, each)?,
     }
     if json {
         print(&to_pretty(&Value::Array(entries))?)?;
@@ -400,7 +400,7 @@ fn export_jsonl(store: &dyn Store) -> Result<(), CliError> {
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    ledger::for_each_record(store, 1, |record| {
+    lockplane_store::for_each_record::<CliError>(store, 1, |record| {
         let event = ledger::decode(&record);
         let mut value = record_json(&record, event.as_ref(), true);
         value["payload"] = json!(hex::encode(&record.payload));

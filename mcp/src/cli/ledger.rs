@@ -5,9 +5,6 @@ use lockplane_store::{BlobHash, Head, NewRecord, Record, SledStore, Store};
 
 use super::CliError;
 
-/// Records read per call while walking the log.
-const PAGE: u64 = 4096;
-
 /// Opens the ledger at `path` (creating it if needed); a ledger held by another process is a
 /// [`CliError::Ledger`] naming the holder, with a hint.
 pub(crate) fn open(at: &LedgerAt) -> Result<SledStore, CliError> {
@@ -44,24 +41,6 @@ pub(crate) fn record(
     }
     let record = NewRecord::now(event.database(), event.kind(), events::encode(event));
     Ok(store.append(None, vec![record])?)
-}
-
-/// Calls `each` with every record from `from_seq` to the head, in order, page by page.
-pub(crate) fn for_each_record(
-    store: &dyn Store,
-    from_seq: u64,
-    mut each: impl FnMut(Record) -> Result<(), CliError>,
-) -> Result<(), CliError> {
-    let end = store.head()?.seq.saturating_add(1);
-    let mut next = from_seq.max(1);
-    while next < end {
-        let upto = next.saturating_add(PAGE).min(end);
-        for record in store.read_range(next..upto)? {
-            each(record)?;
-        }
-        next = upto;
-    }
-    Ok(())
 }
 
 /// The record's event, checked against its kind and stream.
