@@ -2700,34 +2700,21 @@ fn apply_renames(
             refuse(object, format!("schema {} does not exist", r.schema));
             continue;
         };
-        if !desired_has {
-            refuse(
-                object,
-                "the renamed table is not in the desired catalog".into(),
-            );
+        let missing = format!(
+            "renamed_from names {}.{}, which does not exist",
+            r.schema, r.from
+        );
+        let moved = move_renamed(
+            &mut schema.tables,
+            (&r.from, &r.to),
+            "table",
+            desired_has,
+            missing,
+        );
+        if let Err(reason) = moved {
+            refuse(object, reason);
             continue;
         }
-        if schema.tables.contains_key(&r.to) {
-            refuse(
-                object,
-                format!(
-                    "a table named {} already exists; rename or drop it first",
-                    r.to
-                ),
-            );
-            continue;
-        }
-        let Some(table) = schema.tables.remove(&r.from) else {
-            refuse(
-                object,
-                format!(
-                    "renamed_from names {}.{}, which does not exist",
-                    r.schema, r.from
-                ),
-            );
-            continue;
-        };
-        schema.tables.insert(r.to.clone(), table);
         out.push(Change::RenameTable {
             schema: r.schema.clone(),
             from: r.from.clone(),
@@ -2753,31 +2740,18 @@ fn apply_renames(
             );
             continue;
         };
-        if !desired_has {
-            refuse(
-                object,
-                "the renamed column is not in the desired catalog".into(),
-            );
+        let missing = format!("renamed_from names column {}, which does not exist", r.from);
+        let moved = move_renamed(
+            &mut table.columns,
+            (&r.from, &r.to),
+            "column",
+            desired_has,
+            missing,
+        );
+        if let Err(reason) = moved {
+            refuse(object, reason);
             continue;
         }
-        if table.columns.contains_key(&r.to) {
-            refuse(
-                object,
-                format!(
-                    "a column named {} already exists; rename or drop it first",
-                    r.to
-                ),
-            );
-            continue;
-        }
-        let Some(column) = table.columns.remove(&r.from) else {
-            refuse(
-                object,
-                format!("renamed_from names column {}, which does not exist", r.from),
-            );
-            continue;
-        };
-        table.columns.insert(r.to.clone(), column);
         out.push(Change::RenameColumn {
             schema: r.schema.clone(),
             table: r.table.clone(),
@@ -2792,6 +2766,29 @@ fn apply_renames(
     } else {
         Err(refusals)
     }
+}
+
+/// Moves a renamed table or column (`what`) to its new name in `map`, or says why it cannot:
+/// the new name must be in the desired catalog and free, and the old one must exist
+/// (`missing` says otherwise).
+fn move_renamed<T>(
+    map: &mut BTreeMap<String, T>,
+    (from, to): (&str, &str),
+    what: &str,
+    desired_has: bool,
+    missing: String,
+) -> Result<(), String> {
+    if !desired_has {
+        return Err(format!("the renamed {what} is not in the desired catalog"));
+    }
+    if map.contains_key(to) {
+        return Err(format!(
+            "a {what} named {to} already exists; rename or drop it first"
+        ));
+    }
+    let item = map.remove(from).ok_or(missing)?;
+    map.insert(to.to_owned(), item);
+    Ok(())
 }
 
 fn rename_table_references(c: &mut Catalog, schema: &str, from: &str, to: &str) {
@@ -2917,6 +2914,77 @@ fn rename_column_references(c: &mut Catalog, schema: &str, table: &str, from: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Schema `s` with tables named by `tables`, each holding the columns listed with it.
+    fn catalog(tables: &[(&str, &[&str])]) -> Catalog {
+        let mut c = Catalog::default();
+        let schema = c.schemas.entry("s".into()).or_default();
+        for (name, columns) in tables {
+            let table = schema.tables.entry((*name).into()).or_default();
+            for col in *columns {
+                table.columns.insert(
+                    (*col).into(),
+                    crate::catalog::Column {
+                        data_type: "text".into(),
+                        not_null: false,
+                        default: None,
+                        identity: None,
+                        generated: None,
+                        collation: None,
+                        grants: Vec::new(),
+                        comment: None,
+                    },
+                );
+            }
+        }
+        c
+    }
+
+    fn refusal(live: &Catalog, desired: &Catalog, renames: &Renames) -> Option<String> {
+        match apply_renames(live, desired, renames, &mut Vec::new()) {
+            Ok(_) => None,
+            Err(refusals) => refusals.into_iter().find_map(|c| match c {
+                Change::Refuse { reason, .. } => Some(reason),
+                _ => None,
+            }),
+        }
+    }
+
+    #[test]
+    fn renames_that_cannot_happen_are_refused_with_the_reason() {
+        let live = catalog(&[("a", &["x", "w"]), ("b", &[])]);
+        let desired = catalog(&[("a2", &["x"]), ("b", &[])]);
+        let table = |from: &str, to: &str| Renames::none().table("s", from, to);
+        assert_eq!(refusal(&live, &desired, &table("a", "a2")), None);
+        assert_eq!(
+            refusal(&live, &desired, &table("a", "zz")).as_deref(),
+            Some("the renamed table is not in the desired catalog")
+        );
+        assert_eq!(
+            refusal(&live, &desired, &table("a", "b")).as_deref(),
+            Some("a table named b already exists; rename or drop it first")
+        );
+        assert_eq!(
+            refusal(&live, &desired, &table("q", "a2")).as_deref(),
+            Some("renamed_from names s.q, which does not exist")
+        );
+
+        let desired = catalog(&[("a", &["y", "w"]), ("b", &[])]);
+        let column = |from: &str, to: &str| Renames::none().column("s", "a", from, to);
+        assert_eq!(refusal(&live, &desired, &column("x", "y")), None);
+        assert_eq!(
+            refusal(&live, &desired, &column("x", "zz")).as_deref(),
+            Some("the renamed column is not in the desired catalog")
+        );
+        assert_eq!(
+            refusal(&live, &desired, &column("x", "w")).as_deref(),
+            Some("a column named w already exists; rename or drop it first")
+        );
+        assert_eq!(
+            refusal(&live, &desired, &column("q", "y")).as_deref(),
+            Some("renamed_from names column q, which does not exist")
+        );
+    }
 
     #[test]
     fn mentions_skips_literals_and_unquotes() {
