@@ -705,14 +705,7 @@ async fn approval(
     confirmation: Option<&str>,
     actor: &str,
 ) -> Result<Option<Approval>, Error> {
-    if let Some(given) = confirmation {
-        if given != plan.plan_id {
-            return Err(Error::WrongConfirmation {
-                plan_id: plan.plan_id.clone(),
-                given: given.to_owned(),
-            });
-        }
-    }
+    approval_check(plan, view, confirmation)?;
     if !plan.requires_confirmation {
         return Ok(None);
     }
@@ -723,13 +716,8 @@ async fn approval(
             by: actor.to_owned(),
         }));
     }
-    match view.and_then(|v| v.approval.clone()) {
-        Some(approval) => Ok(Some(approval)),
-        None => Err(Error::NeedsConfirmation {
-            plan_id: plan.plan_id.clone(),
-            hazards: plan.hazard_names().join(", "),
-        }),
-    }
+    // `approval_check` passed without a confirmation in the call: the ledger holds one.
+    Ok(view.and_then(|v| v.approval.clone()))
 }
 
 /// Whether plans may be carried onto the live catalog now.
