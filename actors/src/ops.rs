@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use lockplane_engine::catalog::{Catalog, Manifest};
-use lockplane_engine::cluster::Cluster;
+use lockplane_engine::cluster::{Cluster, PgBinaries};
 use lockplane_engine::diff::Renames;
 use lockplane_engine::events::{
     self, ApplyFailed, ApplyStarted, Approval, BlobRef, CatalogIntrospected, DriftDetected, Event,
@@ -16,7 +16,8 @@ use lockplane_engine::hash::canonical_json;
 use lockplane_engine::plan::{self as planner, Plan, TableStats};
 use lockplane_engine::projection::{DatabaseView, LiveHash, PlanStatus, PlanView};
 use lockplane_engine::session::{self, SessionContext};
-use lockplane_engine::shadow::{self, ShadowOptions, ShadowTarget};
+use lockplane_engine::proposal::{self, ProposeError, ProposeOptions};
+use lockplane_engine::shadow::{LiveSource, ShadowOptions, ShadowReport, ShadowTarget};
 use lockplane_engine::{catalog_hash, connect, dsl, introspect_parallel, CatalogHash};
 use lockplane_engine::{introspect, IntrospectOptions};
 use lockplane_store::{BlobHash, Head, SledStore, Store};
@@ -51,14 +52,27 @@ pub(crate) struct ShadowPool {
 }
 
 impl ShadowPool {
-    async fn target(&self) -> Result<ShadowTarget<'_>, Error> {
+    /// The shadow server for the database `client` is connected to: a throwaway cluster of
+    /// the same major version when one is installed (see `PgBinaries::for_server`).
+    async fn target(&self, client: &Client) -> Result<ShadowTarget<'_>, Error> {
         match &self.config {
             ShadowConfig::Url(url) => Ok(ShadowTarget::Url(url)),
             ShadowConfig::Throwaway => {
+                let major: i32 = client
+                    .query_one(
+                        "SELECT pg_catalog.current_setting('server_version_num')::int / 10000",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| Error::Shadow(format!("reading the server version: {e}")))?
+                    .get(0);
+                let major = u32::try_from(major).unwrap_or(0);
                 let cluster = self
                     .cluster
-                    .get_or_try_init(|| async {
-                        tokio::task::spawn_blocking(Cluster::start_default)
+                    .get_or_try_init(|| async move {
+                        tokio::task::spawn_blocking(move || {
+                            PgBinaries::for_server(major).and_then(|b| Cluster::start(&b))
+                        })
                             .await
                             .map_err(|e| Error::Shadow(e.to_string()))?
                             .map_err(|e| Error::Shadow(e.to_string()))
@@ -420,32 +434,53 @@ async fn stats(client: &Client, db: &Db) -> Result<TableStats, Error> {
         .map_err(|e| db_error(db, e))
 }
 
-/// Proves `plan` on the shadow (forward and reverse) unless dry runs are off.
+/// Proves a plan made from catalogs (a merge, a rebase) on a reproduction of live, unless
+/// dry runs are off: the proven plan (its target is what the shadow reached), the catalog it
+/// reaches, and a line saying what was proven.
 async fn prove(
     shared: &Shared,
-    plan: &Plan,
-    base: &Catalog,
-    renames: &Renames,
-    stats: &TableStats,
-) -> Result<String, Error> {
+    db: &Db,
+    client: &Client,
+    planned: &Planned<'_>,
+) -> Result<(Plan, Option<Catalog>, String), Error> {
+    let plan = planned.plan.clone();
     if plan.steps.is_empty() {
-        return Ok("nothing to prove: the plan is empty".into());
+        return Ok((plan, None, "nothing to prove: the plan is empty".into()));
     }
     if !shared.config.dry_run {
-        return Ok("shadow dry run skipped (switched off)".into());
+        return Ok((plan, None, "shadow dry run skipped (switched off)".into()));
     }
-    let target = shared.shadow.target().await?;
+    let live_hash = catalog_hash(planned.base).map_err(|e| Error::Plan(e.to_string()))?;
+    if plan.base_hash != live_hash {
+        return Ok((
+            plan,
+            None,
+            "not proven: its base is no longer live (it is rebased and proven when applied)"
+                .into(),
+        ));
+    }
+    let target = shared.shadow.target(client).await?;
     let opts = ShadowOptions {
-        allow_unsupported: true,
-        renames: renames.clone(),
-        stats: stats.clone(),
+        renames: planned.renames.clone(),
+        stats: planned.stats.clone(),
         ..ShadowOptions::default()
     };
-    let report = shadow::dry_run(plan, base, target, &opts)
+    let source = LiveSource {
+        client,
+        config: &db.pg,
+        catalog: planned.base,
+    };
+    let (proven, report) = proposal::prove_plan(&source, plan, target, &opts)
         .await
         .map_err(|e| Error::Shadow(e.to_string()))?;
+    let line = shadow_line(&report);
+    Ok((proven, Some(report.target), line))
+}
+
+fn shadow_line(report: &ShadowReport) -> String {
     let mut line = format!(
-        "proven on a shadow database: reached {}",
+        "proven on a shadow reproduced with {}: reached {}",
+        report.dump_tool,
         events::short(&report.target_hash.0)
     );
     match &report.reverse {
@@ -455,13 +490,7 @@ async fn prove(
         )),
         None => line.push_str("; the plan has no reverse"),
     }
-    if !report.gaps.is_empty() {
-        line.push_str(&format!(
-            " ({} unmanaged objects not reproduced; hashes not compared)",
-            report.gaps.len()
-        ));
-    }
-    Ok(line)
+    line
 }
 
 /// A plan with what it was made from, ready to be proven and recorded.
@@ -473,28 +502,52 @@ struct Planned<'a> {
     stats: &'a TableStats,
 }
 
-/// Proves a plan on the shadow, then records it (as a proposal, or as the merge of
-/// `merged_from`): what `propose`, `merge` and a rebase all end with.
-async fn prove_and_record(
-    shared: &Shared,
-    db: &Db,
-    planned: Planned<'_>,
+/// Plans `base` → `target` with what the plan needs first (missing roles refused, the
+/// helpers installed when a policy calls them and live lacks them).
+async fn plan_catalogs<'a>(
+    client: &Client,
+    base: &'a Catalog,
+    target: &'a Catalog,
+    renames: &'a Renames,
+    stats: &'a TableStats,
     actor: &str,
-    merged_from: Option<Vec<String>>,
-) -> Result<Proposal, Error> {
-    let Planned {
+) -> Result<Planned<'a>, Error> {
+    let leading = proposal::prerequisites(client, target)
+        .await
+        .map_err(|e| Error::Plan(e.to_string()))?;
+    let mut plan = planner::plan(base, target, renames, stats, actor)
+        .map_err(|e| Error::Plan(e.to_string()))?;
+    if !leading.is_empty() && !plan.steps.is_empty() {
+        plan = plan
+            .with_leading_steps(leading)
+            .map_err(|e| Error::Plan(e.to_string()))?;
+    }
+    Ok(Planned {
         plan,
         base,
         target,
         renames,
         stats,
-    } = planned;
-    let shadow = prove(shared, &plan, base, renames, stats).await?;
+    })
+}
+
+/// Proves a plan on the shadow, then records it (as the merge of `merged_from`, or as a
+/// proposal): what `merge` and a rebase end with.
+async fn prove_and_record(
+    shared: &Shared,
+    db: &Db,
+    client: &Client,
+    planned: Planned<'_>,
+    actor: &str,
+    merged_from: Option<Vec<String>>,
+) -> Result<Proposal, Error> {
+    let (plan, reached, shadow) = prove(shared, db, client, &planned).await?;
+    let target = reached.as_ref().unwrap_or(planned.target);
     let seq = record_plan(
         shared,
         db,
         &plan,
-        (base, target, renames),
+        (planned.base, target, planned.renames),
         actor,
         merged_from,
     )
@@ -564,22 +617,46 @@ pub(crate) async fn propose(
     let (seen, client) = introspect_and_record(shared, db, actor).await?;
     let live = seen.catalog;
     let stats = stats(&client, db).await?;
-    let wanted = dsl::scope_to_live(&loaded.catalog, &live);
-    let target = shared.shadow.target().await?;
-    let desired = shadow::materialize(&wanted, target)
-        .await
-        .map_err(|e| Error::Shadow(e.to_string()))?;
     let renames = dsl::renames(&loaded.document);
-    let plan = planner::plan(&live, &desired, &renames, &stats, actor)
-        .map_err(|e| Error::Plan(e.to_string()))?;
-    let planned = Planned {
-        plan,
-        base: &live,
-        target: &desired,
-        renames: &renames,
-        stats: &stats,
+    let target = shared.shadow.target(&client).await?;
+    let source = LiveSource {
+        client: &client,
+        config: &db.pg,
+        catalog: &live,
     };
-    prove_and_record(shared, db, planned, actor, None).await
+    let opts = ProposeOptions {
+        created_by: actor.to_owned(),
+        prove: shared.config.dry_run,
+        ..ProposeOptions::default()
+    };
+    let proposed = proposal::propose(&source, &loaded.catalog, &renames, &stats, target, &opts)
+        .await
+        .map_err(|e| match e {
+            ProposeError::Plan(e) => Error::Plan(e.to_string()),
+            ProposeError::MissingRoles { .. } => Error::Plan(e.to_string()),
+            other => Error::Shadow(other.to_string()),
+        })?;
+    let shadow = match &proposed.report {
+        Some(report) => shadow_line(report),
+        None if proposed.plan.steps.is_empty() => "nothing to prove: the plan is empty".into(),
+        None => "shadow dry run skipped (switched off)".into(),
+    };
+    let seq = record_plan(
+        shared,
+        db,
+        &proposed.plan,
+        (&live, &proposed.target, &renames),
+        actor,
+        None,
+    )
+    .await?;
+    Ok(Proposal {
+        database: db.id.clone(),
+        predicted_hash: proposed.plan.target_hash.clone(),
+        plan: proposed.plan,
+        seq,
+        shadow,
+    })
 }
 
 fn pending(view: &PlanView) -> Result<(), Error> {
@@ -659,17 +736,9 @@ pub(crate) async fn merge(
     let stats = stats(&client, db).await?;
     // Both sides' renames, so a renamed column stays a rename in the merged plan.
     let renames = a.plan.renames.merged_with(&b.plan.renames);
-    let plan = planner::plan(&base, &merged, &renames, &stats, actor)
-        .map_err(|e| Error::Plan(e.to_string()))?;
-    let planned = Planned {
-        plan,
-        base: &base,
-        target: &merged,
-        renames: &renames,
-        stats: &stats,
-    };
+    let planned = plan_catalogs(&client, &base, &merged, &renames, &stats, actor).await?;
     let sources = vec![plan_a.to_owned(), plan_b.to_owned()];
-    prove_and_record(shared, db, planned, actor, Some(sources)).await
+    prove_and_record(shared, db, &client, planned, actor, Some(sources)).await
 }
 
 /// `confirm`: the explicit approval of one exact plan.
@@ -818,22 +887,15 @@ async fn rebase(
         )
     })?;
     let stats = stats(client, db).await?;
-    let plan = planner::plan(live, &rebased, &view.plan.renames, &stats, actor)
-        .map_err(|e| Error::Plan(e.to_string()))?;
-    if plan.steps.is_empty() {
+    let planned =
+        plan_catalogs(client, live, &rebased, &view.plan.renames, &stats, actor).await?;
+    if planned.plan.steps.is_empty() {
         return Err(stale(
             "everything it changes is already live".into(),
             Vec::new(),
         ));
     }
-    let planned = Planned {
-        plan,
-        base: live,
-        target: &rebased,
-        renames: &view.plan.renames,
-        stats: &stats,
-    };
-    prove_and_record(shared, db, planned, actor, None).await
+    prove_and_record(shared, db, client, planned, actor, None).await
 }
 
 /// `apply`: a recorded plan (rebased if its base is no longer live) applied under the advisory

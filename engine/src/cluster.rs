@@ -72,6 +72,19 @@ pub enum ClusterError {
         "running as root, and neither a `postgres` nor a `nobody` user exists to run the server as"
     )]
     NoUnprivilegedUser,
+    /// No `pg_dump` new enough for the server to reproduce.
+    #[error(
+        "no pg_dump of Postgres {server_major} or newer is installed (found: {found}); pg_dump \
+         refuses servers newer than itself: install the client tools of Postgres \
+         {server_major} or newer (e.g. `apt-get install postgresql-client-{server_major}`), or \
+         set LOCKPLANE_PG_BIN to a directory holding them"
+    )]
+    NoPgDump {
+        /// The live server's major version.
+        server_major: u32,
+        /// The pg_dump versions found, with their directories.
+        found: String,
+    },
     /// Connecting to the cluster failed.
     #[error("cannot connect to the throwaway cluster: {0}")]
     Connect(#[from] tokio_postgres::Error),
@@ -135,15 +148,132 @@ impl PgBinaries {
         })
     }
 
+    /// Every Postgres `bin` directory on this machine (server builds and client-only ones),
+    /// each once: `$LOCKPLANE_PG_BIN`, `PATH`, `/usr/lib/postgresql/*/bin`, and the builds
+    /// `make test` unpacks under `$LOCKPLANE_TOOLS` (default `/opt/lockplane-tools`).
+    pub fn installed() -> Vec<PgBinaries> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if let Some(dir) = std::env::var_os(BIN_DIR_ENV).filter(|d| !d.is_empty()) {
+            dirs.push(PathBuf::from(dir));
+        }
+        if let Some(path) = std::env::var_os("PATH") {
+            dirs.extend(std::env::split_paths(&path));
+        }
+        let tools = std::env::var_os("LOCKPLANE_TOOLS")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/opt/lockplane-tools"));
+        for root in [PathBuf::from("/usr/lib/postgresql"), tools] {
+            let mut found: Vec<PathBuf> = fs::read_dir(&root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join("bin"))
+                .collect();
+            found.sort();
+            dirs.extend(found);
+        }
+        let mut seen: Vec<PathBuf> = Vec::new();
+        let mut out = Vec::new();
+        for dir in dirs {
+            let Ok(real) = fs::canonicalize(&dir) else {
+                continue;
+            };
+            if seen.contains(&real) {
+                continue;
+            }
+            seen.push(real);
+            let probe = if dir.join("pg_ctl").is_file() {
+                "pg_ctl"
+            } else if dir.join("pg_dump").is_file() {
+                "pg_dump"
+            } else {
+                continue;
+            };
+            if let Ok(bins) = PgBinaries::probe(&dir, probe) {
+                // Debian's /usr/bin/pg_dump is a wrapper script picking a version on its own.
+                if bins.major > 0 {
+                    out.push(bins);
+                }
+            }
+        }
+        out
+    }
+
+    /// The server binaries a shadow of a live server of major version `major` should run:
+    /// the same major when installed (a shadow on another version is a weaker proof), else
+    /// the explicit `$LOCKPLANE_PG_BIN`, else the newest installed server.
+    pub fn for_server(major: u32) -> Result<PgBinaries, ClusterError> {
+        let servers: Vec<PgBinaries> = PgBinaries::installed()
+            .into_iter()
+            .filter(|b| b.is_server())
+            .collect();
+        if let Some(same) = servers.iter().find(|b| b.major == major) {
+            return Ok(same.clone());
+        }
+        PgBinaries::locate(None)
+    }
+
+    /// The `pg_dump` to dump a server of major version `server_major` with: `preferred`'s when
+    /// it is new enough (pg_dump refuses servers newer than itself), else the oldest installed
+    /// one that is new enough (closest to the server's own output).
+    pub fn pg_dump_for(
+        server_major: u32,
+        preferred: Option<&PgBinaries>,
+    ) -> Result<PgBinaries, ClusterError> {
+        if let Some(p) = preferred.filter(|p| p.has("pg_dump") && p.has("psql")) {
+            if p.major >= server_major {
+                return Ok(p.clone());
+            }
+        }
+        let installed = PgBinaries::installed();
+        let mut usable: Vec<&PgBinaries> = installed
+            .iter()
+            .filter(|b| b.has("pg_dump") && b.has("psql") && b.major >= server_major)
+            .collect();
+        usable.sort_by_key(|b| b.major);
+        match usable.first() {
+            Some(b) => Ok((*b).clone()),
+            None => Err(ClusterError::NoPgDump {
+                server_major,
+                found: installed
+                    .iter()
+                    .filter(|b| b.has("pg_dump"))
+                    .map(|b| format!("{} ({})", b.major, b.bin_dir.display()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// Whether the directory holds `program`.
+    pub fn has(&self, program: &str) -> bool {
+        self.bin_dir.join(program).is_file()
+    }
+
+    fn is_server(&self) -> bool {
+        ["initdb", "pg_ctl", "postgres"].iter().all(|p| self.has(p))
+    }
+
+    /// A command running `program` from this directory, with the environment the build needs
+    /// (its own shared libraries) and `LC_ALL=C`.
+    pub fn client_command(&self, program: &str) -> Command {
+        self.command(&self.program(program), None, None)
+    }
+
     fn in_dir(dir: &Path) -> Result<PgBinaries, ClusterError> {
+        PgBinaries::probe(dir, "pg_ctl")
+    }
+
+    fn probe(dir: &Path, program: &str) -> Result<PgBinaries, ClusterError> {
         let bins = PgBinaries {
             bin_dir: dir.to_path_buf(),
             major: 0,
             version: String::new(),
         };
-        let out = bins.run(&bins.program("pg_ctl"), &["--version"], None, None)?;
+        let out = bins.run(&bins.program(program), &["--version"], None, None)?;
         let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        // "pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+        // "pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)", "pg_dump (PostgreSQL) 18.6"
         let major = version
             .split_whitespace()
             .nth(2)

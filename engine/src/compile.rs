@@ -331,6 +331,7 @@ pub(crate) fn compile_with_origins(
                     transactional: d.phase.transactional(),
                     lock: d.lock,
                     hazards: d.hazards,
+                    reaches: None,
                 },
                 d.origin,
             )

@@ -85,6 +85,31 @@ pub fn host_port(config: &Config) -> (String, u16) {
     (host, port)
 }
 
+/// The libpq environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
+/// `PGSSLMODE`) that makes a Postgres client program (`pg_dump`, `psql`) connect where
+/// `config` does, so that no password ever appears on a command line.
+pub fn libpq_env(config: &Config) -> Vec<(&'static str, String)> {
+    let (host, port) = host_port(config);
+    let mut env = vec![("PGHOST", host), ("PGPORT", port.to_string())];
+    if let Some(user) = config.get_user() {
+        env.push(("PGUSER", user.to_owned()));
+    }
+    if let Some(password) = config.get_password() {
+        env.push(("PGPASSWORD", String::from_utf8_lossy(password).into_owned()));
+    }
+    if let Some(db) = config.get_dbname() {
+        env.push(("PGDATABASE", db.to_owned()));
+    }
+    let mode = match config.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable => "disable",
+        tokio_postgres::config::SslMode::Require => "require",
+        _ => "prefer",
+    };
+    env.push(("PGSSLMODE", mode.to_owned()));
+    env.push(("PGAPPNAME", "lockplane".to_owned()));
+    env
+}
+
 /// A description of `config` fit for messages and logs: never the password.
 pub fn describe(config: &Config) -> String {
     let (host, port) = host_port(config);

@@ -441,6 +441,34 @@ pub enum ApplyError {
         /// What was given.
         given: String,
     },
+    /// A step's SQL is not what the planner writes (see [`crate::review`]).
+    #[error(transparent)]
+    Foreign(crate::review::ForeignStep),
+    /// The catalog after a phase is not the one the shadow reached after it. For the
+    /// transaction, it was rolled back and the database is at its base; a step run alone
+    /// has committed and the database is at `actual`.
+    #[error(
+        "after step {step_id} the database would be at {actual}, not at {expected} which the \
+         proof on the shadow reached{}{}",
+        if drifted.is_empty() { String::new() } else { format!(" (differs in: {})", drifted.join(", ")) },
+        if *rolled_back { "; the transaction was rolled back and nothing changed: the live \
+            database does not behave like its shadow (introspect and plan again)" } else { "; \
+            this step ran alone and is committed: the ledger records where the database is" }
+    )]
+    NotAsProven {
+        /// The step ending the phase.
+        step_id: String,
+        /// The hash the shadow reached there.
+        expected: CatalogHash,
+        /// The hash found.
+        actual: CatalogHash,
+        /// What differs, when the expected catalog is known.
+        drifted: Vec<String>,
+        /// True when the transaction was rolled back.
+        rolled_back: bool,
+        /// What ran.
+        receipts: Vec<Receipt>,
+    },
     /// Another apply holds the database's advisory lock.
     #[error(
         "another apply is running on this database: the Lockplane lock is held by {}; \
@@ -547,7 +575,8 @@ impl ApplyError {
     pub fn receipts(&self) -> &[Receipt] {
         match self {
             ApplyError::StepFailed { receipts, .. }
-            | ApplyError::TargetMismatch { receipts, .. } => receipts,
+            | ApplyError::TargetMismatch { receipts, .. }
+            | ApplyError::NotAsProven { receipts, .. } => receipts,
             _ => &[],
         }
     }
@@ -558,6 +587,7 @@ impl ApplyError {
         matches!(
             self,
             ApplyError::PlanTampered { .. }
+                | ApplyError::Foreign(_)
                 | ApplyError::ConfirmationRequired { .. }
                 | ApplyError::WrongConfirmation { .. }
                 | ApplyError::Busy { .. }
@@ -613,18 +643,34 @@ pub fn check_confirmation(plan: &Plan, confirmation: Option<&str>) -> Result<(),
             computed,
         });
     }
-    if !plan.requires_confirmation {
+    // The flags of a plan file are text like the rest: what the SQL says decides too.
+    let review = crate::review::review(plan).map_err(ApplyError::Foreign)?;
+    if !plan.requires_confirmation && !review.requires_confirmation() {
         return Ok(());
     }
     match confirmation {
         None => Err(ApplyError::ConfirmationRequired {
             plan_id: plan.plan_id.clone(),
-            hazards: plan
-                .hazards
-                .iter()
-                .filter(|h| h.kind.requires_confirmation())
-                .cloned()
-                .collect(),
+            hazards: {
+                let mut hazards: Vec<Hazard> = plan
+                    .hazards
+                    .iter()
+                    .filter(|h| h.kind.requires_confirmation())
+                    .cloned()
+                    .collect();
+                if hazards.is_empty() {
+                    hazards = review
+                        .data_loss
+                        .iter()
+                        .map(|(step, what)| Hazard {
+                            kind: crate::plan::HazardKind::DataLoss,
+                            object: format!("step {step}"),
+                            detail: what.clone(),
+                        })
+                        .collect();
+                }
+                hazards
+            },
         }),
         Some(given) if given != plan.plan_id => Err(ApplyError::WrongConfirmation {
             expected: plan.plan_id.clone(),
@@ -960,6 +1006,41 @@ async fn run_transaction(
             }
         }
     }
+    // Commit only what the proof reached: the catalog this transaction made is read before
+    // COMMIT, and anything else rolls back (a cascade the plan did not foresee, a live
+    // database that behaves unlike its shadow).
+    if let Some(expected) = phase_expectation(plan, to - 1, opts) {
+        let checked =
+            crate::introspect::introspect_in_transaction(client, &IntrospectOptions::default())
+                .await
+                .map_err(ApplyError::from)
+                .and_then(|c| Ok((catalog_hash(&c)?, c)));
+        match checked {
+            Ok((actual, _)) if actual == expected => {}
+            other => {
+                let _ = client.simple_query("ROLLBACK").await;
+                let mut receipts = earlier.to_vec();
+                receipts.push(seal(plan, steps, &clock)?);
+                let (actual, catalog) = other?;
+                let drifted = if expected == plan.target_hash {
+                    opts.target_catalog
+                        .as_ref()
+                        .map(|t| drift(t, &catalog))
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                return Err(ApplyError::NotAsProven {
+                    step_id: plan.steps[to - 1].id.clone(),
+                    expected,
+                    actual,
+                    drifted,
+                    rolled_back: true,
+                    receipts,
+                });
+            }
+        }
+    }
     if let Err(e) = client.simple_query("COMMIT").await {
         // A deferred constraint can fail at COMMIT: report it against the last step.
         let failure = PgFailure::from_error(&e);
@@ -1086,7 +1167,25 @@ async fn run_alone(
         ))
         .await;
     match result {
-        Ok(()) => seal(plan, steps, &clock),
+        Ok(()) => {
+            let receipt = seal(plan, steps, &clock)?;
+            if let Some(expected) = phase_expectation(plan, index, opts) {
+                let (_, actual) = live_catalog(client).await?;
+                if actual != expected {
+                    let mut receipts = earlier.to_vec();
+                    receipts.push(receipt);
+                    return Err(ApplyError::NotAsProven {
+                        step_id: step.id.clone(),
+                        expected,
+                        actual,
+                        drifted: Vec::new(),
+                        rolled_back: false,
+                        receipts,
+                    });
+                }
+            }
+            Ok(receipt)
+        }
         Err(failure) => {
             let live_hash = live_catalog(client).await.ok().map(|(_, h)| h);
             let mut receipts = earlier.to_vec();
@@ -1096,6 +1195,18 @@ async fn run_alone(
             ))
         }
     }
+}
+
+/// The hash the catalog must have after step `index`, when it ends a phase: what the shadow
+/// reached there, or the plan's target for the plan's last step.
+fn phase_expectation(plan: &Plan, index: usize, opts: &ApplyOptions) -> Option<CatalogHash> {
+    if !opts.check_hashes {
+        return None;
+    }
+    let step = &plan.steps[index];
+    step.reaches
+        .clone()
+        .or_else(|| (index + 1 == plan.steps.len()).then(|| plan.target_hash.clone()))
 }
 
 /// `(schema, index name)` when `sql` is `CREATE INDEX CONCURRENTLY` with a qualified table.

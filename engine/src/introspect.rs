@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tokio_postgres::{Client, Row};
+use tokio_postgres::{Client, GenericClient, Row};
 
 use crate::catalog::*;
 use crate::normalize::{self, NormalizeError};
@@ -89,23 +89,30 @@ async fn snapshot_transaction(
     Ok(tx)
 }
 
+/// Like [`introspect`], but inside the transaction `client` already has open (the executor's
+/// check before `COMMIT`): the catalog as this transaction sees it, its own changes included.
+/// Sets `search_path` empty for the rest of the transaction (`set_config(…, true)`).
+pub async fn introspect_in_transaction(
+    client: &Client,
+    options: &IntrospectOptions,
+) -> Result<Catalog, IntrospectError> {
+    client
+        .batch_execute(SETTINGS)
+        .await
+        .map_err(q("settings"))?;
+    read_in(client, client, options).await
+}
+
+/// An empty search_path makes Postgres qualify every user object it prints.
+const SETTINGS: &str = "SELECT pg_catalog.set_config('search_path', '', true)";
+
 async fn read_catalog(
     client: &mut Client,
     helper: Option<&mut Client>,
     options: &IntrospectOptions,
 ) -> Result<Catalog, IntrospectError> {
     let tx = snapshot_transaction(client).await?;
-    // An empty search_path makes Postgres qualify every user object it prints.
-    const SETTINGS: &str = "SELECT pg_catalog.set_config('search_path', '', true)";
     tx.batch_execute(SETTINGS).await.map_err(q("settings"))?;
-    let version: i32 = tx
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(q("server version"))?
-        .get(0);
-    if version < 140000 {
-        return Err(IntrospectError::UnsupportedVersion(version.to_string()));
-    }
     let helper_tx = match helper {
         Some(helper) => {
             let snapshot: String = tx
@@ -124,6 +131,29 @@ async fn read_catalog(
         }
         None => None,
     };
+    let catalog = read_in(&tx, helper_tx.as_ref().unwrap_or(&tx), options).await?;
+    if let Some(htx) = helper_tx {
+        htx.commit().await.map_err(q("transaction end"))?;
+    }
+    tx.commit().await.map_err(q("transaction end"))?;
+    Ok(catalog)
+}
+
+/// Reads the catalog with `tx` and `other` (the same session, or two sessions on one
+/// snapshot), both with `search_path` emptied.
+async fn read_in<C: GenericClient + Sync>(
+    tx: &C,
+    other: &C,
+    options: &IntrospectOptions,
+) -> Result<Catalog, IntrospectError> {
+    let version: i32 = tx
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(q("server version"))?
+        .get(0);
+    if version < 140000 {
+        return Err(IntrospectError::UnsupportedVersion(version.to_string()));
+    }
 
     let all_schemas = tx.query(SQL_SCHEMAS, &[]).await.map_err(q("schemas"))?;
     let mut catalog = Catalog::default();
@@ -155,7 +185,6 @@ async fn read_catalog(
     let sql_constraints = SQL_CONSTRAINTS.replace("{nulls_not_distinct}", nnd);
     // Queries issued together on one connection are pipelined (one round trip); the two groups
     // are about equally heavy for the server and run on the two connections when there are two.
-    let other = helper_tx.as_ref().unwrap_or(&tx);
     let (
         (extensions, relations, grants, indexes, sequences, enums, policies, column_grants),
         (columns, constraints, unsupported),
@@ -194,11 +223,6 @@ async fn read_catalog(
             )
         },
     )?;
-    if let Some(htx) = helper_tx {
-        htx.commit().await.map_err(q("transaction end"))?;
-    }
-    tx.commit().await.map_err(q("transaction end"))?;
-
     for row in &extensions {
         catalog
             .extensions

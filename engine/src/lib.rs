@@ -17,6 +17,9 @@
 //! - [`plan`]: the hashed `Plan` value tying both together, its reverse, table statistics.
 //! - [`exec`]: applying a plan: confirmation, advisory lock, base/target hash checks, one
 //!   transaction with timeouts, non-transactional steps with retries, receipts, resuming.
+//! - [`review`]: a plan's SQL read back with Postgres' parser (one statement per step, the
+//!   planner's kinds only, data loss recomputed from the SQL).
+//! - [`proposal`]: a document against a live database → a plan proven on a faithful shadow.
 //! - [`shadow`]: proving a plan and its reverse on a shadow database; materialising a desired
 //!   catalog as Postgres stores it.
 //! - [`dsl`]: the YAML/JSON schema DSL: documents → catalogs and back, its JSON Schema.
@@ -48,6 +51,8 @@ pub mod normalize;
 pub mod plan;
 pub mod policy;
 pub mod projection;
+pub mod proposal;
+pub mod review;
 pub mod session;
 pub mod shadow;
 pub mod testkit;

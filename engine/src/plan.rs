@@ -62,6 +62,12 @@ pub struct Step {
     pub lock: LockLevel,
     /// The risks of this step.
     pub hazards: Vec<Hazard>,
+    /// The catalog hash the shadow held right after this step, on steps that end a phase
+    /// (the transaction's last step, each step run alone); `None` before the plan is proven.
+    /// The executor checks it before `COMMIT` (and after each step run alone), so nothing
+    /// the proof did not reach is committed.
+    #[serde(default)]
+    pub reaches: Option<CatalogHash>,
 }
 
 /// Postgres table-level lock modes, weakest first (so `Ord` says which is stronger).
@@ -436,6 +442,33 @@ impl Plan {
             self.requires_confirmation,
             &self.created_by,
         )
+    }
+}
+
+impl Plan {
+    /// The plan as proven on a shadow: `reached` is the hash after each phase (keyed by the
+    /// id of the step that ends it) and `target` the hash the shadow reached at the end, which
+    /// becomes the plan's `target_hash`. The id is recomputed.
+    pub fn with_proof(
+        mut self,
+        reached: &BTreeMap<String, CatalogHash>,
+        target: CatalogHash,
+    ) -> Result<Plan, CanonicalError> {
+        for step in &mut self.steps {
+            step.reaches = reached.get(&step.id).cloned();
+        }
+        self.target_hash = target;
+        self.plan_id = self.computed_id()?;
+        Ok(self)
+    }
+
+    /// The plan with `steps` put first (Lockplane's helper installation, say), renumbered,
+    /// hazards and id recomputed.
+    pub fn with_leading_steps(self, leading: Vec<Step>) -> Result<Plan, PlanError> {
+        let created_by = self.created_by.clone();
+        let mut steps = leading;
+        steps.extend(self.steps);
+        assemble(self.base_hash, self.target_hash, steps, &created_by)
     }
 }
 

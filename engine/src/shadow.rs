@@ -1,41 +1,49 @@
-//! Shadow dry runs (DESIGN §4): prove a plan, and its reverse, on a scratch database that
-//! carries the live catalog, before the real apply touches anything.
+//! Shadow databases (DESIGN §4): prove a plan, and its reverse, on a faithful copy of live
+//! before the real apply touches anything.
 //!
-//! [`dry_run`] creates a fresh database on a [`ShadowTarget`] (a throwaway cluster by
-//! default), reproduces the live catalog there by planning from the fresh database to the
-//! live catalog and applying that plan with [`exec::apply`], checks the result hashes to the
-//! plan's `base_hash`, applies the plan (it must reach `target_hash`), then applies the
-//! reverse plan ([`crate::plan::reverse`]) and requires `base_hash` again. The scratch
-//! database is dropped (or the throwaway cluster stopped) at the end, whatever happened.
+//! [`Shadow::reproduce`] copies the live database's schema with Postgres' own
+//! `pg_dump --schema-only`, restored with `psql` into a database on a shadow server (a
+//! throwaway cluster of the live server's major version when one is installed, else the
+//! newest, or a server given by URL), after creating live's role names there (`NOLOGIN`):
+//! functions, triggers, domains, partitions, materialized views and every other object
+//! Lockplane does not model are there too, so the shadow's catalog hash must equal live's, and
+//! a reproduction that does not is an error ([`ShadowError::NotFaithful`]). Nothing live lacks
+//! is installed: whatever a plan needs (Lockplane's helpers) is a step of the plan.
 //!
-//! [`materialize`] uses the same machinery to turn a desired catalog written in the DSL into
-//! the catalog Postgres actually stores for it (the casts, defaults and spellings Postgres
-//! adds), which is what the planner must diff against.
+//! That reproduction is kept as a template; each use works on a fresh clone of it
+//! (`CREATE DATABASE … TEMPLATE`):
+//! - [`Shadow::materialize`] turns a desired catalog into the catalog Postgres stores for it
+//!   (casts, defaults, spellings, and what cascades), by planning from live to it and running
+//!   that on a clone;
+//! - [`Shadow::prove`] runs a plan on a clone exactly as the executor will run it live,
+//!   records the hash after each phase and at the end (the plan's target is what the shadow
+//!   reached, see [`Plan::with_proof`]), then runs the reverse plan and requires the base again.
 //!
-//! # What a shadow cannot reproduce
+//! pg_dump takes `ACCESS SHARE` on every table it dumps; it runs with `--lock-wait-timeout` so
+//! that a reproduction never queues behind (and in front of) another session's `ALTER`. pg_dump
+//! refuses servers newer than itself: the shadow's own pg_dump is used when it is new enough,
+//! else the oldest installed one that is (`ShadowReport::dump_tool` says which).
 //!
-//! Objects in [`Catalog::unsupported`] (functions, triggers, domains, …) are not described
-//! by the catalog, so they cannot be re-created. A dry run refuses a live catalog holding
-//! any ([`ShadowError::Unsupported`]) unless [`ShadowOptions::allow_unsupported`] is set; the
-//! run then goes ahead without them, skips the hash checks (the hashes include them, so they
-//! cannot match) and lists them in [`ShadowReport::gaps`]: the proof is weaker, and says so.
-//!
-//! Roles are cluster-wide and not part of the catalog: every role a grant or policy names is
-//! created (`NOLOGIN`) on the shadow's cluster when missing. On a shadow given by URL this is
-//! a visible side effect on that cluster; on a throwaway cluster it is not.
+//! [`materialize`] (a free function) builds a catalog on an empty database instead: for
+//! documents that do not start from a live database (tests, the corpus round trip).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::catalog::{Catalog, UnsupportedObject};
+use crate::catalog::Catalog;
+use crate::cluster::PgBinaries;
 use crate::cluster::{Cluster, ClusterError};
 use crate::diff::Renames;
 use crate::exec::{self, ApplyError, ApplyOptions, ApplyReport, PgFailure};
+use crate::exec::{ProgressSink, StepProgress};
 use crate::hash::{catalog_hash, CanonicalError, CatalogHash};
 use crate::ident::{quote_ident, quote_literal};
 use crate::introspect::{introspect, IntrospectError, IntrospectOptions};
-use crate::plan::{plan, reverse, Plan, PlanError, Refusal, TableStats};
+use crate::plan::{plan, reverse, Plan, PlanError, Refusal, Step, TableStats};
 
 /// Where the shadow database is created.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,12 +60,9 @@ pub enum ShadowTarget<'a> {
     Url(&'a str),
 }
 
-/// How [`dry_run`] runs.
+/// How a plan is proven.
 #[derive(Debug, Clone)]
 pub struct ShadowOptions {
-    /// Go ahead when the live catalog holds objects the shadow cannot reproduce (see the
-    /// module docs); they are listed in [`ShadowReport::gaps`].
-    pub allow_unsupported: bool,
     /// The renames the plan was made with (the reverse plan needs them to rename back).
     pub renames: Renames,
     /// The live table sizes the plan was made with, to grade the reverse plan's hazards as
@@ -71,7 +76,6 @@ pub struct ShadowOptions {
 impl Default for ShadowOptions {
     fn default() -> Self {
         ShadowOptions {
-            allow_unsupported: false,
             renames: Renames::none(),
             stats: TableStats::default(),
             apply: ApplyOptions::default(),
@@ -79,13 +83,28 @@ impl Default for ShadowOptions {
     }
 }
 
-/// What a successful dry run proved.
+/// The live database a shadow copies.
+#[derive(Clone, Copy)]
+pub struct LiveSource<'a> {
+    /// A connection to it (roles and the server version are read through it).
+    pub client: &'a Client,
+    /// How to connect to it: `pg_dump` connects with these settings.
+    pub config: &'a tokio_postgres::Config,
+    /// Its catalog as just introspected: the reproduction must hash the same.
+    pub catalog: &'a Catalog,
+}
+
+/// What a successful proof established.
 #[derive(Debug, Clone)]
 pub struct ShadowReport {
-    /// The hash the shadow held before the plan (the plan's base, unless there are gaps).
+    /// The hash the shadow held before the plan: live's.
     pub base_hash: CatalogHash,
-    /// The hash the shadow reached after the plan (the plan's target, unless there are gaps).
+    /// The hash the shadow reached after the plan: the plan's true target.
     pub target_hash: CatalogHash,
+    /// The catalog the shadow reached.
+    pub target: Catalog,
+    /// The hash after each phase, keyed by the id of the step that ends it.
+    pub reached: BTreeMap<String, CatalogHash>,
     /// What running the plan did on the shadow.
     pub forward: ApplyReport,
     /// The reverse plan, proven to bring the shadow back to `base_hash`; `None` when the
@@ -95,12 +114,12 @@ pub struct ShadowReport {
     pub reverse_run: Option<ApplyReport>,
     /// Why the plan has no reverse (for example, enum labels that cannot be removed).
     pub reverse_refused: Vec<Refusal>,
-    /// Live objects the shadow could not reproduce; non-empty only with
-    /// [`ShadowOptions::allow_unsupported`], and then the hashes were not checked.
-    pub gaps: Vec<UnsupportedObject>,
+    /// The pg_dump that reproduced live (`pg_dump (PostgreSQL) 15.18 …`) and the shadow
+    /// server's version.
+    pub dump_tool: String,
 }
 
-/// Why a dry run (or [`materialize`]) failed.
+/// Why a shadow could not be made or a proof failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ShadowError {
     /// The shadow cluster or database could not be set up.
@@ -117,40 +136,61 @@ pub enum ShadowError {
     /// The shadow URL could not be read.
     #[error(transparent)]
     Url(#[from] crate::connect::ConnectError),
-    /// The live catalog holds objects a shadow cannot reproduce.
-    #[error(
-        "the live database has objects Lockplane cannot reproduce on a shadow: {}; the dry run \
-         would not be a faithful proof (allow it explicitly to run without them)",
-        objects.iter().map(|u| format!("{} {}.{}", u.kind, u.schema, u.name)).collect::<Vec<_>>().join(", ")
-    )]
-    Unsupported {
-        /// The objects.
-        objects: Vec<UnsupportedObject>,
+    /// pg_dump could not dump the live schema.
+    #[error("dumping the live schema with {tool} failed: {message}")]
+    Dump {
+        /// The pg_dump used.
+        tool: String,
+        /// What it said.
+        message: String,
     },
-    /// Re-creating the live catalog on the shadow failed.
-    #[error("re-creating the live schema on the shadow failed: {0}")]
-    Reproduce(#[source] ApplyError),
-    /// The shadow, once built, does not hash to the plan's base.
+    /// The dump could not be restored on the shadow.
     #[error(
-        "the shadow built from the live catalog hashes to {shadow}, not the plan's base {base}{}; \
-         the plan was made from another catalog than the one given: introspect and plan again",
-        if drifted.is_empty() { String::new() } else { format!(" (differs in: {})", drifted.join(", ")) }
+        "restoring the live schema on the shadow ({server}) failed: {message}; the shadow \
+         cannot be a faithful copy of live (an extension missing from the shadow's server is \
+         the usual cause)"
     )]
-    BaseNotReproduced {
+    Restore {
+        /// The shadow server's version.
+        server: String,
+        /// What psql said.
+        message: String,
+    },
+    /// The reproduction does not hash like live.
+    #[error(
+        "the shadow restored from live's pg_dump hashes to {shadow}, live to {live}{}; a proof \
+         on it would not say what live will do",
+        if differences.is_empty() { String::new() } else { format!(" (differs in: {})", differences.join(", ")) }
+    )]
+    NotFaithful {
+        /// Live's hash.
+        live: CatalogHash,
+        /// The shadow's.
+        shadow: CatalogHash,
+        /// What differs.
+        differences: Vec<String>,
+    },
+    /// The plan was made from another catalog than the live one the shadow copies.
+    #[error(
+        "the plan's base {base} is not the live catalog {live}: the database changed since \
+         the plan was made; introspect and plan again"
+    )]
+    BaseNotLive {
         /// The plan's base.
         base: CatalogHash,
-        /// The shadow's hash.
-        shadow: CatalogHash,
-        /// What differs between the given live catalog and the shadow.
-        drifted: Vec<String>,
+        /// Live's hash.
+        live: CatalogHash,
     },
+    /// Re-creating a catalog on an empty shadow failed ([`materialize`]).
+    #[error("re-creating the schema on the shadow failed: {0}")]
+    Reproduce(#[source] ApplyError),
     /// The plan failed on the shadow: the real apply would fail the same way.
     #[error("the plan fails on the shadow database: {0}")]
     Forward(#[source] ApplyError),
     /// The reverse plan failed on the shadow: the plan cannot be rolled back as planned.
     #[error("the reverse plan fails on the shadow database (the plan could not be undone): {0}")]
     Reverse(#[source] ApplyError),
-    /// Planning (the reproduction or the reverse) failed.
+    /// Planning (the materialisation or the reverse) failed.
     #[error(transparent)]
     Plan(#[from] PlanError),
     /// Reading the shadow's catalog failed.
@@ -305,7 +345,7 @@ impl<'a> Scratch<'a> {
 }
 
 /// Every role a catalog grants to or names in a policy, except `public`.
-fn roles_of(catalog: &Catalog) -> Vec<String> {
+pub(crate) fn roles_of(catalog: &Catalog) -> Vec<String> {
     let mut roles = std::collections::BTreeSet::new();
     for schema in catalog.schemas.values() {
         for table in schema.tables.values() {
@@ -387,93 +427,6 @@ async fn build(
     Ok(introspect(client, &IntrospectOptions::default()).await?)
 }
 
-/// Proves `plan` on a shadow database holding `live` (the catalog the plan was made from):
-/// forward to its target, then its reverse back to its base (see the module docs).
-///
-/// The shadow run does not need the plan's confirmation: nothing real is touched.
-pub async fn dry_run(
-    plan_to_prove: &Plan,
-    live: &Catalog,
-    target: ShadowTarget<'_>,
-    opts: &ShadowOptions,
-) -> Result<ShadowReport, ShadowError> {
-    let gaps = live.unsupported.clone();
-    if !gaps.is_empty() && !opts.allow_unsupported {
-        return Err(ShadowError::Unsupported { objects: gaps });
-    }
-    let mut scratch = Scratch::create(target).await?;
-    let result = prove(&mut scratch.client, plan_to_prove, live, gaps, opts).await;
-    scratch.destroy().await;
-    result
-}
-
-async fn prove(
-    client: &mut Client,
-    forward_plan: &Plan,
-    live: &Catalog,
-    gaps: Vec<UnsupportedObject>,
-    opts: &ShadowOptions,
-) -> Result<ShadowReport, ShadowError> {
-    let exact = gaps.is_empty();
-    let base = build(client, live, &opts.apply).await?;
-    let base_hash = catalog_hash(&base)?;
-    if exact && base_hash != forward_plan.base_hash {
-        return Err(ShadowError::BaseNotReproduced {
-            base: forward_plan.base_hash.clone(),
-            shadow: base_hash,
-            drifted: exec::drift(live, &base),
-        });
-    }
-    let run_opts = ApplyOptions {
-        advisory_lock: false,
-        check_hashes: exact,
-        resume_after: None,
-        progress: None,
-        ..opts.apply.clone()
-    };
-    let forward = exec::apply(client, forward_plan, &run_opts, Some(&forward_plan.plan_id))
-        .await
-        .map_err(ShadowError::Forward)?;
-    let target = introspect(client, &IntrospectOptions::default()).await?;
-    let target_hash = catalog_hash(&target)?;
-
-    // The reverse is planned from what the shadow now holds, which is the plan's target
-    // (checked above); with gaps both sides lack the same unsupported objects.
-    let reversed = match reverse(
-        &base,
-        &target,
-        &opts.renames,
-        &opts.stats,
-        "lockplane-shadow",
-    ) {
-        Ok(p) => p,
-        Err(PlanError::Refused { refusals }) => {
-            return Ok(ShadowReport {
-                base_hash,
-                target_hash,
-                forward,
-                reverse: None,
-                reverse_run: None,
-                reverse_refused: refusals,
-                gaps,
-            })
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let back = exec::apply(client, &reversed, &run_opts, Some(&reversed.plan_id))
-        .await
-        .map_err(ShadowError::Reverse)?;
-    Ok(ShadowReport {
-        base_hash,
-        target_hash,
-        forward,
-        reverse: Some(reversed),
-        reverse_run: Some(back),
-        reverse_refused: Vec::new(),
-        gaps,
-    })
-}
-
 /// The catalog Postgres stores for `desired` (typically a DSL document's catalog): `desired`
 /// is built on a fresh shadow database and read back, so defaults, casts and spellings are
 /// Postgres' own. Unsupported objects listed in `desired` cannot be built; they are carried
@@ -489,4 +442,557 @@ pub async fn materialize(
     catalog.unsupported = desired.unsupported.clone();
     catalog.canonicalize();
     Ok(catalog)
+}
+
+/// Where the shadow's databases live.
+enum Server<'a> {
+    Owned(Cluster),
+    Borrowed(&'a Cluster),
+    Url(tokio_postgres::Config),
+}
+
+impl Server<'_> {
+    fn config(&self, dbname: &str) -> tokio_postgres::Config {
+        match self {
+            Server::Owned(c) => c.config(dbname),
+            Server::Borrowed(c) => c.config(dbname),
+            Server::Url(config) => {
+                let mut config = config.clone();
+                config.dbname(dbname);
+                config
+            }
+        }
+    }
+
+    /// The maintenance database: where databases are created and dropped from.
+    fn admin_db(&self) -> String {
+        match self {
+            Server::Url(config) => config.get_dbname().unwrap_or("postgres").to_owned(),
+            _ => "postgres".to_owned(),
+        }
+    }
+
+    fn binaries(&self) -> Option<&PgBinaries> {
+        match self {
+            Server::Owned(c) => Some(c.binaries()),
+            Server::Borrowed(c) => Some(c.binaries()),
+            Server::Url(_) => None,
+        }
+    }
+
+    async fn connect(&self, dbname: &str) -> Result<Client, ShadowError> {
+        let config = self.config(dbname);
+        crate::connect::connect(&config)
+            .await
+            .map_err(|source| ShadowError::Server {
+                shown: crate::connect::describe(&config),
+                source,
+            })
+    }
+
+    async fn create_database(&self, name: &str, template: &str) -> Result<(), ShadowError> {
+        let admin = self.connect(&self.admin_db()).await?;
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {} TEMPLATE {}",
+                quote_ident(name),
+                quote_ident(template)
+            ))
+            .await
+            .map_err(|source| ShadowError::Setup {
+                what: "creating a shadow database",
+                source,
+            })
+    }
+
+    /// Best effort: a leftover shadow database is harmless and named `lockplane_shadow_…`.
+    async fn drop_database(&self, name: &str) {
+        if let Ok(admin) = self.connect(&self.admin_db()).await {
+            let _ = admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(name)
+                ))
+                .await;
+        }
+    }
+}
+
+/// A faithful copy of a live database's schema, kept as a template for clones (see the
+/// module docs). [`Shadow::destroy`] removes it.
+pub struct Shadow<'a> {
+    server: Server<'a>,
+    template: String,
+    base: Catalog,
+    base_hash: CatalogHash,
+    dump_tool: String,
+}
+
+/// Collects the hash after each phase of a proof.
+#[derive(Default)]
+struct PhaseHashes(Mutex<BTreeMap<String, CatalogHash>>);
+
+impl ProgressSink for PhaseHashes {
+    fn step_applied(&self, progress: &StepProgress) -> Result<(), String> {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(progress.step_id.clone(), progress.catalog_hash.clone());
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Shadow<'a> {
+    /// Copies `live`'s schema onto `target` (see the module docs). `lock_wait` bounds how long
+    /// pg_dump waits for a table lock.
+    pub async fn reproduce(
+        live: &LiveSource<'_>,
+        target: ShadowTarget<'a>,
+        lock_wait: Duration,
+    ) -> Result<Shadow<'a>, ShadowError> {
+        let setup = |what| move |source| ShadowError::Setup { what, source };
+        let live_major: u32 = live
+            .client
+            .query_one(
+                "SELECT pg_catalog.current_setting('server_version_num')::int / 10000",
+                &[],
+            )
+            .await
+            .map_err(setup("reading the live server's version"))?
+            .get::<_, i32>(0)
+            .try_into()
+            .unwrap_or(0);
+        let server = match target {
+            ShadowTarget::Throwaway => {
+                let bins = PgBinaries::for_server(live_major)?;
+                // initdb and pg_ctl block for a second or two: keep them off the runtime.
+                let cluster = tokio::task::spawn_blocking(move || Cluster::start(&bins))
+                    .await
+                    .map_err(|e| ClusterError::Io {
+                        what: "starting the throwaway cluster".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    })??;
+                Server::Owned(cluster)
+            }
+            ShadowTarget::Cluster(cluster) => Server::Borrowed(cluster),
+            ShadowTarget::Url(url) => Server::Url(crate::connect::resolve(Some(url))?),
+        };
+        let mut shadow = Shadow {
+            server,
+            template: scratch_name(),
+            base: Catalog::default(),
+            base_hash: CatalogHash(String::new()),
+            dump_tool: String::new(),
+        };
+        match shadow.fill(live, live_major, lock_wait).await {
+            Ok(()) => Ok(shadow),
+            Err(e) => {
+                shadow.destroy().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn fill(
+        &mut self,
+        live: &LiveSource<'_>,
+        live_major: u32,
+        lock_wait: Duration,
+    ) -> Result<(), ShadowError> {
+        let setup = |what| move |source| ShadowError::Setup { what, source };
+        let tools = PgBinaries::pg_dump_for(live_major, self.server.binaries())?;
+        let admin = self.server.connect(&self.server.admin_db()).await?;
+        let shadow_version: String = admin
+            .query_one("SELECT pg_catalog.version()", &[])
+            .await
+            .map_err(setup("reading the shadow server's version"))?
+            .get(0);
+        let shadow_version = shadow_version
+            .split(" on ")
+            .next()
+            .unwrap_or(&shadow_version)
+            .to_owned();
+        self.dump_tool = format!(
+            "pg_dump {} onto {shadow_version}",
+            tools.version.split_whitespace().nth(2).unwrap_or("?")
+        );
+
+        // Role names first: owners, grants and policies name them.
+        let roles: Vec<String> = live
+            .client
+            .query(
+                "SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_' \
+                 ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(setup("reading the live server's roles"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        create_roles(&admin, &roles).await?;
+        let settings: BTreeSet<String> = admin
+            .query("SELECT name::text FROM pg_catalog.pg_settings", &[])
+            .await
+            .map_err(setup("reading the shadow server's settings"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {} TEMPLATE template0",
+                quote_ident(&self.template)
+            ))
+            .await
+            .map_err(setup("creating the shadow database"))?;
+        drop(admin);
+
+        let dump = pg_dump(&tools, live.config, lock_wait).await?;
+        let script = restorable(&dump, &settings);
+        let restore_config = self.server.config(&self.template);
+        psql_restore(&tools, &restore_config, script)
+            .await
+            .map_err(|message| ShadowError::Restore {
+                server: shadow_version.clone(),
+                message,
+            })?;
+
+        let mut client = self.server.connect(&self.template).await?;
+        let base = introspect(&mut client, &IntrospectOptions::default()).await?;
+        drop(client);
+        let base_hash = catalog_hash(&base)?;
+        let live_hash = catalog_hash(live.catalog)?;
+        if base_hash != live_hash {
+            return Err(ShadowError::NotFaithful {
+                live: live_hash,
+                shadow: base_hash,
+                differences: exec::drift(live.catalog, &base),
+            });
+        }
+        self.base = base;
+        self.base_hash = base_hash;
+        Ok(())
+    }
+
+    /// The live catalog, as reproduced.
+    pub fn base(&self) -> &Catalog {
+        &self.base
+    }
+
+    /// Which pg_dump reproduced live, onto which server.
+    pub fn dump_tool(&self) -> &str {
+        &self.dump_tool
+    }
+
+    /// A fresh clone of the reproduction.
+    async fn clone_base(&self) -> Result<(String, Client), ShadowError> {
+        let name = scratch_name();
+        self.server.create_database(&name, &self.template).await?;
+        match self.server.connect(&name).await {
+            Ok(client) => Ok((name, client)),
+            Err(e) => {
+                self.server.drop_database(&name).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The catalog Postgres stores when live is taken to `desired` (with `renames`, after
+    /// `leading` steps such as the helper installation): planned and run on a clone, then
+    /// read back.
+    pub async fn materialize(
+        &self,
+        desired: &Catalog,
+        renames: &Renames,
+        leading: &[Step],
+    ) -> Result<Catalog, ShadowError> {
+        let (name, mut client) = self.clone_base().await?;
+        let result = async {
+            let mut to_desired = plan(
+                &self.base,
+                desired,
+                renames,
+                &TableStats::all_empty(&self.base),
+                "lockplane-shadow",
+            )?;
+            if !leading.is_empty() {
+                to_desired = to_desired.with_leading_steps(leading.to_vec())?;
+            }
+            let opts = ApplyOptions {
+                advisory_lock: false,
+                check_hashes: false,
+                ..ApplyOptions::default()
+            };
+            exec::apply(&mut client, &to_desired, &opts, Some(&to_desired.plan_id))
+                .await
+                .map_err(ShadowError::Forward)?;
+            Ok(introspect(&mut client, &IntrospectOptions::default()).await?)
+        }
+        .await;
+        drop(client);
+        self.server.drop_database(&name).await;
+        result
+    }
+
+    /// Runs `plan` on a clone as the executor will run it live, then its reverse (see the
+    /// module docs).
+    pub async fn prove(
+        &self,
+        forward_plan: &Plan,
+        opts: &ShadowOptions,
+    ) -> Result<ShadowReport, ShadowError> {
+        if forward_plan.base_hash != self.base_hash {
+            return Err(ShadowError::BaseNotLive {
+                base: forward_plan.base_hash.clone(),
+                live: self.base_hash.clone(),
+            });
+        }
+        let (name, mut client) = self.clone_base().await?;
+        let result = self.prove_on(&mut client, forward_plan, opts).await;
+        drop(client);
+        self.server.drop_database(&name).await;
+        result
+    }
+
+    async fn prove_on(
+        &self,
+        client: &mut Client,
+        forward_plan: &Plan,
+        opts: &ShadowOptions,
+    ) -> Result<ShadowReport, ShadowError> {
+        let phases = std::sync::Arc::new(PhaseHashes::default());
+        let run_opts = ApplyOptions {
+            advisory_lock: false,
+            // The target is what the shadow reaches; a proven plan's phase hashes are checked.
+            check_hashes: forward_plan.steps.iter().any(|s| s.reaches.is_some()),
+            resume_after: None,
+            progress: Some(phases.clone()),
+            ..opts.apply.clone()
+        };
+        let forward = exec::apply(client, forward_plan, &run_opts, Some(&forward_plan.plan_id))
+            .await
+            .map_err(ShadowError::Forward)?;
+        let target = introspect(client, &IntrospectOptions::default()).await?;
+        let target_hash = catalog_hash(&target)?;
+        let reached = phases.0.lock().map(|m| m.clone()).unwrap_or_default();
+
+        let mut report = ShadowReport {
+            base_hash: self.base_hash.clone(),
+            target_hash,
+            target,
+            reached,
+            forward,
+            reverse: None,
+            reverse_run: None,
+            reverse_refused: Vec::new(),
+            dump_tool: self.dump_tool.clone(),
+        };
+        let reversed = match reverse(
+            &self.base,
+            &report.target,
+            &opts.renames,
+            &opts.stats,
+            "lockplane-shadow",
+        ) {
+            Ok(p) => p,
+            Err(PlanError::Refused { refusals }) => {
+                report.reverse_refused = refusals;
+                return Ok(report);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let back_opts = ApplyOptions {
+            advisory_lock: false,
+            check_hashes: true,
+            resume_after: None,
+            progress: None,
+            ..opts.apply.clone()
+        };
+        let back = exec::apply(client, &reversed, &back_opts, Some(&reversed.plan_id))
+            .await
+            .map_err(ShadowError::Reverse)?;
+        report.reverse = Some(reversed);
+        report.reverse_run = Some(back);
+        Ok(report)
+    }
+
+    /// Drops the reproduction (or stops the throwaway cluster).
+    pub async fn destroy(self) {
+        let Shadow {
+            server, template, ..
+        } = self;
+        match server {
+            Server::Owned(cluster) => {
+                let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+            }
+            other => other.drop_database(&template).await,
+        }
+    }
+}
+
+/// Reproduces live on `target`, proves `plan` there, and removes the shadow.
+pub async fn dry_run(
+    plan_to_prove: &Plan,
+    live: &LiveSource<'_>,
+    target: ShadowTarget<'_>,
+    opts: &ShadowOptions,
+) -> Result<ShadowReport, ShadowError> {
+    let shadow = Shadow::reproduce(live, target, opts.apply.lock_wait).await?;
+    let result = shadow.prove(plan_to_prove, opts).await;
+    shadow.destroy().await;
+    result
+}
+
+/// Creates the roles a reproduction needs (`NOLOGIN`), where missing. Roles are cluster-wide
+/// and other runs may create the same one concurrently.
+async fn create_roles(admin: &Client, roles: &[String]) -> Result<(), ShadowError> {
+    for chunk in roles.chunks(500) {
+        let names = chunk
+            .iter()
+            .map(|r| quote_literal(r))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "DO $lockplane$ DECLARE r text; BEGIN \
+               FOREACH r IN ARRAY ARRAY[{names}]::text[] LOOP \
+                 IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = r) THEN \
+                   BEGIN EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r); \
+                   EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END; \
+                 END IF; \
+               END LOOP; END $lockplane$"
+        );
+        admin
+            .batch_execute(&sql)
+            .await
+            .map_err(|source| ShadowError::Setup {
+                what: "creating live's roles on the shadow server",
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+fn tool_name(tools: &PgBinaries) -> String {
+    format!(
+        "pg_dump {}",
+        tools.version.split_whitespace().nth(2).unwrap_or("?")
+    )
+}
+
+/// `pg_dump --schema-only` of the database `config` points at.
+async fn pg_dump(
+    tools: &PgBinaries,
+    config: &tokio_postgres::Config,
+    lock_wait: Duration,
+) -> Result<String, ShadowError> {
+    let mut cmd = tools.client_command("pg_dump");
+    cmd.envs(crate::connect::libpq_env(config));
+    cmd.args([
+        "--schema-only",
+        // Not in the manifest, and not reproducible on another server: tablespaces,
+        // subscriptions (they would connect to their publisher) and security labels (they need
+        // their provider loaded).
+        "--no-tablespaces",
+        "--no-subscriptions",
+        "--no-security-labels",
+    ]);
+    cmd.arg(format!(
+        "--lock-wait-timeout={}ms",
+        lock_wait.as_millis().max(1)
+    ));
+    let tool = tool_name(tools);
+    let out = run_captured(cmd, None)
+        .await
+        .map_err(|message| ShadowError::Dump {
+            tool: tool.clone(),
+            message,
+        })?;
+    String::from_utf8(out).map_err(|e| ShadowError::Dump {
+        tool,
+        message: format!("the dump is not UTF-8: {e}"),
+    })
+}
+
+/// The dump without the `SET` lines of settings the shadow server does not know (a newer
+/// pg_dump writes `SET transaction_timeout = 0;`, which older servers reject).
+fn restorable(dump: &str, settings: &BTreeSet<String>) -> String {
+    let mut out = String::with_capacity(dump.len());
+    for line in dump.lines() {
+        let unknown = line
+            .strip_prefix("SET ")
+            .and_then(|rest| rest.split_once(" = "))
+            .is_some_and(|(name, _)| !settings.contains(name));
+        if !unknown {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Restores a plain dump with psql, all or nothing.
+async fn psql_restore(
+    tools: &PgBinaries,
+    config: &tokio_postgres::Config,
+    script: String,
+) -> Result<(), String> {
+    let mut cmd = tools.client_command("psql");
+    cmd.envs(crate::connect::libpq_env(config));
+    cmd.args([
+        "--no-psqlrc",
+        "--quiet",
+        "--single-transaction",
+        "--set",
+        "ON_ERROR_STOP=1",
+        "--file",
+        "-",
+    ]);
+    run_captured(cmd, Some(script)).await.map(|_| ())
+}
+
+/// Runs a client program off the async runtime; its standard output on success, what it
+/// printed on failure.
+async fn run_captured(
+    mut cmd: std::process::Command,
+    stdin: Option<String>,
+) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let joined = tokio::task::spawn_blocking(move || {
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        // Feed stdin from its own thread: psql's output could otherwise fill its pipe while
+        // we are still writing.
+        let feeder = match (stdin, child.stdin.take()) {
+            (Some(text), Some(mut pipe)) => Some(std::thread::spawn(move || {
+                let _ = pipe.write_all(text.as_bytes());
+            })),
+            _ => None,
+        };
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("{program}: {e}"))?;
+        if let Some(f) = feeder {
+            let _ = f.join();
+        }
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(format!(
+                "{program} exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    })
+    .await;
+    joined.map_err(|e| e.to_string())?
 }

@@ -793,6 +793,7 @@ async fn slow_statements_time_out_in_and_out_of_the_transaction() {
         transactional,
         lock: LockLevel::None,
         hazards: Vec::new(),
+        reaches: None,
     };
     let opts = ApplyOptions {
         statement_timeout: Duration::from_millis(500),

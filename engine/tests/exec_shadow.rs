@@ -1,7 +1,8 @@
-//! Shadow dry runs against real servers: a plan proven forward and back on a throwaway
-//! cluster of its own, a failing plan reported with its step and Postgres' error, the
-//! refusal of catalogs a shadow cannot reproduce, a live catalog that is not the plan's base,
-//! and materialising a DSL document as Postgres stores it.
+//! Shadow dry runs against real servers: live reproduced with pg_dump (objects Lockplane does
+//! not model included, nothing live lacks added), a plan proven forward and back on a
+//! throwaway cluster of its own, a failing plan reported with its step and Postgres' error, a
+//! plan made from another catalog than live, and materialising a DSL document as Postgres
+//! stores it.
 
 mod common;
 
@@ -9,8 +10,28 @@ use common::{catalog_of, database_with, hash_of, read};
 use lockplane_engine::diff::Renames;
 use lockplane_engine::dsl::{self, Format};
 use lockplane_engine::plan::{assemble, plan, read_stats, HazardKind, Plan};
-use lockplane_engine::shadow::{dry_run, materialize, ShadowError, ShadowOptions, ShadowTarget};
+use lockplane_engine::shadow::{
+    dry_run, materialize, LiveSource, Shadow, ShadowError, ShadowOptions, ShadowTarget,
+};
 use lockplane_engine::{catalog_hash, testkit, Catalog};
+use tokio_postgres::Client;
+
+/// A live database: its connection settings, a client, its catalog.
+struct Live {
+    config: tokio_postgres::Config,
+    client: Client,
+    catalog: Catalog,
+}
+
+impl Live {
+    fn source(&self) -> LiveSource<'_> {
+        LiveSource {
+            client: &self.client,
+            config: &self.config,
+            catalog: &self.catalog,
+        }
+    }
+}
 
 const A: &str = "CREATE TABLE t (id int PRIMARY KEY, legacy text, name text);
      GRANT SELECT ON t TO app_reader;
@@ -20,15 +41,26 @@ const B: &str = "CREATE TABLE t (id int PRIMARY KEY, name text NOT NULL DEFAULT 
      GRANT SELECT ON t TO app_reader;
      CREATE TABLE u (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, t_id int REFERENCES t);";
 
-/// The live catalog of A, and the plan A → B made with A's real statistics.
-async fn live_and_plan(a: &str, b: &str) -> (Catalog, Plan) {
-    let (_, mut client) = database_with(a).await;
-    client.batch_execute("ANALYZE").await.expect("analyze");
-    let live = read(&mut client).await;
+/// The live database A, and the plan A → B made with A's real statistics.
+async fn live_and_plan(a: &str, b: &str) -> (Live, Plan) {
+    let live = live_database(a).await;
     let desired = catalog_of(b).await;
-    let stats = read_stats(&client).await.expect("stats");
-    let p = plan(&live, &desired, &Renames::none(), &stats, "test").expect("plan");
+    let stats = read_stats(&live.client).await.expect("stats");
+    let p = plan(&live.catalog, &desired, &Renames::none(), &stats, "test").expect("plan");
     (live, p)
+}
+
+/// A fresh database after `sql`, analysed.
+async fn live_database(sql: &str) -> Live {
+    let (name, mut client) = database_with(sql).await;
+    client.batch_execute("ANALYZE").await.expect("analyze");
+    let catalog = read(&mut client).await;
+    let config = testkit::shared_cluster().expect("cluster").config(&name);
+    Live {
+        config,
+        client,
+        catalog,
+    }
 }
 
 /// On a throwaway cluster started for the run (where the roles the grants name do not exist
@@ -40,7 +72,7 @@ async fn dry_run_proves_forward_and_reverse_on_a_throwaway_cluster() {
     assert!(p.requires_confirmation, "drops a column");
     let report = dry_run(
         &p,
-        &live,
+        &live.source(),
         ShadowTarget::Throwaway,
         &ShadowOptions::default(),
     )
@@ -49,7 +81,7 @@ async fn dry_run_proves_forward_and_reverse_on_a_throwaway_cluster() {
     assert_eq!(report.base_hash, p.base_hash);
     assert_eq!(report.target_hash, p.target_hash);
     assert_eq!(report.forward.resulting_hash, p.target_hash);
-    assert!(report.gaps.is_empty());
+    assert!(report.dump_tool.starts_with("pg_dump "), "{}", report.dump_tool);
     let back = report.reverse.as_ref().expect("a reverse plan");
     assert_eq!(back.base_hash, p.target_hash);
     assert_eq!(back.target_hash, p.base_hash);
@@ -80,7 +112,7 @@ async fn failing_plan_is_reported_with_step_and_position() {
     let cluster = testkit::shared_cluster().expect("cluster");
     let err = dry_run(
         &broken,
-        &live,
+        &live.source(),
         ShadowTarget::Cluster(cluster),
         &ShadowOptions::default(),
     )
@@ -102,39 +134,99 @@ async fn failing_plan_is_reported_with_step_and_position() {
     assert!(message.contains("⟨here⟩no_such_type"), "{message}");
 }
 
-/// Objects the catalog cannot describe (a function) cannot be rebuilt: refused, naming them;
-/// allowed explicitly, the run goes ahead and lists them as gaps.
+/// Objects the catalog cannot describe (a function, a trigger, a domain column, a
+/// partitioned table, a view over a function) are reproduced by pg_dump: the shadow hashes
+/// exactly like live, the plan's target is compared whole, and the trigger Postgres drops with
+/// its table is gone from the target the shadow reached.
 #[tokio::test]
-async fn unsupported_objects_are_refused_unless_allowed() {
+async fn objects_lockplane_does_not_model_are_reproduced() {
+    const LIVE: &str = "CREATE TABLE t (id int PRIMARY KEY);
+         CREATE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 42';
+         CREATE DOMAIN year AS int CHECK (VALUE > 1900);
+         CREATE TABLE films (id int PRIMARY KEY, released year);
+         CREATE TABLE payments (id int, at date) PARTITION BY RANGE (at);
+         CREATE TABLE payments_2026 PARTITION OF payments FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+         CREATE VIEW answers AS SELECT answer() AS a;
+         CREATE TABLE u (id int);
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+         CREATE TRIGGER u_touch BEFORE INSERT ON u FOR EACH ROW EXECUTE FUNCTION touch();";
+    let live = live_database(LIVE).await;
+    assert!(live.catalog.unsupported.len() >= 5, "{:?}", live.catalog.unsupported);
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let shadow = Shadow::reproduce(
+        &live.source(),
+        ShadowTarget::Cluster(cluster),
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("reproduce failed: {e}"));
+    assert_eq!(shadow.base(), &live.catalog);
+    // Nothing live lacks: Lockplane's helper schema is not installed on the shadow.
+    let mut desired = live.catalog.clone();
+    desired
+        .schemas
+        .get_mut("public")
+        .expect("public")
+        .tables
+        .remove("u");
+    let materialized = shadow
+        .materialize(&desired, &Renames::none(), &[])
+        .await
+        .unwrap_or_else(|e| panic!("materialize failed: {e}"));
+    assert!(
+        !materialized.unsupported.iter().any(|u| u.name.starts_with("u.")),
+        "the trigger goes with its table: {:?}",
+        materialized.unsupported
+    );
+    let p = plan(
+        &live.catalog,
+        &materialized,
+        &Renames::none(),
+        &Default::default(),
+        "test",
+    )
+    .expect("plan");
+    let report = shadow
+        .prove(&p, &ShadowOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("prove failed: {e}"));
+    assert_eq!(report.target_hash, catalog_hash(&materialized).expect("hash"));
+    assert_eq!(report.base_hash, catalog_hash(&live.catalog).expect("hash"));
+    // The trigger cannot be re-created by Lockplane: the plan has no reverse, and says why.
+    assert!(report.reverse_run.is_none());
+    assert!(
+        report.reverse_refused.iter().any(|r| r.object.contains("u_touch")),
+        "{:?}",
+        report.reverse_refused
+    );
+    shadow.destroy().await;
+}
+
+/// A plan calling Lockplane's helpers fails on a faithful shadow when live lacks them and the
+/// plan does not install them: the shadow no longer installs what live does not have.
+#[tokio::test]
+async fn the_shadow_holds_nothing_live_lacks() {
     let (live, p) = live_and_plan(
-        "CREATE TABLE t (id int PRIMARY KEY);
-         CREATE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 42';",
-        "CREATE TABLE t (id int PRIMARY KEY, name text);
-         CREATE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 42';",
+        "CREATE TABLE t (id int PRIMARY KEY, tenant_id uuid)",
+        "CREATE TABLE t (id int PRIMARY KEY, tenant_id uuid);
+         CREATE SCHEMA lockplane;
+         CREATE FUNCTION lockplane.tenant_id() RETURNS uuid LANGUAGE sql STABLE
+           AS $$ SELECT NULLIF(current_setting('app.tenant_id', true), '')::uuid $$;
+         ALTER TABLE t ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY p ON t USING (tenant_id = lockplane.tenant_id());",
     )
     .await;
-    assert!(!live.unsupported.is_empty());
     let cluster = testkit::shared_cluster().expect("cluster");
     let err = dry_run(
         &p,
-        &live,
+        &live.source(),
         ShadowTarget::Cluster(cluster),
         &ShadowOptions::default(),
     )
     .await
-    .expect_err("refused");
-    assert!(matches!(err, ShadowError::Unsupported { .. }), "{err}");
-    assert!(err.to_string().contains("answer"), "{err}");
-
-    let opts = ShadowOptions {
-        allow_unsupported: true,
-        ..ShadowOptions::default()
-    };
-    let report = dry_run(&p, &live, ShadowTarget::Cluster(cluster), &opts)
-        .await
-        .unwrap_or_else(|e| panic!("allowed run failed: {e}"));
-    assert_eq!(report.gaps, live.unsupported);
-    assert!(report.reverse_run.is_some());
+    .expect_err("the helper is missing on live, so on the shadow");
+    let (_, _, failure) = err.failed_step().expect("a failed step");
+    assert_eq!(failure.sqlstate.as_deref(), Some("3F000"), "{err}");
 }
 
 /// A live catalog that is not the one the plan was made from is caught before the plan runs.
@@ -145,18 +237,18 @@ async fn live_catalog_other_than_the_base_is_refused() {
         "CREATE TABLE t (id int PRIMARY KEY, name text)",
     )
     .await;
-    let other = catalog_of("CREATE TABLE t (id int PRIMARY KEY, x int)").await;
+    let other = live_database("CREATE TABLE t (id int PRIMARY KEY, x int)").await;
     let cluster = testkit::shared_cluster().expect("cluster");
     let err = dry_run(
         &p,
-        &other,
+        &other.source(),
         ShadowTarget::Cluster(cluster),
         &ShadowOptions::default(),
     )
     .await
     .expect_err("not the base");
     match &err {
-        ShadowError::BaseNotReproduced { base, .. } => assert_eq!(base, &p.base_hash),
+        ShadowError::BaseNotLive { base, .. } => assert_eq!(base, &p.base_hash),
         other => panic!("unexpected: {other}"),
     }
 }
@@ -210,7 +302,7 @@ async fn dry_run_on_a_shadow_url() {
     let url = cluster.url("postgres");
     let report = dry_run(
         &p,
-        &live,
+        &live.source(),
         ShadowTarget::Url(&url),
         &ShadowOptions::default(),
     )

@@ -25,36 +25,59 @@ pub const HELPER_FUNCTIONS: &[&str] = &["tenant_id", "user_id"];
 /// the planner inlines them; every name inside is schema-qualified because the body runs with
 /// the caller's `search_path`.
 pub fn install_sql() -> String {
+    install_statements()
+        .iter()
+        .map(|s| format!("{s};\n"))
+        .collect()
+}
+
+/// The statements of [`install_sql`], one by one (without their `;`): what a plan runs as
+/// its first steps when a policy calls a helper the live database lacks.
+pub fn install_statements() -> Vec<String> {
     let schema = quote_ident(HELPER_SCHEMA);
-    let mut sql = format!("CREATE SCHEMA IF NOT EXISTS {schema};\n");
-    sql.push_str(&format!(
-        "COMMENT ON SCHEMA {schema} IS {};\n",
-        quote_literal("Lockplane helper functions (managed by Lockplane)")
-    ));
+    let mut out = vec![
+        format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
+        format!(
+            "COMMENT ON SCHEMA {schema} IS {}",
+            quote_literal("Lockplane helper functions (managed by Lockplane)")
+        ),
+    ];
     for (name, setting) in HELPERS {
         let function = qualified(HELPER_SCHEMA, name);
-        sql.push_str(&format!(
+        out.push(format!(
             "CREATE OR REPLACE FUNCTION {function}() RETURNS pg_catalog.uuid\n  \
              LANGUAGE sql STABLE PARALLEL SAFE\n  \
-             AS $lockplane$ SELECT NULLIF(pg_catalog.current_setting({}, true), '')::pg_catalog.uuid $lockplane$;\n",
+             AS $lockplane$ SELECT NULLIF(pg_catalog.current_setting({}, true), '')::pg_catalog.uuid $lockplane$",
             quote_literal(setting)
         ));
-        sql.push_str(&format!(
-            "COMMENT ON FUNCTION {function}() IS {};\n",
+        out.push(format!(
+            "COMMENT ON FUNCTION {function}() IS {}",
             quote_literal(&format!(
                 "The current {} ({setting}), NULL when unset",
                 name.replace('_', " ")
             ))
         ));
     }
-    sql.push_str(&format!("GRANT USAGE ON SCHEMA {schema} TO PUBLIC;\n"));
+    out.push(format!("GRANT USAGE ON SCHEMA {schema} TO PUBLIC"));
     for (name, _) in HELPERS {
-        sql.push_str(&format!(
-            "GRANT EXECUTE ON FUNCTION {}() TO PUBLIC;\n",
+        out.push(format!(
+            "GRANT EXECUTE ON FUNCTION {}() TO PUBLIC",
             qualified(HELPER_SCHEMA, name)
         ));
     }
-    sql
+    out
+}
+
+/// Whether `catalog` calls a helper (a policy, default, check or view naming
+/// `lockplane.tenant_id()` or `lockplane.user_id()`).
+pub fn used_by(catalog: &crate::catalog::Catalog) -> bool {
+    let Ok(bytes) = crate::hash::canonical_json(catalog) else {
+        return true;
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    HELPER_FUNCTIONS
+        .iter()
+        .any(|f| text.contains(&format!("{HELPER_SCHEMA}.{f}(")))
 }
 
 #[cfg(test)]

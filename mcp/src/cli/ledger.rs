@@ -69,3 +69,25 @@ pub(crate) fn blob_refs(record: &Record) -> Result<Vec<BlobHash>, String> {
         })
         .collect()
 }
+
+/// Whether the ledger holds a proposal (or merge) of `plan_id` for `database`: a plan file is
+/// applied only if it was planned here, against this database.
+pub(crate) fn was_proposed(
+    store: &dyn Store,
+    database: &str,
+    plan_id: &str,
+) -> Result<bool, CliError> {
+    let mut found = false;
+    lockplane_store::for_each_record(store, 1, |record| {
+        if found || record.stream != database {
+            return Ok(());
+        }
+        match decode(&record)? {
+            Event::PlanProposed(p) if p.plan.plan_id == plan_id => found = true,
+            Event::PlansMerged(m) if m.merged.plan_id == plan_id => found = true,
+            _ => {}
+        }
+        Ok::<(), CliError>(())
+    })?;
+    Ok(found)
+}

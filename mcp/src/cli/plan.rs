@@ -6,15 +6,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockplane_engine::cluster::Cluster;
 use lockplane_engine::connect::{self, ConnectError};
 use lockplane_engine::events::{
     self, ApplyFailed, ApplyStarted, Approval, Event, PlanApplied, PlanConfirmed, PlanProposed,
     PlanSummary, Receipt, Timing,
 };
 use lockplane_engine::exec::{self, ApplyOptions, ProgressSink, StepProgress};
-use lockplane_engine::plan::{self as planner, read_stats, Plan};
-use lockplane_engine::shadow::{self, ShadowOptions, ShadowTarget};
+use lockplane_engine::plan::{read_stats, Plan};
+use lockplane_engine::proposal::{self, ProposeOptions};
+use lockplane_engine::shadow::{LiveSource, ShadowTarget};
 use lockplane_engine::{catalog_hash, introspect_parallel, IntrospectOptions};
 use tokio_postgres::Client;
 
@@ -66,7 +66,9 @@ pub(crate) struct ApplyArgs {
     db_id: Option<String>,
 }
 
-async fn connect_pair(url: Option<&str>) -> Result<(Client, Client, String), CliError> {
+async fn connect_pair(
+    url: Option<&str>,
+) -> Result<(Client, Client, String, tokio_postgres::Config), CliError> {
     let config = connect::resolve(url)?;
     let one = || async {
         connect::connect(&config)
@@ -77,7 +79,8 @@ async fn connect_pair(url: Option<&str>) -> Result<(Client, Client, String), Cli
             })
     };
     let (a, b) = tokio::join!(one(), one());
-    Ok((a?, b?, events::database_id(&config)))
+    let id = events::database_id(&config);
+    Ok((a?, b?, id, config))
 }
 
 fn failed(e: impl std::fmt::Display) -> CliError {
@@ -96,59 +99,50 @@ pub(crate) async fn run_plan(
     })?;
     let loaded = lockplane_engine::dsl::load_file_text(&args.file.display().to_string(), &text)?;
     let store = ledger::open(at)?;
-    let (mut client, mut helper, default_id) = connect_pair(args.database_url.as_deref()).await?;
+    let (mut client, mut helper, default_id, config) =
+        connect_pair(args.database_url.as_deref()).await?;
     let database = args.db_id.clone().unwrap_or(default_id);
     let live = introspect_parallel(&mut client, &mut helper, &IntrospectOptions::default()).await?;
     let stats = read_stats(&client).await.map_err(failed)?;
-
-    // One shadow server for both the materialisation and the dry run: starting a throwaway
-    // cluster (initdb) is the slowest part of planning.
-    let throwaway = match &args.shadow_url {
-        Some(_) => None,
-        None => Some(
-            tokio::task::spawn_blocking(Cluster::start_default)
-                .await
-                .map_err(failed)??,
+    let target = match &args.shadow_url {
+        Some(url) => ShadowTarget::Url(url),
+        None => ShadowTarget::Throwaway,
+    };
+    eprintln!(
+        "lockplane: reproducing the database on a shadow (pg_dump), materialising the document{}…",
+        if args.no_shadow { "" } else { ", proving the plan and its reverse" }
+    );
+    let renames = lockplane_engine::dsl::renames(&loaded.document);
+    let source = LiveSource {
+        client: &client,
+        config: &config,
+        catalog: &live,
+    };
+    let opts = ProposeOptions {
+        created_by: actor.to_owned(),
+        prove: !args.no_shadow,
+        ..ProposeOptions::default()
+    };
+    let proposed = proposal::propose(&source, &loaded.catalog, &renames, &stats, target, &opts)
+        .await
+        .map_err(failed)?;
+    let plan = proposed.plan;
+    let shadow_line = match &proposed.report {
+        _ if plan.steps.is_empty() => format!("shadow: live reproduced with {}", proposed.dump_tool),
+        None => format!(
+            "shadow dry run: skipped (--no-shadow); live reproduced with {}",
+            proposed.dump_tool
+        ),
+        Some(report) => format!(
+            "shadow dry run: ok — live reproduced with {}, the plan reached {} and {}",
+            proposed.dump_tool,
+            events::short(&report.target_hash.0),
+            match &report.reverse {
+                Some(_) => format!("its reverse came back to {}", events::short(&report.base_hash.0)),
+                None => "the plan has no reverse".to_owned(),
+            }
         ),
     };
-    let target = match (&args.shadow_url, &throwaway) {
-        (Some(url), _) => ShadowTarget::Url(url),
-        (None, Some(cluster)) => ShadowTarget::Cluster(cluster),
-        (None, None) => ShadowTarget::Throwaway,
-    };
-    eprintln!("lockplane: materialising the document on a shadow database…");
-    let wanted = lockplane_engine::dsl::scope_to_live(&loaded.catalog, &live);
-    let desired = shadow::materialize(&wanted, target).await.map_err(failed)?;
-    let renames = lockplane_engine::dsl::renames(&loaded.document);
-    let plan = planner::plan(&live, &desired, &renames, &stats, actor).map_err(failed)?;
-
-    let mut shadow_line = "shadow dry run: skipped (--no-shadow)".to_owned();
-    if !args.no_shadow && !plan.steps.is_empty() {
-        eprintln!("lockplane: proving the plan (and its reverse) on a shadow database…");
-        let opts = ShadowOptions {
-            allow_unsupported: true,
-            renames: renames.clone(),
-            stats: stats.clone(),
-            ..ShadowOptions::default()
-        };
-        let report = shadow::dry_run(&plan, &live, target, &opts)
-            .await
-            .map_err(failed)?;
-        shadow_line = format!(
-            "shadow dry run: ok — reached {} and {}",
-            events::short(&report.target_hash.0),
-            match (&report.reverse, report.reverse_refused.is_empty()) {
-                (Some(_), _) => format!("came back to {}", events::short(&report.base_hash.0)),
-                (None, _) => "the plan has no reverse".to_owned(),
-            }
-        );
-        if !report.gaps.is_empty() {
-            shadow_line.push_str(&format!(
-                " ({} unsupported objects could not be reproduced; hashes not compared)",
-                report.gaps.len()
-            ));
-        }
-    }
 
     let body = lockplane_engine::hash::canonical_json(&plan).map_err(failed)?;
     let body_ref = events::BlobRef::of(&body);
@@ -254,8 +248,18 @@ pub(crate) async fn run_apply(
     // Refuse before touching anything (or the ledger) when confirmation is missing or wrong.
     exec::check_confirmation(&plan, args.confirm.as_deref()).map_err(failed)?;
     let store = ledger::open(at)?;
-    let (mut client, _helper, default_id) = connect_pair(args.database_url.as_deref()).await?;
+    let (mut client, _helper, default_id, _) =
+        connect_pair(args.database_url.as_deref()).await?;
     let database = args.db_id.clone().unwrap_or(default_id);
+    if !ledger::was_proposed(&store, &database, &plan.plan_id)? {
+        return Err(CliError::Usage(format!(
+            "plan {} was never proposed for {database} in this ledger ({}): Lockplane applies \
+             only plans it made and proved against this database; plan it here first \
+             (lockplane plan -f DOCUMENT --out PLAN.json)",
+            plan.plan_id,
+            at.path.display()
+        )));
+    }
 
     let approval = match &args.confirm {
         Some(plan_id) if plan.requires_confirmation => {

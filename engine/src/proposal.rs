@@ -1,0 +1,241 @@
+//! A desired document against a live database → a plan proven on a faithful shadow: the one
+//! path every surface (CLI, runtime, MCP) takes from a document to a plan.
+//!
+//! 1. The document is scoped to live ([`crate::dsl::scope_to_live`]).
+//! 2. What the plan needs and cannot create is refused now, never at apply: every role a grant
+//!    or policy names must exist on the live server ([`ProposeError::MissingRoles`] names them
+//!    all, with the statements that create them).
+//! 3. What the plan needs and can create is a step of the plan: Lockplane's helper functions
+//!    when a policy (or default, check, view) calls `tenant_id()`/`user_id()` and live lacks
+//!    them.
+//! 4. Live is reproduced on a shadow ([`Shadow::reproduce`], pg_dump), the document is
+//!    materialised there, and the plan is made from live to what Postgres stored.
+//! 5. Unless proving is switched off, the plan runs on a clone of the shadow, forward and
+//!    back; its target becomes the hash the shadow reached and each phase carries the hash
+//!    the executor must find before committing it ([`Plan::with_proof`]).
+
+use tokio_postgres::Client;
+
+use crate::catalog::Catalog;
+use crate::diff::Renames;
+use crate::exec::ApplyOptions;
+use crate::hash::CanonicalError;
+use crate::ident::quote_ident;
+use crate::plan::{plan, LockLevel, Plan, PlanError, Step, TableStats};
+use crate::shadow::{LiveSource, Shadow, ShadowError, ShadowOptions, ShadowReport, ShadowTarget};
+
+/// How [`propose`] runs.
+#[derive(Debug, Clone)]
+pub struct ProposeOptions {
+    /// Who asks for the plan.
+    pub created_by: String,
+    /// Prove the plan (forward and reverse) on the shadow; off, the plan's target is the
+    /// materialised document's hash and its phases carry no proven hashes.
+    pub prove: bool,
+    /// Timeouts of the statements run on the shadow; `lock_wait` also bounds how long pg_dump
+    /// waits for a table lock on live.
+    pub apply: ApplyOptions,
+}
+
+impl Default for ProposeOptions {
+    fn default() -> Self {
+        ProposeOptions {
+            created_by: "lockplane".into(),
+            prove: true,
+            apply: ApplyOptions::default(),
+        }
+    }
+}
+
+/// A plan and what it was made from.
+#[derive(Debug, Clone)]
+pub struct Proposed {
+    /// The plan (proven unless proving was off).
+    pub plan: Plan,
+    /// The catalog the plan reaches (what the shadow reached, or the materialised document).
+    pub target: Catalog,
+    /// The proof, when the plan was proven and has steps.
+    pub report: Option<ShadowReport>,
+    /// Which pg_dump reproduced live, onto which server.
+    pub dump_tool: String,
+}
+
+/// Why no plan was made.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// Roles the document names do not exist on the live server.
+    #[error(
+        "the document names role{} that the live server does not have: {}; Lockplane does not \
+         create roles (they are cluster-wide, with passwords and memberships a schema document \
+         should not hold): create them first, e.g. {}",
+        if roles.len() == 1 { "" } else { "s" },
+        roles.join(", "),
+        roles.iter().map(|r| format!("CREATE ROLE {} NOLOGIN;", quote_ident(r))).collect::<Vec<_>>().join(" ")
+    )]
+    MissingRoles {
+        /// The missing roles, sorted.
+        roles: Vec<String>,
+    },
+    /// The planner refused, or hashing failed.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The shadow could not be made, or the plan failed on it.
+    #[error(transparent)]
+    Shadow(#[from] ShadowError),
+    /// Reading the live server (roles, helpers) failed.
+    #[error("reading {what} from the live database failed: {source}")]
+    Live {
+        /// What was read.
+        what: &'static str,
+        /// The error.
+        source: tokio_postgres::Error,
+    },
+}
+
+impl From<CanonicalError> for ProposeError {
+    fn from(e: CanonicalError) -> Self {
+        ProposeError::Plan(PlanError::Canonical(e))
+    }
+}
+
+/// Plans `document` (a DSL document's catalog) against `live` (see the module docs).
+pub async fn propose(
+    live: &LiveSource<'_>,
+    document: &Catalog,
+    renames: &Renames,
+    stats: &TableStats,
+    target: ShadowTarget<'_>,
+    opts: &ProposeOptions,
+) -> Result<Proposed, ProposeError> {
+    let wanted = crate::dsl::scope_to_live(document, live.catalog);
+    let leading = prerequisites(live.client, &wanted).await?;
+
+    let shadow = Shadow::reproduce(live, target, opts.apply.lock_wait).await?;
+    let result = plan_on(&shadow, live, &wanted, renames, stats, &leading, opts).await;
+    let dump_tool = shadow.dump_tool().to_owned();
+    shadow.destroy().await;
+    let (plan, target, report) = result?;
+    Ok(Proposed {
+        plan,
+        target,
+        report,
+        dump_tool,
+    })
+}
+
+async fn plan_on(
+    shadow: &Shadow<'_>,
+    live: &LiveSource<'_>,
+    wanted: &Catalog,
+    renames: &Renames,
+    stats: &TableStats,
+    leading: &[Step],
+    opts: &ProposeOptions,
+) -> Result<(Plan, Catalog, Option<ShadowReport>), ProposeError> {
+    let desired = shadow.materialize(wanted, renames, leading).await?;
+    let mut made = plan(live.catalog, &desired, renames, stats, &opts.created_by)?;
+    if !leading.is_empty() {
+        made = made.with_leading_steps(leading.to_vec())?;
+    }
+    if !opts.prove || made.steps.is_empty() {
+        return Ok((made, desired, None));
+    }
+    let shadow_opts = ShadowOptions {
+        renames: renames.clone(),
+        stats: stats.clone(),
+        apply: opts.apply.clone(),
+    };
+    let report = shadow.prove(&made, &shadow_opts).await?;
+    let proven = made.with_proof(&report.reached, report.target_hash.clone())?;
+    Ok((proven, report.target.clone(), Some(report)))
+}
+
+/// Proves an already made `plan` (a merge, a rebase) on a fresh reproduction of `live`, and
+/// returns it with the proof's hashes ([`Plan::with_proof`]).
+pub async fn prove_plan(
+    live: &LiveSource<'_>,
+    made: Plan,
+    target: ShadowTarget<'_>,
+    opts: &ShadowOptions,
+) -> Result<(Plan, ShadowReport), ProposeError> {
+    let report = crate::shadow::dry_run(&made, live, target, opts).await?;
+    let proven = made.with_proof(&report.reached, report.target_hash.clone())?;
+    Ok((proven, report))
+}
+
+/// What a plan to `target` needs before anything else, checked against the live server
+/// `client` is connected to: missing roles are refused ([`ProposeError::MissingRoles`]); the
+/// helper installation steps are returned when `target` calls a helper live lacks.
+pub async fn prerequisites(client: &Client, target: &Catalog) -> Result<Vec<Step>, ProposeError> {
+    let missing = missing_roles(client, target).await?;
+    if !missing.is_empty() {
+        return Err(ProposeError::MissingRoles { roles: missing });
+    }
+    if crate::dsl::helpers::used_by(target) && !has_helpers(client).await? {
+        Ok(helper_steps())
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// The roles `catalog` grants to or names in a policy that the live server lacks.
+async fn missing_roles(client: &Client, catalog: &Catalog) -> Result<Vec<String>, ProposeError> {
+    let named = crate::shadow::roles_of(catalog);
+    if named.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "SELECT r FROM pg_catalog.unnest($1::text[]) AS r \
+             WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = r) ORDER BY r",
+            &[&named],
+        )
+        .await
+        .map_err(|source| ProposeError::Live {
+            what: "the roles",
+            source,
+        })?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Whether live has Lockplane's helper functions.
+async fn has_helpers(client: &Client) -> Result<bool, ProposeError> {
+    let names: Vec<String> = crate::dsl::helpers::HELPER_FUNCTIONS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let row = client
+        .query_one(
+            "SELECT count(DISTINCT p.proname)::int FROM pg_catalog.pg_proc p \
+             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = $1 AND p.proname = ANY($2) AND p.pronargs = 0",
+            &[&crate::dsl::helpers::HELPER_SCHEMA, &names],
+        )
+        .await
+        .map_err(|source| ProposeError::Live {
+            what: "Lockplane's helper functions",
+            source,
+        })?;
+    let found: i32 = row.get(0);
+    Ok(usize::try_from(found).unwrap_or(0) == names.len())
+}
+
+/// The helper installation as plan steps, one statement each.
+fn helper_steps() -> Vec<Step> {
+    crate::dsl::helpers::install_statements()
+        .into_iter()
+        .map(|sql| Step {
+            id: String::new(),
+            summary: format!(
+                "install Lockplane's context helpers ({}.tenant_id(), {}.user_id())",
+                crate::dsl::helpers::HELPER_SCHEMA,
+                crate::dsl::helpers::HELPER_SCHEMA
+            ),
+            sql,
+            transactional: true,
+            lock: LockLevel::None,
+            hazards: Vec::new(),
+            reaches: None,
+        })
+        .collect()
+}
