@@ -15,8 +15,8 @@ use lockplane_engine::exec::{self, ApplyOptions};
 use lockplane_engine::hash::canonical_json;
 use lockplane_engine::plan::{self as planner, Plan, TableStats};
 use lockplane_engine::projection::{DatabaseView, LiveHash, PlanStatus, PlanView};
-use lockplane_engine::session::{self, SessionContext};
 use lockplane_engine::proposal::{self, ProposeError, ProposeOptions};
+use lockplane_engine::session::{self, SessionContext};
 use lockplane_engine::shadow::{LiveSource, ShadowOptions, ShadowReport, ShadowTarget};
 use lockplane_engine::{catalog_hash, connect, dsl, introspect_parallel, CatalogHash};
 use lockplane_engine::{introspect, IntrospectOptions};
@@ -73,9 +73,9 @@ impl ShadowPool {
                         tokio::task::spawn_blocking(move || {
                             PgBinaries::for_server(major).and_then(|b| Cluster::start(&b))
                         })
-                            .await
-                            .map_err(|e| Error::Shadow(e.to_string()))?
-                            .map_err(|e| Error::Shadow(e.to_string()))
+                        .await
+                        .map_err(|e| Error::Shadow(e.to_string()))?
+                        .map_err(|e| Error::Shadow(e.to_string()))
                     })
                     .await?;
                 Ok(ShadowTarget::Cluster(cluster))
@@ -455,8 +455,7 @@ async fn prove(
         return Ok((
             plan,
             None,
-            "not proven: its base is no longer live (it is rebased and proven when applied)"
-                .into(),
+            "not proven: its base is no longer live (it is rebased and proven when applied)".into(),
         ));
     }
     let target = shared.shadow.target(client).await?;
@@ -645,7 +644,7 @@ pub(crate) async fn propose(
         shared,
         db,
         &proposed.plan,
-        (&live, &proposed.target, &renames),
+        (&proposed.base, &proposed.target, &renames),
         actor,
         None,
     )
@@ -887,8 +886,7 @@ async fn rebase(
         )
     })?;
     let stats = stats(client, db).await?;
-    let planned =
-        plan_catalogs(client, live, &rebased, &view.plan.renames, &stats, actor).await?;
+    let planned = plan_catalogs(client, live, &rebased, &view.plan.renames, &stats, actor).await?;
     if planned.plan.steps.is_empty() {
         return Err(stale(
             "everything it changes is already live".into(),

@@ -1,15 +1,17 @@
 //! A desired document against a live database → a plan proven on a faithful shadow: the one
 //! path every surface (CLI, runtime, MCP) takes from a document to a plan.
 //!
-//! 1. The document is scoped to live ([`crate::dsl::scope_to_live`]).
+//! 1. Live is reproduced on a shadow ([`Shadow::reproduce`], pg_dump), and read on the
+//!    snapshot it was dumped from: that catalog is the plan's base. The document is scoped to
+//!    it ([`crate::dsl::scope_to_live`]).
 //! 2. What the plan needs and cannot create is refused now, never at apply: every role a grant
 //!    or policy names must exist on the live server ([`ProposeError::MissingRoles`] names them
 //!    all, with the statements that create them).
 //! 3. What the plan needs and can create is a step of the plan: Lockplane's helper functions
 //!    when a policy (or default, check, view) calls `tenant_id()`/`user_id()` and live lacks
 //!    them.
-//! 4. Live is reproduced on a shadow ([`Shadow::reproduce`], pg_dump), the document is
-//!    materialised there, and the plan is made from live to what Postgres stored.
+//! 4. The document is materialised on a clone of the shadow, and the plan is made from live
+//!    to what Postgres stored.
 //! 5. Unless proving is switched off, the plan runs on a clone of the shadow, forward and
 //!    back; its target becomes the hash the shadow reached and each phase carries the hash
 //!    the executor must find before committing it ([`Plan::with_proof`]).
@@ -52,6 +54,8 @@ impl Default for ProposeOptions {
 pub struct Proposed {
     /// The plan (proven unless proving was off).
     pub plan: Plan,
+    /// The live catalog the plan starts from, read on the snapshot live was dumped from.
+    pub base: Catalog,
     /// The catalog the plan reaches (what the shadow reached, or the materialised document).
     pub target: Catalog,
     /// The proof, when the plan was proven and has steps.
@@ -107,16 +111,22 @@ pub async fn propose(
     target: ShadowTarget<'_>,
     opts: &ProposeOptions,
 ) -> Result<Proposed, ProposeError> {
-    let wanted = crate::dsl::scope_to_live(document, live.catalog);
-    let leading = prerequisites(live.client, &wanted).await?;
-
     let shadow = Shadow::reproduce(live, target, opts.apply.lock_wait).await?;
-    let result = plan_on(&shadow, live, &wanted, renames, stats, &leading, opts).await;
+    let result = async {
+        // Live as dumped: if it moved since the caller read it, the plan starts from now.
+        let base = shadow.base();
+        let wanted = crate::dsl::scope_to_live(document, base);
+        let leading = prerequisites(live.client, &wanted).await?;
+        plan_on(&shadow, base, &wanted, renames, stats, &leading, opts).await
+    }
+    .await;
     let dump_tool = shadow.dump_tool().to_owned();
+    let base = shadow.base().clone();
     shadow.destroy().await;
     let (plan, target, report) = result?;
     Ok(Proposed {
         plan,
+        base,
         target,
         report,
         dump_tool,
@@ -125,7 +135,7 @@ pub async fn propose(
 
 async fn plan_on(
     shadow: &Shadow<'_>,
-    live: &LiveSource<'_>,
+    live: &Catalog,
     wanted: &Catalog,
     renames: &Renames,
     stats: &TableStats,
@@ -133,7 +143,7 @@ async fn plan_on(
     opts: &ProposeOptions,
 ) -> Result<(Plan, Catalog, Option<ShadowReport>), ProposeError> {
     let desired = shadow.materialize(wanted, renames, leading).await?;
-    let mut made = plan(live.catalog, &desired, renames, stats, &opts.created_by)?;
+    let mut made = plan(live, &desired, renames, stats, &opts.created_by)?;
     if !leading.is_empty() {
         made = made.with_leading_steps(leading.to_vec())?;
     }

@@ -90,7 +90,7 @@ pub struct LiveSource<'a> {
     pub client: &'a Client,
     /// How to connect to it: `pg_dump` connects with these settings.
     pub config: &'a tokio_postgres::Config,
-    /// Its catalog as just introspected: the reproduction must hash the same.
+    /// Its catalog as last introspected (the shadow reads it again on pg_dump's snapshot).
     pub catalog: &'a Catalog,
 }
 
@@ -646,7 +646,30 @@ impl<'a> Shadow<'a> {
             .map_err(setup("creating the shadow database"))?;
         drop(admin);
 
-        let dump = pg_dump(&tools, live.config, lock_wait).await?;
+        // Dump and read live on one snapshot, so the reproduction is compared with exactly
+        // the catalog it was dumped from, however busy live is.
+        let live_err = |source| ShadowError::Server {
+            shown: crate::connect::describe(live.config),
+            source,
+        };
+        let snap = crate::connect::connect(live.config)
+            .await
+            .map_err(live_err)?;
+        snap.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(live_err)?;
+        let snapshot: String = snap
+            .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
+            .await
+            .map_err(live_err)?
+            .get(0);
+        let at_dump =
+            crate::introspect::introspect_in_transaction(&snap, &IntrospectOptions::default())
+                .await?;
+        let dump = pg_dump(&tools, live.config, lock_wait, &snapshot).await;
+        let _ = snap.batch_execute("COMMIT").await;
+        drop(snap);
+        let dump = dump?;
         let script = restorable(&dump, &settings);
         let restore_config = self.server.config(&self.template);
         psql_restore(&tools, &restore_config, script)
@@ -660,12 +683,12 @@ impl<'a> Shadow<'a> {
         let base = introspect(&mut client, &IntrospectOptions::default()).await?;
         drop(client);
         let base_hash = catalog_hash(&base)?;
-        let live_hash = catalog_hash(live.catalog)?;
+        let live_hash = catalog_hash(&at_dump)?;
         if base_hash != live_hash {
             return Err(ShadowError::NotFaithful {
                 live: live_hash,
                 shadow: base_hash,
-                differences: exec::drift(live.catalog, &base),
+                differences: exec::drift(&at_dump, &base),
             });
         }
         self.base = base;
@@ -673,7 +696,9 @@ impl<'a> Shadow<'a> {
         Ok(())
     }
 
-    /// The live catalog, as reproduced.
+    /// The live catalog as it was when it was dumped (read on pg_dump's snapshot), which the
+    /// reproduction hashes exactly like. It may be newer than the caller's [`LiveSource`]
+    /// catalog when live changed in between: plans are made from this one.
     pub fn base(&self) -> &Catalog {
         &self.base
     }
@@ -883,9 +908,11 @@ async fn pg_dump(
     tools: &PgBinaries,
     config: &tokio_postgres::Config,
     lock_wait: Duration,
+    snapshot: &str,
 ) -> Result<String, ShadowError> {
     let mut cmd = tools.client_command("pg_dump");
     cmd.envs(crate::connect::libpq_env(config));
+    cmd.arg(format!("--snapshot={snapshot}"));
     cmd.args([
         "--schema-only",
         // Not in the manifest, and not reproducible on another server: tablespaces,

@@ -785,15 +785,23 @@ async fn failed_transaction_after_an_enum_label_resumes_after_the_label() {
 async fn slow_statements_time_out_in_and_out_of_the_transaction() {
     use lockplane_engine::plan::{assemble, LockLevel, Step};
     let (_, mut client, _, _) = setup("CREATE TABLE t (id int)", "", "SELECT 1").await;
+    client
+        .batch_execute("INSERT INTO t VALUES (1)")
+        .await
+        .expect("row");
     let here = live_hash(&mut client).await;
-    let sleep = |transactional| Step {
+    // A statement of a kind plans hold (the executor refuses others) that is slow: checking
+    // the new constraint against the row sleeps.
+    let sleep = |transactional| {
+        Step {
         id: String::new(),
-        summary: "sleep".into(),
-        sql: "SELECT pg_sleep(10)".into(),
+        summary: "add a slow check".into(),
+        sql: r#"ALTER TABLE "public"."t" ADD CONSTRAINT "slow" CHECK ((pg_sleep(10))::text IS NOT NULL)"#.into(),
         transactional,
         lock: LockLevel::None,
         hazards: Vec::new(),
         reaches: None,
+    }
     };
     let opts = ApplyOptions {
         statement_timeout: Duration::from_millis(500),

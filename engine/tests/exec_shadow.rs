@@ -81,7 +81,11 @@ async fn dry_run_proves_forward_and_reverse_on_a_throwaway_cluster() {
     assert_eq!(report.base_hash, p.base_hash);
     assert_eq!(report.target_hash, p.target_hash);
     assert_eq!(report.forward.resulting_hash, p.target_hash);
-    assert!(report.dump_tool.starts_with("pg_dump "), "{}", report.dump_tool);
+    assert!(
+        report.dump_tool.starts_with("pg_dump "),
+        "{}",
+        report.dump_tool
+    );
     let back = report.reverse.as_ref().expect("a reverse plan");
     assert_eq!(back.base_hash, p.target_hash);
     assert_eq!(back.target_hash, p.base_hash);
@@ -151,7 +155,11 @@ async fn objects_lockplane_does_not_model_are_reproduced() {
          CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
          CREATE TRIGGER u_touch BEFORE INSERT ON u FOR EACH ROW EXECUTE FUNCTION touch();";
     let live = live_database(LIVE).await;
-    assert!(live.catalog.unsupported.len() >= 5, "{:?}", live.catalog.unsupported);
+    assert!(
+        live.catalog.unsupported.len() >= 5,
+        "{:?}",
+        live.catalog.unsupported
+    );
     let cluster = testkit::shared_cluster().expect("cluster");
     let shadow = Shadow::reproduce(
         &live.source(),
@@ -174,7 +182,10 @@ async fn objects_lockplane_does_not_model_are_reproduced() {
         .await
         .unwrap_or_else(|e| panic!("materialize failed: {e}"));
     assert!(
-        !materialized.unsupported.iter().any(|u| u.name.starts_with("u.")),
+        !materialized
+            .unsupported
+            .iter()
+            .any(|u| u.name.starts_with("u.")),
         "the trigger goes with its table: {:?}",
         materialized.unsupported
     );
@@ -190,12 +201,18 @@ async fn objects_lockplane_does_not_model_are_reproduced() {
         .prove(&p, &ShadowOptions::default())
         .await
         .unwrap_or_else(|e| panic!("prove failed: {e}"));
-    assert_eq!(report.target_hash, catalog_hash(&materialized).expect("hash"));
+    assert_eq!(
+        report.target_hash,
+        catalog_hash(&materialized).expect("hash")
+    );
     assert_eq!(report.base_hash, catalog_hash(&live.catalog).expect("hash"));
     // The trigger cannot be re-created by Lockplane: the plan has no reverse, and says why.
     assert!(report.reverse_run.is_none());
     assert!(
-        report.reverse_refused.iter().any(|r| r.object.contains("u_touch")),
+        report
+            .reverse_refused
+            .iter()
+            .any(|r| r.object.contains("u_touch")),
         "{:?}",
         report.reverse_refused
     );

@@ -110,7 +110,11 @@ pub(crate) async fn run_plan(
     };
     eprintln!(
         "lockplane: reproducing the database on a shadow (pg_dump), materialising the document{}…",
-        if args.no_shadow { "" } else { ", proving the plan and its reverse" }
+        if args.no_shadow {
+            ""
+        } else {
+            ", proving the plan and its reverse"
+        }
     );
     let renames = lockplane_engine::dsl::renames(&loaded.document);
     let source = LiveSource {
@@ -128,7 +132,9 @@ pub(crate) async fn run_plan(
         .map_err(failed)?;
     let plan = proposed.plan;
     let shadow_line = match &proposed.report {
-        _ if plan.steps.is_empty() => format!("shadow: live reproduced with {}", proposed.dump_tool),
+        _ if plan.steps.is_empty() => {
+            format!("shadow: live reproduced with {}", proposed.dump_tool)
+        }
         None => format!(
             "shadow dry run: skipped (--no-shadow); live reproduced with {}",
             proposed.dump_tool
@@ -138,7 +144,10 @@ pub(crate) async fn run_plan(
             proposed.dump_tool,
             events::short(&report.target_hash.0),
             match &report.reverse {
-                Some(_) => format!("its reverse came back to {}", events::short(&report.base_hash.0)),
+                Some(_) => format!(
+                    "its reverse came back to {}",
+                    events::short(&report.base_hash.0)
+                ),
                 None => "the plan has no reverse".to_owned(),
             }
         ),
@@ -248,8 +257,7 @@ pub(crate) async fn run_apply(
     // Refuse before touching anything (or the ledger) when confirmation is missing or wrong.
     exec::check_confirmation(&plan, args.confirm.as_deref()).map_err(failed)?;
     let store = ledger::open(at)?;
-    let (mut client, _helper, default_id, _) =
-        connect_pair(args.database_url.as_deref()).await?;
+    let (mut client, _helper, default_id, _) = connect_pair(args.database_url.as_deref()).await?;
     let database = args.db_id.clone().unwrap_or(default_id);
     if !ledger::was_proposed(&store, &database, &plan.plan_id)? {
         return Err(CliError::Usage(format!(

@@ -1,0 +1,305 @@
+//! The plan tells the truth (issue 11): the regressions a new user met, against real Postgres.
+//!
+//! - The README's document (a policy calling `tenant_id()`, a grant to `app_reader`) plans,
+//!   proves and applies on a fresh database: the helpers are a step of the plan, not something
+//!   the shadow installed behind the user's back; without the roles, planning refuses naming
+//!   each of them.
+//! - Dropping a table that has a trigger applies: the target is what the shadow reached, so
+//!   the trigger Postgres drops with the table is not expected to survive.
+//! - A plan is checked inside its transaction before `COMMIT`: a catalog other than the proven
+//!   one rolls back and leaves the database at its base.
+//! - A forged step (two statements, or a drop the flags do not admit) is refused before
+//!   anything runs.
+//! - Pagila, with its triggers, functions, domain and partitions, plans to nothing against
+//!   itself through the DSL.
+
+mod common;
+
+use common::{database_with, read};
+use lockplane_engine::catalog::Catalog;
+use lockplane_engine::dsl::{self, Format};
+use lockplane_engine::exec::{self, ApplyError, ApplyOptions};
+use lockplane_engine::plan::{assemble, read_stats, Plan};
+use lockplane_engine::proposal::{self, ProposeError, ProposeOptions, Proposed};
+use lockplane_engine::shadow::{LiveSource, ShadowTarget};
+use lockplane_engine::{catalog_hash, testkit, CatalogHash};
+use tokio_postgres::Client;
+
+/// A live database on the shared cluster.
+struct Live {
+    config: tokio_postgres::Config,
+    client: Client,
+}
+
+async fn live(sql: &str) -> Live {
+    let (name, client) = database_with(sql).await;
+    let config = testkit::shared_cluster().expect("cluster").config(&name);
+    Live { config, client }
+}
+
+impl Live {
+    async fn catalog(&mut self) -> Catalog {
+        read(&mut self.client).await
+    }
+
+    async fn hash(&mut self) -> CatalogHash {
+        catalog_hash(&self.catalog().await).expect("hash")
+    }
+
+    /// `lockplane plan`: the document against this database, proven on the shared cluster.
+    async fn propose(&mut self, document: &str) -> Result<Proposed, ProposeError> {
+        let loaded = dsl::load("doc.yaml", document, Format::Yaml)
+            .unwrap_or_else(|e| panic!("document: {e}"));
+        let catalog = self.catalog().await;
+        let stats = read_stats(&self.client).await.expect("stats");
+        let source = LiveSource {
+            client: &self.client,
+            config: &self.config,
+            catalog: &catalog,
+        };
+        let cluster = testkit::shared_cluster().expect("cluster");
+        proposal::propose(
+            &source,
+            &loaded.catalog,
+            &dsl::renames(&loaded.document),
+            &stats,
+            ShadowTarget::Cluster(cluster),
+            &ProposeOptions::default(),
+        )
+        .await
+    }
+
+    async fn apply(&mut self, plan: &Plan) -> Result<CatalogHash, ApplyError> {
+        exec::apply(
+            &mut self.client,
+            plan,
+            &ApplyOptions::default(),
+            Some(&plan.plan_id),
+        )
+        .await
+        .map(|r| r.resulting_hash)
+    }
+}
+
+/// The README's DSL example, as the README shows it.
+fn readme_document() -> String {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("```yaml\nversion: 1\nschemas:\n  public:\n    tables:\n      users:")
+        .expect("the README's DSL example");
+    let body = &readme[start + "```yaml\n".len()..];
+    body[..body.find("```").expect("end of the example")].to_owned()
+}
+
+#[tokio::test]
+async fn the_readme_example_plans_proves_and_applies() {
+    let mut db = live("").await;
+    let proposed = db
+        .propose(&readme_document())
+        .await
+        .unwrap_or_else(|e| panic!("plan failed: {e}"));
+    let plan = &proposed.plan;
+    assert!(proposed.report.is_some(), "proven");
+    assert!(
+        plan.steps.iter().any(|s| s
+            .sql
+            .starts_with("CREATE OR REPLACE FUNCTION \"lockplane\".\"tenant_id\"")),
+        "the helper is a step of the plan: {:#?}",
+        plan.steps
+    );
+    assert!(plan.steps.iter().any(|s| s.reaches.is_some()));
+    let reached = db
+        .apply(plan)
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    assert_eq!(reached, plan.target_hash);
+    assert_eq!(db.hash().await, plan.target_hash);
+    let again = db.propose(&readme_document()).await.expect("re-plan");
+    assert!(again.plan.steps.is_empty(), "{:#?}", again.plan.steps);
+}
+
+#[tokio::test]
+async fn roles_live_lacks_are_refused_at_plan_time_naming_each() {
+    let mut db = live("").await;
+    let suffix = std::process::id();
+    let doc = format!(
+        "version: 1\nschemas:\n  public:\n    tables:\n      t:\n        columns:\n          \
+         - {{ name: id, type: int, pk: true }}\n        grants:\n          \
+         - {{ role: nobody_reader_{suffix}, privilege: select }}\n          \
+         - {{ role: nobody_writer_{suffix}, privilege: insert }}\n"
+    );
+    let err = db.propose(&doc).await.expect_err("missing roles");
+    let message = err.to_string();
+    match &err {
+        ProposeError::MissingRoles { roles } => assert_eq!(
+            roles,
+            &[
+                format!("nobody_reader_{suffix}"),
+                format!("nobody_writer_{suffix}")
+            ]
+        ),
+        other => panic!("unexpected: {other}"),
+    }
+    assert!(
+        message.contains(&format!("CREATE ROLE \"nobody_writer_{suffix}\" NOLOGIN")),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_table_with_a_trigger_applies_what_the_shadow_reached() {
+    let mut db = live(
+        "CREATE TABLE t (id int PRIMARY KEY);
+         CREATE TABLE u (id int PRIMARY KEY);
+         INSERT INTO u VALUES (1);
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+         CREATE TRIGGER u_touch BEFORE INSERT ON u FOR EACH ROW EXECUTE FUNCTION touch();",
+    )
+    .await;
+    let doc =
+        "version: 1\nschemas:\n  public:\n    tables:\n      t:\n        columns:\n          \
+               - { name: id, type: int, pk: true }\n";
+    let proposed = db
+        .propose(doc)
+        .await
+        .unwrap_or_else(|e| panic!("plan: {e}"));
+    let plan = &proposed.plan;
+    assert!(plan.requires_confirmation, "drops a table with rows");
+    assert!(
+        !proposed
+            .target
+            .unsupported
+            .iter()
+            .any(|u| u.name == "u.u_touch"),
+        "the target has no trigger on the dropped table"
+    );
+    let reached = db
+        .apply(plan)
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    assert_eq!(reached, plan.target_hash);
+    let catalog = db.catalog().await;
+    assert!(!catalog.schemas["public"].tables.contains_key("u"));
+    assert!(
+        catalog.unsupported.iter().any(|u| u.kind == "function"),
+        "the function stays"
+    );
+}
+
+#[tokio::test]
+async fn a_catalog_other_than_the_proven_one_rolls_back() {
+    let mut db = live("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let base = db.hash().await;
+    let doc =
+        "version: 1\nschemas:\n  public:\n    tables:\n      t:\n        columns:\n          \
+               - { name: id, type: int, pk: true }\n          - { name: note, type: text }\n";
+    let proposed = db
+        .propose(doc)
+        .await
+        .unwrap_or_else(|e| panic!("plan: {e}"));
+    // The proof says where the transaction ends; claim another place, with a consistent id.
+    let mut forged = proposed.plan.clone();
+    let last = forged.steps.len() - 1;
+    forged.steps[last].reaches = Some(base.clone());
+    forged.plan_id = forged.computed_id().expect("id");
+    let err = db.apply(&forged).await.expect_err("not as proven");
+    match &err {
+        ApplyError::NotAsProven {
+            rolled_back,
+            expected,
+            actual,
+            ..
+        } => {
+            assert!(rolled_back);
+            assert_eq!(expected, &base);
+            assert_eq!(actual, &proposed.plan.target_hash);
+        }
+        other => panic!("unexpected: {other}"),
+    }
+    assert_eq!(db.hash().await, base, "nothing committed");
+}
+
+#[tokio::test]
+async fn forged_steps_are_refused_before_anything_runs() {
+    let mut db = live("CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE keep (id int); INSERT INTO keep VALUES (1);").await;
+    let base = db.hash().await;
+    let doc =
+        "version: 1\nschemas:\n  public:\n    tables:\n      t:\n        columns:\n          \
+               - { name: id, type: int, pk: true }\n          - { name: note, type: text }\n      \
+               keep:\n        columns:\n          - { name: id, type: int }\n";
+    let proposed = db
+        .propose(doc)
+        .await
+        .unwrap_or_else(|e| panic!("plan: {e}"));
+    assert!(!proposed.plan.requires_confirmation);
+
+    // A second statement appended to a step.
+    let mut steps = proposed.plan.steps.clone();
+    steps[0].sql.push_str("; DROP TABLE keep");
+    let two = assemble(base.clone(), proposed.plan.target_hash.clone(), steps, "x").expect("plan");
+    let err = db
+        .apply_unconfirmed(&two)
+        .await
+        .expect_err("two statements");
+    assert!(matches!(err, ApplyError::Foreign(_)), "{err}");
+    assert!(err.to_string().contains("2 statements"), "{err}");
+
+    // A drop that the flags do not admit: the SQL decides, confirmation is required.
+    let mut steps = proposed.plan.steps.clone();
+    steps[0].sql = "DROP TABLE \"public\".\"keep\"".into();
+    steps[0].hazards.clear();
+    let drop = assemble(base.clone(), proposed.plan.target_hash.clone(), steps, "x").expect("plan");
+    assert!(!drop.requires_confirmation);
+    let err = db
+        .apply_unconfirmed(&drop)
+        .await
+        .expect_err("needs confirmation");
+    assert!(
+        matches!(err, ApplyError::ConfirmationRequired { .. }),
+        "{err}"
+    );
+
+    // Statements the planner never writes.
+    let mut steps = proposed.plan.steps.clone();
+    steps[0].sql = "DELETE FROM keep".into();
+    let dml = assemble(base.clone(), proposed.plan.target_hash.clone(), steps, "x").expect("plan");
+    let err = db.apply_unconfirmed(&dml).await.expect_err("DML");
+    assert!(err.to_string().contains("DeleteStmt"), "{err}");
+
+    assert_eq!(db.hash().await, base);
+    let rows: i64 = db
+        .client
+        .query_one("SELECT count(*) FROM keep", &[])
+        .await
+        .expect("rows")
+        .get(0);
+    assert_eq!(rows, 1);
+}
+
+impl Live {
+    async fn apply_unconfirmed(&mut self, plan: &Plan) -> Result<CatalogHash, ApplyError> {
+        exec::apply(&mut self.client, plan, &ApplyOptions::default(), None)
+            .await
+            .map(|r| r.resulting_hash)
+    }
+}
+
+#[tokio::test]
+async fn pagila_plans_to_nothing_through_its_own_document() {
+    let Some(pagila) = testkit::corpus_sql("pagila-schema.sql") else {
+        eprintln!("skipped: the corpus is not available");
+        return;
+    };
+    let mut db = live(&pagila).await;
+    let catalog = db.catalog().await;
+    let yaml = dsl::to_yaml(&catalog);
+    let proposed = db
+        .propose(&yaml)
+        .await
+        .unwrap_or_else(|e| panic!("plan of Pagila's own document: {e}"));
+    assert!(proposed.plan.steps.is_empty(), "{:#?}", proposed.plan.steps);
+    assert_eq!(
+        proposed.plan.target_hash,
+        catalog_hash(&catalog).expect("hash")
+    );
+}
