@@ -303,3 +303,89 @@ async fn pagila_plans_to_nothing_through_its_own_document() {
         catalog_hash(&catalog).expect("hash")
     );
 }
+
+/// Every server build of the matrix (`LOCKPLANE_PG_MATRIX`, `major=bin_dir` pairs, plus the
+/// local server): the README's document plans, proves on a throwaway shadow of the same
+/// major version (reproduced with a pg_dump new enough for it) and applies; Pagila plans to
+/// nothing through its own document.
+#[tokio::test]
+async fn the_readme_example_and_pagila_on_every_postgres_version() {
+    use lockplane_engine::cluster::{Cluster, PgBinaries};
+    let mut all = vec![PgBinaries::locate(None).expect("local Postgres binaries")];
+    let listed = std::env::var("LOCKPLANE_PG_MATRIX").unwrap_or_default();
+    for spec in listed.split_whitespace() {
+        let (_, dir) = spec.split_once('=').expect("major=bin_dir");
+        let bins = PgBinaries::locate(Some(std::path::Path::new(dir))).expect("matrix binaries");
+        if all.iter().all(|b| b.major != bins.major) {
+            all.push(bins);
+        }
+    }
+    let pagila = testkit::corpus_sql("pagila-schema.sql");
+    for bins in all {
+        let major = bins.major;
+        let cluster = tokio::task::spawn_blocking(move || Cluster::start(&bins))
+            .await
+            .expect("join")
+            .expect("start cluster");
+        let mut cases = vec![("readme", "CREATE ROLE app_reader NOLOGIN".to_owned())];
+        if let Some(sql) = &pagila {
+            cases.push(("pagila", sql.clone()));
+        }
+        for (name, setup) in cases {
+            cluster
+                .create_database(name)
+                .await
+                .expect("create database");
+            let client = cluster.connect(name).await.expect("connect");
+            client
+                .batch_execute(&setup)
+                .await
+                .unwrap_or_else(|e| panic!("Postgres {major}: setup: {e}"));
+            let mut db = Live {
+                config: cluster.config(name),
+                client,
+            };
+            let document = if name == "readme" {
+                readme_document()
+            } else {
+                dsl::to_yaml(&db.catalog().await)
+            };
+            let loaded = dsl::load("doc.yaml", &document, Format::Yaml).expect("document");
+            let catalog = db.catalog().await;
+            let stats = read_stats(&db.client).await.expect("stats");
+            let source = LiveSource {
+                client: &db.client,
+                config: &db.config,
+                catalog: &catalog,
+            };
+            let proposed = proposal::propose(
+                &source,
+                &loaded.catalog,
+                &dsl::renames(&loaded.document),
+                &stats,
+                ShadowTarget::Throwaway,
+                &ProposeOptions::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("Postgres {major}, {name}: plan: {e}"));
+            assert!(
+                proposed.dump_tool.contains(&format!("PostgreSQL {major}.")),
+                "Postgres {major}: the shadow runs the same major version: {}",
+                proposed.dump_tool
+            );
+            if name == "pagila" {
+                assert!(
+                    proposed.plan.steps.is_empty(),
+                    "Postgres {major}: {:#?}",
+                    proposed.plan.steps
+                );
+                continue;
+            }
+            let reached = db
+                .apply(&proposed.plan)
+                .await
+                .unwrap_or_else(|e| panic!("Postgres {major}: apply: {e}"));
+            assert_eq!(reached, proposed.plan.target_hash, "Postgres {major}");
+        }
+    }
+}

@@ -170,3 +170,130 @@ async fn plan_dry_runs_then_apply_needs_the_exact_confirmation() {
     let verified = lockplane(&ledger, &url, &["audit", "verify"]);
     assert!(verified.status.success(), "{}", text(&verified.stderr));
 }
+
+/// The README's DSL example (a policy calling `tenant_id()`, a grant to `app_reader`).
+fn readme_document() -> String {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("```yaml\nversion: 1\nschemas:\n  public:\n    tables:\n      users:")
+        .expect("the README's DSL example");
+    let body = &readme[start + "```yaml\n".len()..];
+    body[..body.find("```").expect("end of the example")].to_owned()
+}
+
+/// A fresh database with `sql`, its URL.
+async fn database(sql: &str) -> String {
+    let db = testkit::fresh_database("plan_cli").await.expect("database");
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let client = cluster.connect(&db).await.expect("connect");
+    client.batch_execute(sql).await.expect("schema");
+    cluster.url(&db)
+}
+
+/// The README's example through the CLI: planned (installing the helpers as steps of the plan),
+/// proven, applied, and planned again to nothing.
+#[tokio::test]
+async fn the_readme_example_applies_through_the_cli() {
+    let url = database(
+        "DO $$ BEGIN CREATE ROLE app_reader NOLOGIN; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let doc = dir.path().join("schema.yaml");
+    std::fs::write(&doc, readme_document()).expect("write");
+    let plan_file = dir.path().join("plan.json");
+    let (doc_s, plan_s) = (
+        doc.to_str().expect("path"),
+        plan_file.to_str().expect("path"),
+    );
+    let planned = lockplane(&ledger, &url, &["plan", "-f", doc_s, "--out", plan_s]);
+    assert!(planned.status.success(), "{}", text(&planned.stderr));
+    let out = text(&planned.stdout);
+    assert!(out.contains("shadow dry run: ok"), "{out}");
+    assert!(out.contains("install Lockplane's context helpers"), "{out}");
+    let applied = lockplane(&ledger, &url, &["apply", plan_s]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    let again = lockplane(&ledger, &url, &["plan", "-f", doc_s]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("Nothing to do"),
+        "{}",
+        text(&again.stdout)
+    );
+}
+
+/// A plan file edited to run more than it says, with its id recomputed by the README's
+/// recipe, is refused: it was never proposed. A plan proposed for one database is refused on
+/// another whose schema is the same.
+#[tokio::test]
+async fn a_forged_or_foreign_plan_file_is_refused() {
+    let schema = "CREATE TABLE keep (id int PRIMARY KEY); INSERT INTO keep VALUES (1);";
+    let url = database(schema).await;
+    let other_url = database(schema).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let doc = dir.path().join("schema.yaml");
+    std::fs::write(
+        &doc,
+        "version: 1\nschemas:\n  public:\n    tables:\n      keep:\n        columns:\n          \
+         - { name: id, type: int, pk: true }\n          - { name: note, type: text }\n",
+    )
+    .expect("write");
+    let plan_file = dir.path().join("plan.json");
+    let plan_s = plan_file.to_str().expect("path");
+    let planned = lockplane(
+        &ledger,
+        &url,
+        &["plan", "-f", doc.to_str().expect("path"), "--out", plan_s],
+    );
+    assert!(planned.status.success(), "{}", text(&planned.stderr));
+
+    // Forge: a second statement in a step, and the id recomputed as the README shows.
+    let mut plan: Value =
+        serde_json::from_slice(&std::fs::read(&plan_file).expect("plan")).expect("json");
+    let sql = plan["steps"][0]["sql"].as_str().expect("sql").to_owned();
+    plan["steps"][0]["sql"] = Value::String(format!("{sql}; DROP TABLE keep"));
+    let content = serde_json::json!({
+        "base_hash": plan["base_hash"], "target_hash": plan["target_hash"],
+        "steps": plan["steps"], "hazards": plan["hazards"],
+        "requires_confirmation": plan["requires_confirmation"], "created_by": plan["created_by"],
+    });
+    let canonical = lockplane_engine::hash::canonical_json(&content).expect("canonical");
+    plan["plan_id"] = Value::String(format!(
+        "sha3-256:{}",
+        lockplane_engine::hash::sha3_256_hex(&canonical)
+    ));
+    let forged = dir.path().join("forged.json");
+    std::fs::write(&forged, serde_json::to_vec(&plan).expect("json")).expect("write");
+    let refused = lockplane(&ledger, &url, &["apply", forged.to_str().expect("path")]);
+    assert!(!refused.status.success());
+    let err = text(&refused.stderr);
+    assert!(
+        err.contains("never proposed") || err.contains("2 statements"),
+        "{err}"
+    );
+
+    // The genuine plan, on another database with the same schema.
+    let foreign = lockplane(&ledger, &other_url, &["apply", plan_s]);
+    assert!(!foreign.status.success());
+    assert!(
+        text(&foreign.stderr).contains("never proposed"),
+        "{}",
+        text(&foreign.stderr)
+    );
+
+    // Nothing ran: the table and its row are there.
+    let cluster = testkit::shared_cluster().expect("cluster");
+    for u in [&url, &other_url] {
+        let db = u.rsplit('/').next().expect("db");
+        let client = cluster.connect(db).await.expect("connect");
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM keep", &[])
+            .await
+            .expect("keep")
+            .get(0);
+        assert_eq!(rows, 1);
+    }
+}
