@@ -32,6 +32,13 @@ pub struct Catalog {
     /// Objects that exist but that Lockplane does not manage. They are part of the hash, so a
     /// change to any of them is seen, and plans refuse to touch what depends on them.
     pub unsupported: Vec<UnsupportedObject>,
+    /// Indexes Postgres marks invalid (`indisvalid = false`: what a failed or interrupted
+    /// `CREATE INDEX CONCURRENTLY` leaves), as `(schema, index name)`. They are not indexes
+    /// the schema has (queries do not use them, `pg_dump` skips them), so they are neither in
+    /// `indexes` nor hashed; introspection records them so that a plan drops them first (they
+    /// still cost every write, and their names block a new build).
+    #[serde(skip)]
+    pub invalid_indexes: Vec<(String, String)>,
 }
 
 impl Default for Catalog {
@@ -41,6 +48,7 @@ impl Default for Catalog {
             extensions: BTreeMap::new(),
             schemas: BTreeMap::new(),
             unsupported: Vec::new(),
+            invalid_indexes: Vec::new(),
         }
     }
 }

@@ -443,7 +443,7 @@ pub enum ApplyError {
     },
     /// A step's SQL is not what the planner writes (see [`crate::review`]).
     #[error(transparent)]
-    Foreign(crate::review::ForeignStep),
+    Foreign(Box<crate::review::ForeignStep>),
     /// The catalog after a phase is not the one the shadow reached after it. For the
     /// transaction, it was rolled back and the database is at its base; a step run alone
     /// has committed and the database is at `actual`.
@@ -457,13 +457,13 @@ pub enum ApplyError {
     )]
     NotAsProven {
         /// The step ending the phase.
-        step_id: String,
+        step_id: Box<str>,
         /// The hash the shadow reached there.
         expected: CatalogHash,
         /// The hash found.
         actual: CatalogHash,
         /// What differs, when the expected catalog is known.
-        drifted: Vec<String>,
+        drifted: Box<[String]>,
         /// True when the transaction was rolled back.
         rolled_back: bool,
         /// What ran.
@@ -610,8 +610,10 @@ fn step_failed_message(
             .to_owned()
     } else {
         format!(
-            "the phases before it stay applied (live hash {}); fix the cause, then resume after \
-             the last applied step",
+            "the phases before it stay applied (live hash {}); an invalid index a failed \
+             concurrent build could not clean up is dropped first by the next plan; fix the \
+             cause, then resume from the ledger (`lockplane apply PLAN.json --resume`, or the \
+             MCP tool apply_plan with resume: true), or plan again",
             live_hash.map(|h| h.0.as_str()).unwrap_or("unknown")
         )
     };
@@ -644,7 +646,7 @@ pub fn check_confirmation(plan: &Plan, confirmation: Option<&str>) -> Result<(),
         });
     }
     // The flags of a plan file are text like the rest: what the SQL says decides too.
-    let review = crate::review::review(plan).map_err(ApplyError::Foreign)?;
+    let review = crate::review::review(plan).map_err(|e| ApplyError::Foreign(Box::new(e)))?;
     if !plan.requires_confirmation && !review.requires_confirmation() {
         return Ok(());
     }
@@ -1031,10 +1033,10 @@ async fn run_transaction(
                     Vec::new()
                 };
                 return Err(ApplyError::NotAsProven {
-                    step_id: plan.steps[to - 1].id.clone(),
+                    step_id: plan.steps[to - 1].id.as_str().into(),
                     expected,
                     actual,
-                    drifted,
+                    drifted: drifted.into(),
                     rolled_back: true,
                     receipts,
                 });
@@ -1140,7 +1142,20 @@ async fn run_alone(
         // still maintained on every write, for nothing). After the pause, because the drop
         // waits for the same sessions that blocked the build.
         if let Some((schema, name)) = &built_index {
-            if index_validity(client, schema, name).await == Some(false) {
+            // The drop waits for the same sessions that blocked the build, so it can time out
+            // too: it gets the same retries. Retrying the build while the invalid index is
+            // still there would only fail on its name.
+            let mut drop_delay = opts.retry_delay;
+            let mut drops = 0;
+            while index_validity(client, schema, name).await == Some(false) {
+                if drops > opts.retries {
+                    break;
+                }
+                if drops > 0 {
+                    tokio::time::sleep(drop_delay).await;
+                    drop_delay = drop_delay.saturating_mul(2);
+                }
+                drops += 1;
                 let drop = format!(
                     "DROP INDEX CONCURRENTLY IF EXISTS {}",
                     qualified(schema, name)
@@ -1152,6 +1167,9 @@ async fn run_alone(
                         Err(f) => f.outcome(opts.step_timeout),
                     };
                 steps.push(c.receipt(&drop, None, outcome));
+            }
+            if retry && index_validity(client, schema, name).await == Some(false) {
+                break Err(failure);
             }
         }
         if !retry {
@@ -1175,10 +1193,10 @@ async fn run_alone(
                     let mut receipts = earlier.to_vec();
                     receipts.push(receipt);
                     return Err(ApplyError::NotAsProven {
-                        step_id: step.id.clone(),
+                        step_id: step.id.as_str().into(),
                         expected,
                         actual,
-                        drifted: Vec::new(),
+                        drifted: Box::default(),
                         rolled_back: false,
                         receipts,
                     });

@@ -627,6 +627,10 @@ fn read_indexes(
         let Some(r) = rels.get(&oid).filter(|r| r.kind == RelKind::Table) else {
             continue;
         };
+        if !row.get::<_, bool>("valid") {
+            catalog.invalid_indexes.push((r.schema.clone(), name));
+            continue;
+        }
         let path = || format!("{}.{}.indexes.{}", r.schema, r.name, name);
         let indexdef: String = row.get("indexdef");
         let tail: Option<String> = row.get("index_tail");
@@ -959,7 +963,7 @@ const SQL_INDEXES: &str = "SELECT i.indrelid, ic.relname::text AS relname, i.ind
        ARRAY(SELECT CASE WHEN i.indkey[k - 1] = 0 THEN pg_catalog.pg_get_indexdef(i.indexrelid, k, true) END \
              FROM generate_series(1, i.indnkeyatts) k ORDER BY k) AS key_texts, \
        pg_catalog.pg_get_expr(i.indpred, i.indrelid) AS predicate, \
-       des.description AS comment \
+       des.description AS comment, i.indisvalid AS valid \
      FROM pg_catalog.pg_index i \
      JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
      JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \

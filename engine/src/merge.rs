@@ -122,6 +122,8 @@ pub fn merge(base: &Catalog, ours: &Catalog, theirs: &Catalog) -> Result<Catalog
             Some(&|m: &mut Merger, k: &String, b, o, t| m.schema(k, b, o, t)),
         ),
         unsupported: set(&base.unsupported, &ours.unsupported, &theirs.unsupported),
+        // Not part of a schema: the plan from live drops live's own.
+        invalid_indexes: Vec::new(),
     };
     if m.conflicts.is_empty() {
         merged.canonicalize();

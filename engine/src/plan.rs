@@ -301,13 +301,39 @@ pub fn plan(
     created_by: &str,
 ) -> Result<Plan, PlanError> {
     let changes = crate::diff::diff(live, desired, renames);
-    let steps = crate::compile::compile(live, desired, &changes, stats)?;
+    let compiled = crate::compile::compile(live, desired, &changes, stats)?;
+    let mut steps = drop_invalid_indexes(live);
+    steps.extend(compiled);
     assemble(
         catalog_hash(live)?,
         catalog_hash(desired)?,
         steps,
         created_by,
     )
+}
+
+/// The steps that remove live's invalid indexes (see [`Catalog::invalid_indexes`]) before
+/// anything else: a failed concurrent build left them, a new build of the same name would
+/// fail on them, and they slow every write for nothing. Run alone, concurrently, so no write
+/// waits; `IF EXISTS` because they are not part of the catalog a shadow reproduces.
+fn drop_invalid_indexes(live: &Catalog) -> Vec<Step> {
+    live.invalid_indexes
+        .iter()
+        .map(|(schema, name)| Step {
+            id: String::new(),
+            summary: format!(
+                "drop invalid index {schema}.{name} (left by a failed concurrent build)"
+            ),
+            sql: format!(
+                "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                crate::ident::qualified(schema, name)
+            ),
+            transactional: false,
+            lock: LockLevel::ShareUpdateExclusive,
+            hazards: Vec::new(),
+            reaches: None,
+        })
+        .collect()
 }
 
 /// The plan that undoes [`plan`]`(live, desired, renames, …)`: it takes `desired` back to

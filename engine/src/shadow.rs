@@ -692,6 +692,9 @@ impl<'a> Shadow<'a> {
             });
         }
         self.base = base;
+        // pg_dump skips invalid indexes, as the manifest does; the plan still has to drop
+        // live's (see `Catalog::invalid_indexes`).
+        self.base.invalid_indexes = at_dump.invalid_indexes;
         self.base_hash = base_hash;
         Ok(())
     }

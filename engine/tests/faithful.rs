@@ -389,3 +389,60 @@ async fn the_readme_example_and_pagila_on_every_postgres_version() {
         }
     }
 }
+
+/// An invalid index (what a failed `CREATE INDEX CONCURRENTLY` leaves) is not the index a
+/// document wants: it is not in the manifest, and the plan drops it before building the
+/// index of that name.
+#[tokio::test]
+async fn an_invalid_index_is_dropped_and_rebuilt_not_counted() {
+    let mut db =
+        live("CREATE TABLE t (id int PRIMARY KEY, a int); INSERT INTO t VALUES (1, 1), (2, 1);")
+            .await;
+    let before = db.catalog().await;
+    let failed = db
+        .client
+        .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY t_a ON t (a)")
+        .await;
+    assert!(failed.is_err(), "duplicates make the build fail");
+    let catalog = db.catalog().await;
+    assert_eq!(
+        catalog.invalid_indexes,
+        vec![("public".to_owned(), "t_a".to_owned())]
+    );
+    assert!(catalog.schemas["public"].tables["t"].indexes.is_empty());
+    assert_eq!(
+        catalog_hash(&catalog).expect("hash"),
+        catalog_hash(&before).expect("hash"),
+        "an invalid index is no index of the schema"
+    );
+    let doc =
+        "version: 1\nschemas:\n  public:\n    tables:\n      t:\n        columns:\n          \
+               - { name: id, type: int, pk: true }\n          - { name: a, type: int }\n        \
+               indexes:\n          - { name: t_a, columns: [a] }\n";
+    let proposed = db
+        .propose(doc)
+        .await
+        .unwrap_or_else(|e| panic!("plan: {e}"));
+    let sql: Vec<&str> = proposed.plan.steps.iter().map(|s| s.sql.as_str()).collect();
+    assert_eq!(
+        sql[0], "DROP INDEX CONCURRENTLY IF EXISTS \"public\".\"t_a\"",
+        "{sql:#?}"
+    );
+    let reached = db
+        .apply(&proposed.plan)
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    assert_eq!(reached, proposed.plan.target_hash);
+    let valid: bool = db
+        .client
+        .query_one(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'public.t_a'::regclass",
+            &[],
+        )
+        .await
+        .expect("index")
+        .get(0);
+    assert!(valid);
+    let again = db.propose(doc).await.expect("re-plan");
+    assert!(again.plan.steps.is_empty(), "{:#?}", again.plan.steps);
+}

@@ -297,3 +297,76 @@ async fn a_forged_or_foreign_plan_file_is_refused() {
         assert_eq!(rows, 1);
     }
 }
+
+/// A step run alone fails after the transaction committed (a unique index built concurrently
+/// over duplicates): the ledger records the committed phase, the message names `--resume`;
+/// once the data is fixed, `apply --resume` continues from there and reaches the target.
+#[tokio::test]
+async fn an_apply_stopped_after_its_transaction_resumes_from_the_ledger() {
+    let url = database(
+        "CREATE TABLE t (id int PRIMARY KEY, a int); INSERT INTO t VALUES (1, 1), (2, 1);",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let doc = dir.path().join("schema.yaml");
+    std::fs::write(
+        &doc,
+        "version: 1\nschemas:\n  public:\n    tables:\n      t:\n        columns:\n          \
+         - { name: id, type: int, pk: true }\n          - { name: a, type: int }\n          \
+         - { name: note, type: text }\n        indexes:\n          \
+         - { name: t_a, columns: [a], unique: true }\n",
+    )
+    .expect("write");
+    let plan_file = dir.path().join("plan.json");
+    let plan_s = plan_file.to_str().expect("path");
+    let planned = lockplane(
+        &ledger,
+        &url,
+        &["plan", "-f", doc.to_str().expect("path"), "--out", plan_s],
+    );
+    assert!(planned.status.success(), "{}", text(&planned.stderr));
+    let out = text(&planned.stdout);
+    assert!(out.contains("CONCURRENTLY"), "built online: {out}");
+
+    let nothing = lockplane(&ledger, &url, &["apply", plan_s, "--resume"]);
+    assert!(!nothing.status.success());
+    assert!(
+        text(&nothing.stderr).contains("nothing to resume"),
+        "{}",
+        text(&nothing.stderr)
+    );
+
+    let failed = lockplane(&ledger, &url, &["apply", plan_s]);
+    assert!(!failed.status.success());
+    let err = text(&failed.stderr);
+    assert!(err.contains("--resume"), "{err}");
+    let log = lockplane(&ledger, &url, &["audit", "log"]);
+    let log = text(&log.stdout);
+    assert!(log.contains("StepApplied"), "{log}");
+    assert!(log.contains("ApplyFailed"), "{log}");
+
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let client = cluster
+        .connect(url.rsplit('/').next().expect("db"))
+        .await
+        .expect("connect");
+    client
+        .batch_execute("UPDATE t SET a = 2 WHERE id = 2")
+        .await
+        .expect("fix the data");
+    let resumed = lockplane(&ledger, &url, &["apply", plan_s, "--resume"]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert!(
+        text(&resumed.stderr).contains("target hash verified")
+            || text(&resumed.stdout).contains("resulting hash"),
+        "{}",
+        text(&resumed.stdout)
+    );
+    let again = lockplane(&ledger, &url, &["plan", "-f", doc.to_str().expect("path")]);
+    assert!(
+        text(&again.stdout).contains("Nothing to do"),
+        "{}",
+        text(&again.stdout)
+    );
+}

@@ -91,3 +91,33 @@ pub(crate) fn was_proposed(
     })?;
     Ok(found)
 }
+
+/// Where an interrupted apply of `plan_id` on `database` stopped: its last `StepApplied`,
+/// unless the plan was applied since. `None` when there is
+/// nothing to resume.
+pub(crate) fn resume_point(
+    store: &dyn Store,
+    database: &str,
+    plan_id: &str,
+) -> Result<Option<lockplane_engine::exec::ResumePoint>, CliError> {
+    let mut last = None;
+    lockplane_store::for_each_record(store, 1, |record| {
+        if record.stream != database {
+            return Ok(());
+        }
+        match decode(&record)? {
+            Event::StepApplied(e) if e.plan_id == plan_id => {
+                last = e
+                    .catalog_hash
+                    .map(|catalog_hash| lockplane_engine::exec::ResumePoint {
+                        step_id: e.step_id,
+                        catalog_hash,
+                    });
+            }
+            Event::PlanApplied(e) if e.plan_id == plan_id => last = None,
+            _ => {}
+        }
+        Ok::<(), CliError>(())
+    })?;
+    Ok(last)
+}

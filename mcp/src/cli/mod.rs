@@ -153,7 +153,13 @@ pub(crate) enum CliError {
     /// `lockplane serve` failed to start or stopped with an error.
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Serve(#[from] crate::serve::ServeError),
+    Serve(Box<crate::serve::ServeError>),
+}
+
+impl From<crate::serve::ServeError> for CliError {
+    fn from(e: crate::serve::ServeError) -> Self {
+        CliError::Serve(Box::new(e))
+    }
 }
 
 impl From<StoreError> for CliError {

@@ -64,6 +64,10 @@ pub(crate) struct ApplyArgs {
     /// The database's id in the ledger; default `host:port/dbname`.
     #[arg(long, env = "LOCKPLANE_DB_ID", value_name = "ID")]
     db_id: Option<String>,
+    /// Continue an apply of this plan that stopped in its steps run alone (after its
+    /// transaction committed), after the last step the ledger records as applied.
+    #[arg(long)]
+    resume: bool,
 }
 
 async fn connect_pair(
@@ -269,6 +273,23 @@ pub(crate) async fn run_apply(
         )));
     }
 
+    let resume = if args.resume {
+        match ledger::resume_point(&store, &database, &plan.plan_id)? {
+            Some(point) => Some(point),
+            None => {
+                return Err(CliError::Usage(format!(
+                    "nothing to resume: the ledger records no step of plan {} as applied on \
+                     {database} since its last start (or it is applied already); apply it \
+                     without --resume",
+                    plan.plan_id
+                )))
+            }
+        }
+    } else {
+        None
+    };
+    let store = Arc::new(store);
+
     let approval = match &args.confirm {
         Some(plan_id) if plan.requires_confirmation => {
             let confirmed = Event::PlanConfirmed(PlanConfirmed {
@@ -277,7 +298,7 @@ pub(crate) async fn run_apply(
                 plan_id: plan_id.clone(),
                 hazards_acknowledged: plan.hazard_names(),
             });
-            let head = ledger::record(&store, &confirmed, &[])?;
+            let head = ledger::record(store.as_ref(), &confirmed, &[])?;
             Some(Approval {
                 seq: head.seq,
                 by: actor.to_owned(),
@@ -289,15 +310,33 @@ pub(crate) async fn run_apply(
         actor: actor.to_owned(),
         database: database.clone(),
         plan_id: plan.plan_id.clone(),
-        base_hash: plan.base_hash.clone(),
+        base_hash: resume
+            .as_ref()
+            .map(|r| r.catalog_hash.clone())
+            .unwrap_or_else(|| plan.base_hash.clone()),
         approval: approval.clone(),
     });
-    let started_seq = ledger::record(&store, &started, &[])?.seq;
+    let started_seq = ledger::record(store.as_ref(), &started, &[])?.seq;
     let began = events::now_micros();
     let shown = Arc::new(ApplyProgress::new(&plan, std::io::stderr().is_terminal()));
+    // Each committed phase is in the ledger before the next one starts: that is where
+    // `--resume` continues from.
+    let recorder = {
+        let (store, shown) = (store.clone(), shown.clone());
+        let (actor, database) = (actor.to_owned(), database.clone());
+        move |progress: &StepProgress| -> Result<(), String> {
+            shown.step_applied(progress)?;
+            if let Some(event) = progress.step_applied(&actor, &database) {
+                ledger::record(store.as_ref(), &Event::StepApplied(event), &[])
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
+    };
     let opts = ApplyOptions {
         lock_timeout: std::time::Duration::from_millis(args.lock_timeout_ms),
-        progress: Some(shown.clone() as Arc<dyn ProgressSink>),
+        progress: Some(Arc::new(recorder) as Arc<dyn ProgressSink>),
+        resume_after: resume.clone(),
         ..ApplyOptions::default()
     };
     shown.start();
@@ -320,7 +359,7 @@ pub(crate) async fn run_apply(
                 receipt: receipt.clone(),
                 recovered: false,
             });
-            ledger::record(&store, &applied, &[])?;
+            ledger::record(store.as_ref(), &applied, &[])?;
             let mut s = format!("applied {}\n", plan.plan_id);
             for r in &receipt.steps {
                 s.push_str(&format!(
@@ -348,7 +387,7 @@ pub(crate) async fn run_apply(
                 receipt,
                 interrupted: false,
             });
-            ledger::record(&store, &failed_event, &[])?;
+            ledger::record(store.as_ref(), &failed_event, &[])?;
             Err(CliError::Usage(format!("apply failed: {error}")))
         }
     }
