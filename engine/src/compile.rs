@@ -1388,8 +1388,8 @@ impl Compiler<'_> {
 
     fn create_table(&mut self, schema: &str, name: &str, table: &Table) {
         let mut lines: Vec<String> = table
-            .columns
-            .iter()
+            .columns_in_order()
+            .into_iter()
             .map(|(n, c)| column_definition(n, c))
             .collect();
         for (n, c) in &table.constraints {

@@ -1102,7 +1102,8 @@ impl Differ<'_> {
                 });
             }
         }
-        for (name, column) in &wanted.columns {
+        // In the table's order, so that added columns land where the document put them.
+        for (name, column) in wanted.columns_in_order() {
             match live.columns.get(name) {
                 None => self.add_column(schema, table, name, column),
                 Some(current) => self.column(schema, table, name, current, column),
@@ -2933,6 +2934,7 @@ mod tests {
                         collation: None,
                         grants: Vec::new(),
                         comment: None,
+                        position: Default::default(),
                     },
                 );
             }

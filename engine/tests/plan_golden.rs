@@ -670,8 +670,8 @@ golden!(
     [
         r#"CREATE EXTENSION "citext" WITH SCHEMA "public""#,
         r#"CREATE TABLE "public"."t" (
-    "email" public.citext,
     "id" integer NOT NULL,
+    "email" public.citext,
     CONSTRAINT "t_pkey" PRIMARY KEY ("id")
 )"#,
     ]
@@ -703,12 +703,12 @@ golden!(
     CONSTRAINT "parent_pkey" PRIMARY KEY ("id")
 )"#,
         r#"CREATE TABLE "public"."t" (
-    "created" timestamp with time zone DEFAULT now() NOT NULL,
-    "email" text NOT NULL,
     "id" integer DEFAULT nextval('public.t_id_seq'::regclass) NOT NULL,
-    "label" text COLLATE "C",
     "parent_id" bigint NOT NULL,
+    "email" text NOT NULL,
     "qty" integer DEFAULT 1,
+    "label" text COLLATE "C",
+    "created" timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT "t_email_key" UNIQUE ("email"),
     CONSTRAINT "t_pkey" PRIMARY KEY ("id"),
     CONSTRAINT "t_qty_check" CHECK (qty > 0)
@@ -752,13 +752,13 @@ golden!(
      ALTER TABLE a ADD CONSTRAINT a_b_id_fkey FOREIGN KEY (b_id) REFERENCES b",
     [
         r#"CREATE TABLE "public"."a" (
-    "b_id" integer,
     "id" integer NOT NULL,
+    "b_id" integer,
     CONSTRAINT "a_pkey" PRIMARY KEY ("id")
 )"#,
         r#"CREATE TABLE "public"."b" (
-    "a_id" integer,
     "id" integer NOT NULL,
+    "a_id" integer,
     CONSTRAINT "b_pkey" PRIMARY KEY ("id")
 )"#,
         r#"ALTER TABLE "public"."a" ADD CONSTRAINT "a_b_id_fkey" FOREIGN KEY ("b_id") REFERENCES "public"."b" ("id")"#,

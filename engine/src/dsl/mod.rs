@@ -255,8 +255,9 @@ pub fn load_file_text(file: &str, text: &str) -> Result<Loaded, DslErrors> {
     load(file, text, Format::from_file_name(file))
 }
 
-/// The catalog as a YAML document: extensions, then schemas by name, tables by name, primary
-/// key columns first then the other columns by name, shorthands where they apply, defaults
+/// The catalog as a YAML document: extensions, then schemas by name, tables by name, columns
+/// in the table's order (`attnum` for an introspected catalog; without positions, primary
+/// key columns first then the other columns by name), shorthands where they apply, defaults
 /// left out. Objects the DSL cannot describe (the catalog's `unsupported` list) are listed in
 /// comments at the top.
 pub fn to_yaml(catalog: &Catalog) -> String {

@@ -1,0 +1,161 @@
+//! Planning a DSL document the way `lockplane plan` does (scope it to the live catalog,
+//! materialise it on a shadow database, plan, apply), against a real server: what Lockplane
+//! writes must reach what the document says, keep what a person chose (column order), and
+//! planning the same document again must find nothing to do.
+
+mod common;
+
+use common::{database_with, read};
+use lockplane_engine::dsl::{self, Format};
+use lockplane_engine::exec::{self, ApplyOptions};
+use lockplane_engine::hash::canonical_json;
+use lockplane_engine::plan::{plan, read_stats, Plan};
+use lockplane_engine::shadow::{materialize, ShadowTarget};
+use lockplane_engine::{catalog_hash, testkit};
+use tokio_postgres::Client;
+
+/// The plan that takes the database behind `client` to `document`, made as the CLI makes it.
+async fn plan_document(client: &mut Client, document: &str) -> Plan {
+    let loaded = dsl::load("schema.yaml", document, Format::Yaml)
+        .unwrap_or_else(|e| panic!("document does not load: {e}\n{document}"));
+    let live = read(client).await;
+    let wanted = dsl::scope_to_live(&loaded.catalog, &live);
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let desired = materialize(&wanted, ShadowTarget::Cluster(cluster))
+        .await
+        .unwrap_or_else(|e| panic!("materialise failed: {e}"));
+    let stats = read_stats(client).await.expect("stats");
+    plan(
+        &live,
+        &desired,
+        &dsl::renames(&loaded.document),
+        &stats,
+        "fidelity",
+    )
+    .unwrap_or_else(|e| panic!("plan failed: {e}\n{document}"))
+}
+
+/// Applies `plan` with the executor, which checks that the database reaches its target hash.
+async fn apply(client: &mut Client, plan: &Plan) {
+    exec::apply(client, plan, &ApplyOptions::default(), Some(&plan.plan_id))
+        .await
+        .unwrap_or_else(|e| panic!("apply failed: {e}\n{:#?}", plan.steps));
+}
+
+/// Plans `document`, applies it, and checks that planning it again finds nothing to do.
+async fn converge(client: &mut Client, document: &str) -> Plan {
+    let first = plan_document(client, document).await;
+    apply(client, &first).await;
+    let again = plan_document(client, document).await;
+    assert!(
+        again.steps.is_empty(),
+        "planning the document again is not empty: {:#?}\nfirst plan: {:#?}",
+        again.steps,
+        first.steps
+    );
+    first
+}
+
+/// Column names of `public.<table>` in physical order.
+async fn attnames(client: &Client, table: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT attname::text FROM pg_catalog.pg_attribute \
+             WHERE attrelid = ('public.' || quote_ident($1))::regclass \
+               AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&table],
+        )
+        .await
+        .expect("attnames")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Where each of `needles` first appears in `text`, which must be increasing.
+fn assert_in_order(text: &str, needles: &[&str]) {
+    let at: Vec<usize> = needles
+        .iter()
+        .map(|n| {
+            text.find(n)
+                .unwrap_or_else(|| panic!("{n:?} not in:\n{text}"))
+        })
+        .collect();
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "{needles:?} not in this order:\n{text}"
+    );
+}
+
+// ---- column order --------------------------------------------------------------------------
+
+const USERS: &str = "\
+version: 1
+schemas:
+  public:
+    comment: standard public schema
+    tables:
+      users:
+        columns:
+          - { name: id, type: int, pk: true }
+          - { name: email, type: text }
+          - { name: created_at, type: timestamptz }
+";
+
+/// `CREATE TABLE` writes the columns in the document's order (not by name), added columns
+/// follow the document too, and `to_yaml` of the introspected table keeps `attnum` order.
+#[tokio::test]
+async fn columns_are_created_in_document_order() {
+    let (_, mut client) = database_with("").await;
+    converge(&mut client, USERS).await;
+    assert_eq!(
+        attnames(&client, "users").await,
+        ["id", "email", "created_at"]
+    );
+    let yaml = dsl::to_yaml(&read(&mut client).await);
+    assert_in_order(&yaml, &["name: id,", "name: email,", "name: created_at,"]);
+
+    let more = format!(
+        "{USERS}          - {{ name: zeta, type: text }}\n          - {{ name: alpha, type: int }}\n"
+    );
+    let added = converge(&mut client, &more).await;
+    assert_eq!(added.steps.len(), 2, "{:#?}", added.steps);
+    assert_eq!(
+        attnames(&client, "users").await,
+        ["id", "email", "created_at", "zeta", "alpha"]
+    );
+}
+
+/// `to_yaml` writes an introspected table's columns in physical order (a primary key that is
+/// not the first column stays where it is), and column order changes neither the catalog
+/// nor its hash: the position is a hint outside the manifest.
+#[tokio::test]
+async fn introspected_order_is_written_but_not_hashed() {
+    let (_, mut client) = database_with(
+        "CREATE TABLE t (zeta text, id int PRIMARY KEY, alpha int);
+         ALTER TABLE t DROP COLUMN zeta; ALTER TABLE t ADD COLUMN zeta text;",
+    )
+    .await;
+    let (_, mut other) =
+        database_with("CREATE TABLE t (alpha int, id int PRIMARY KEY, zeta text)").await;
+    let mine = read(&mut client).await;
+    let theirs = read(&mut other).await;
+    assert_in_order(
+        &dsl::to_yaml(&mine),
+        &["name: id,", "name: alpha,", "name: zeta,"],
+    );
+    assert_in_order(
+        &dsl::to_yaml(&theirs),
+        &["name: alpha,", "name: id,", "name: zeta,"],
+    );
+    assert_eq!(mine, theirs);
+    assert_eq!(
+        catalog_hash(&mine).expect("hash"),
+        catalog_hash(&theirs).expect("hash")
+    );
+    let json = String::from_utf8(canonical_json(&mine).expect("json")).expect("utf-8");
+    assert!(!json.contains("position"), "{json}");
+    let stats = read_stats(&client).await.expect("stats");
+    let none = plan(&mine, &theirs, &Default::default(), &stats, "fidelity").expect("plan");
+    assert!(none.steps.is_empty(), "{:#?}", none.steps);
+}
