@@ -159,3 +159,48 @@ async fn introspected_order_is_written_but_not_hashed() {
     let none = plan(&mine, &theirs, &Default::default(), &stats, "fidelity").expect("plan");
     assert!(none.steps.is_empty(), "{:#?}", none.steps);
 }
+
+// ---- the comment Postgres puts on `public` -------------------------------------------------
+
+/// A document that puts a table in `public` without saying anything about the schema's
+/// comment keeps the one `initdb` installed: no `COMMENT ON SCHEMA` step, on the first plan
+/// or any later one. Saying `comment: ""` removes it.
+#[tokio::test]
+async fn public_keeps_its_installed_comment() {
+    let (_, mut client) = database_with("").await;
+    let before = read(&mut client).await;
+    assert_eq!(
+        before.schemas["public"].comment.as_deref(),
+        Some(dsl::PUBLIC_SCHEMA_COMMENT),
+        "a fresh database"
+    );
+    let document = "\
+version: 1
+schemas:
+  public:
+    tables:
+      t:
+        columns:
+          - { name: id, type: int, pk: true }
+";
+    let first = converge(&mut client, document).await;
+    assert!(
+        first.steps.iter().all(|s| !s.sql.starts_with("COMMENT")),
+        "{:#?}",
+        first.steps
+    );
+    assert_eq!(first.steps.len(), 1, "{:#?}", first.steps);
+    assert_eq!(
+        read(&mut client).await.schemas["public"].comment.as_deref(),
+        Some(dsl::PUBLIC_SCHEMA_COMMENT)
+    );
+
+    let removed = converge(
+        &mut client,
+        &document.replace("  public:\n", "  public:\n    comment: \"\"\n"),
+    )
+    .await;
+    let sql: Vec<&str> = removed.steps.iter().map(|s| s.sql.as_str()).collect();
+    assert_eq!(sql, [r#"COMMENT ON SCHEMA "public" IS NULL"#]);
+    assert_eq!(read(&mut client).await.schemas["public"].comment, None);
+}
