@@ -142,6 +142,44 @@ impl Renames {
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty() && self.columns.is_empty()
     }
+
+    /// These renames without those `live` already shows done: the old name is gone and the
+    /// new one is there. A document keeps its `renamed_from` after the rename is applied, so
+    /// planning it again must find the rename satisfied, not refuse it. Anything else (old
+    /// name present, or both names missing) is left for [`diff`] to plan or refuse.
+    pub fn pending_on(&self, live: &Catalog) -> Renames {
+        let has_table = |schema: &str, table: &str| {
+            live.schemas
+                .get(schema)
+                .is_some_and(|s| s.tables.contains_key(table))
+        };
+        let tables: Vec<TableRename> = self
+            .tables
+            .iter()
+            .filter(|r| has_table(&r.schema, &r.from) || !has_table(&r.schema, &r.to))
+            .cloned()
+            .collect();
+        let columns = self
+            .columns
+            .iter()
+            .filter(|r| {
+                // The table as live knows it: under its old name while its own rename is
+                // still to come.
+                let live_table = tables
+                    .iter()
+                    .find(|t| t.schema == r.schema && t.to == r.table)
+                    .map_or(r.table.as_str(), |t| t.from.as_str());
+                let table = live
+                    .schemas
+                    .get(&r.schema)
+                    .and_then(|s| s.tables.get(live_table));
+                let has = |c: &str| table.is_some_and(|t| t.columns.contains_key(c));
+                has(&r.from) || !has(&r.to)
+            })
+            .cloned()
+            .collect();
+        Renames { tables, columns }
+    }
 }
 
 /// Where `ALTER TYPE … ADD VALUE` puts a new label.
@@ -2680,12 +2718,14 @@ fn replace_compatible(old: &str, new: &str) -> bool {
 /// Applies `renames` to a copy of `live`: tables and columns move to their desired names and
 /// every reference to them follows (foreign keys, key columns, sequence owners, expressions,
 /// triggers' table prefix), as Postgres itself does on `RENAME`. Emits the rename changes.
+/// Renames `live` already shows done are skipped ([`Renames::pending_on`]).
 fn apply_renames(
     live: &Catalog,
     desired: &Catalog,
     renames: &Renames,
     out: &mut Vec<Change>,
 ) -> Result<Catalog, Vec<Change>> {
+    let renames = &renames.pending_on(live);
     let mut c = live.clone();
     let mut refusals = Vec::new();
     let mut refuse = |object: String, reason: String| {
@@ -2985,6 +3025,28 @@ mod tests {
         assert_eq!(
             refusal(&live, &desired, &column("q", "y")).as_deref(),
             Some("renamed_from names column q, which does not exist")
+        );
+    }
+
+    #[test]
+    fn renames_already_done_are_satisfied() {
+        let done = catalog(&[("a2", &["y", "w"])]);
+        let renames = Renames::none()
+            .table("s", "a", "a2")
+            .column("s", "a2", "x", "y");
+        assert_eq!(renames.pending_on(&done), Renames::none());
+        assert_eq!(diff(&done, &done, &renames), Vec::new());
+        // The table renamed already, its column not yet: only the column is pending.
+        let half = catalog(&[("a2", &["x", "w"])]);
+        assert_eq!(
+            renames.pending_on(&half),
+            Renames::none().column("s", "a2", "x", "y")
+        );
+        // Neither name live: still refused (a misspelt old name must not pass silently).
+        let neither = catalog(&[("a2", &["w"])]);
+        assert_eq!(
+            refusal(&neither, &done, &renames).as_deref(),
+            Some("renamed_from names column x, which does not exist")
         );
     }
 

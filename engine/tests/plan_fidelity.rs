@@ -6,16 +6,31 @@
 mod common;
 
 use common::{database_with, read};
+use lockplane_engine::catalog::Catalog;
+use lockplane_engine::diff::Renames;
 use lockplane_engine::dsl::{self, Format};
 use lockplane_engine::exec::{self, ApplyOptions};
 use lockplane_engine::hash::canonical_json;
-use lockplane_engine::plan::{plan, read_stats, Plan};
+use lockplane_engine::plan::{plan, read_stats, reverse, Plan, TableStats};
 use lockplane_engine::shadow::{materialize, ShadowTarget};
 use lockplane_engine::{catalog_hash, testkit};
 use tokio_postgres::Client;
 
+/// A plan made from a document, with what it was made from.
+struct Planned {
+    live: Catalog,
+    desired: Catalog,
+    renames: Renames,
+    stats: TableStats,
+    plan: Plan,
+}
+
 /// The plan that takes the database behind `client` to `document`, made as the CLI makes it.
 async fn plan_document(client: &mut Client, document: &str) -> Plan {
+    planned(client, document).await.plan
+}
+
+async fn planned(client: &mut Client, document: &str) -> Planned {
     let loaded = dsl::load("schema.yaml", document, Format::Yaml)
         .unwrap_or_else(|e| panic!("document does not load: {e}\n{document}"));
     let live = read(client).await;
@@ -25,14 +40,16 @@ async fn plan_document(client: &mut Client, document: &str) -> Plan {
         .await
         .unwrap_or_else(|e| panic!("materialise failed: {e}"));
     let stats = read_stats(client).await.expect("stats");
-    plan(
-        &live,
-        &desired,
-        &dsl::renames(&loaded.document),
-        &stats,
-        "fidelity",
-    )
-    .unwrap_or_else(|e| panic!("plan failed: {e}\n{document}"))
+    let renames = dsl::renames(&loaded.document);
+    let plan = plan(&live, &desired, &renames, &stats, "fidelity")
+        .unwrap_or_else(|e| panic!("plan failed: {e}\n{document}"));
+    Planned {
+        live,
+        desired,
+        renames,
+        stats,
+        plan,
+    }
 }
 
 /// Applies `plan` with the executor, which checks that the database reaches its target hash.
@@ -203,4 +220,73 @@ schemas:
     let sql: Vec<&str> = removed.steps.iter().map(|s| s.sql.as_str()).collect();
     assert_eq!(sql, [r#"COMMENT ON SCHEMA "public" IS NULL"#]);
     assert_eq!(read(&mut client).await.schemas["public"].comment, None);
+}
+
+// ---- renamed_from --------------------------------------------------------------------------
+
+const CONTACTS: &str = "\
+version: 1
+schemas:
+  public:
+    comment: standard public schema
+    tables:
+      contacts:
+        columns:
+          - { name: id, type: int, pk: true }
+          - { name: fax_number, type: text }
+";
+
+/// A document keeps its `renamed_from` after the rename is applied: planning it again finds
+/// the rename satisfied (old name gone, new name there) and plans nothing, and the reverse of
+/// that empty plan is empty too (there is no rename to undo). For a column, then for the
+/// table around it.
+#[tokio::test]
+async fn renamed_from_is_satisfied_once_applied() {
+    let (_, mut client) = database_with("").await;
+    converge(&mut client, CONTACTS).await;
+    client
+        .batch_execute("INSERT INTO contacts VALUES (1, '555-0100')")
+        .await
+        .expect("insert");
+
+    let column = CONTACTS.replace(
+        "{ name: fax_number, type: text }",
+        "{ name: fax, type: text, renamed_from: fax_number }",
+    );
+    let renamed = converge(&mut client, &column).await;
+    let sql: Vec<&str> = renamed.steps.iter().map(|s| s.sql.as_str()).collect();
+    assert_eq!(
+        sql,
+        [r#"ALTER TABLE "public"."contacts" RENAME COLUMN "fax_number" TO "fax""#]
+    );
+    assert_settled(&mut client, &column).await;
+
+    let table = column.replace(
+        "      contacts:\n",
+        "      people:\n        renamed_from: contacts\n",
+    );
+    let renamed = converge(&mut client, &table).await;
+    let sql: Vec<&str> = renamed.steps.iter().map(|s| s.sql.as_str()).collect();
+    assert_eq!(
+        sql,
+        [
+            r#"ALTER TABLE "public"."contacts" RENAME TO "people""#,
+            r#"ALTER TABLE "public"."people" RENAME CONSTRAINT "contacts_pkey" TO "people_pkey""#,
+        ]
+    );
+    assert_settled(&mut client, &table).await;
+    let row = client
+        .query_one("SELECT fax FROM people WHERE id = 1", &[])
+        .await
+        .expect("the row is still there");
+    assert_eq!(row.get::<_, String>(0), "555-0100");
+}
+
+/// Planning `document` once more is empty, and so is its reverse.
+async fn assert_settled(client: &mut Client, document: &str) {
+    let p = planned(client, document).await;
+    assert!(p.plan.steps.is_empty(), "{:#?}", p.plan.steps);
+    let back = reverse(&p.live, &p.desired, &p.renames, &p.stats, "fidelity")
+        .unwrap_or_else(|e| panic!("reverse of the settled plan: {e}"));
+    assert!(back.steps.is_empty(), "{:#?}", back.steps);
 }
