@@ -1392,8 +1392,9 @@ impl Compiler<'_> {
             .into_iter()
             .map(|(n, c)| column_definition(n, c))
             .collect();
+        let inline = inline_in_create(table);
         for (n, c) in &table.constraints {
-            if inline_in_create(c) {
+            if inline.contains(n.as_str()) {
                 lines.push(format!(
                     "CONSTRAINT {} {}",
                     quote_ident(n),

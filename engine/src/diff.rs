@@ -1477,7 +1477,14 @@ impl Differ<'_> {
         self.fresh
             .constraints
             .insert((schema.into(), table.into(), name.into()));
-        if new && inline_in_create(c) {
+        let inline = new
+            && self
+                .desired
+                .schemas
+                .get(schema)
+                .and_then(|s| s.tables.get(table))
+                .is_some_and(|t| inline_in_create(t).contains(name));
+        if inline {
             return;
         }
         self.out.push(Change::AddConstraint {
@@ -2433,11 +2440,73 @@ fn grants(out: &mut Vec<Change>, object: GrantObject, live: &[Grant], wanted: &[
     }
 }
 
-/// Whether a new table's constraint is written inside its `CREATE TABLE`: primary key,
-/// unique, check and exclusion constraints are, unless wanted NOT VALID (which only
-/// `ALTER TABLE` can say); foreign keys never are, since their target may not exist yet.
-pub(crate) fn inline_in_create(c: &Constraint) -> bool {
-    c.validated && !matches!(c.definition, ConstraintDef::ForeignKey { .. })
+/// The constraints of a new table written inside its `CREATE TABLE`: primary key, unique,
+/// check and exclusion constraints, unless wanted NOT VALID (which only `ALTER TABLE` can
+/// say); foreign keys never are, since their target may not exist yet. Nor is a constraint
+/// whose index would duplicate another's: `CREATE TABLE` silently keeps one index for a
+/// `UNIQUE` over exactly the primary key's columns (or two identical `UNIQUE`s), so the
+/// duplicate is added by `ALTER TABLE` after the table, which keeps both, as the desired
+/// catalog says.
+pub(crate) fn inline_in_create(table: &Table) -> BTreeSet<&str> {
+    // What Postgres compares (parse_utilcmd.c, transformIndexConstraints): key columns in
+    // order, NULLS NOT DISTINCT, deferrability; an exclusion constraint by its whole clause.
+    #[derive(PartialEq)]
+    enum Key<'a> {
+        Columns(&'a [String], bool, bool, bool),
+        Exclusion(&'a str),
+    }
+    fn key(c: &Constraint) -> Option<Key<'_>> {
+        match &c.definition {
+            ConstraintDef::PrimaryKey { columns } => Some(Key::Columns(
+                columns,
+                false,
+                c.deferrable,
+                c.initially_deferred,
+            )),
+            ConstraintDef::Unique {
+                columns,
+                nulls_not_distinct,
+            } => Some(Key::Columns(
+                columns,
+                *nulls_not_distinct,
+                c.deferrable,
+                c.initially_deferred,
+            )),
+            ConstraintDef::Exclusion { definition } => Some(Key::Exclusion(definition)),
+            _ => None,
+        }
+    }
+    let inline =
+        |c: &Constraint| c.validated && !matches!(c.definition, ConstraintDef::ForeignKey { .. });
+    let mut out = BTreeSet::new();
+    let mut kept: Vec<Key> = Vec::new();
+    // Postgres keeps the primary key's index in preference to any other.
+    let pk_first = table
+        .constraints
+        .iter()
+        .filter(|(_, c)| matches!(c.definition, ConstraintDef::PrimaryKey { .. }))
+        .chain(
+            table
+                .constraints
+                .iter()
+                .filter(|(_, c)| !matches!(c.definition, ConstraintDef::PrimaryKey { .. })),
+        );
+    for (name, c) in pk_first {
+        if !inline(c) {
+            continue;
+        }
+        match key(c) {
+            Some(k) if kept.contains(&k) => {}
+            Some(k) => {
+                kept.push(k);
+                out.insert(name.as_str());
+            }
+            None => {
+                out.insert(name.as_str());
+            }
+        }
+    }
+    out
 }
 
 fn same_constraint(a: &Constraint, b: &Constraint) -> bool {

@@ -290,3 +290,40 @@ async fn assert_settled(client: &mut Client, document: &str) {
         .unwrap_or_else(|e| panic!("reverse of the settled plan: {e}"));
     assert!(back.steps.is_empty(), "{:#?}", back.steps);
 }
+
+// ---- constraints CREATE TABLE would fold together ------------------------------------------
+
+/// A UNIQUE over exactly the primary key's columns is a constraint of its own (a foreign key
+/// may be meant to use it): the plan creates it after the table, since `CREATE TABLE` would
+/// silently keep only the primary key, and the database then holds both.
+#[tokio::test]
+async fn unique_on_the_primary_key_columns_is_kept() {
+    let (_, mut client) = database_with("").await;
+    let document = "\
+version: 1
+schemas:
+  public:
+    comment: standard public schema
+    tables:
+      t:
+        columns:
+          - { name: id, type: int, pk: true }
+          - { name: v, type: text }
+        unique:
+          - { columns: [id] }
+";
+    let first = converge(&mut client, document).await;
+    assert_eq!(
+        first.steps.last().map(|s| s.sql.as_str()),
+        Some(r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_id_key" UNIQUE ("id")"#),
+        "{:#?}",
+        first.steps
+    );
+    let live = read(&mut client).await;
+    let names: Vec<&str> = live.schemas["public"].tables["t"]
+        .constraints
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(names, ["t_id_key", "t_pkey"]);
+}

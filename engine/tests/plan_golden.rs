@@ -777,6 +777,30 @@ golden!(
     ]
 );
 
+// CREATE TABLE keeps one index where two constraints would build the same one (a UNIQUE over
+// exactly the primary key, two identical UNIQUEs): the duplicates are added after the table,
+// which keeps them all.
+golden!(
+    table_create_with_unique_duplicating_the_primary_key,
+    "",
+    "CREATE TABLE t (id int, code int, CONSTRAINT t_pkey PRIMARY KEY (id));
+     ALTER TABLE t ADD CONSTRAINT t_id_key UNIQUE (id);
+     ALTER TABLE t ADD CONSTRAINT t_code_key UNIQUE (code);
+     ALTER TABLE t ADD CONSTRAINT t_code_key1 UNIQUE (code);
+     ALTER TABLE t ADD CONSTRAINT t_code_later UNIQUE (code) DEFERRABLE",
+    [
+        r#"CREATE TABLE "public"."t" (
+    "id" integer NOT NULL,
+    "code" integer,
+    CONSTRAINT "t_code_key" UNIQUE ("code"),
+    CONSTRAINT "t_code_later" UNIQUE ("code") DEFERRABLE,
+    CONSTRAINT "t_pkey" PRIMARY KEY ("id")
+)"#,
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_code_key1" UNIQUE ("code")"#,
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_id_key" UNIQUE ("id")"#,
+    ]
+);
+
 // ---- populated tables: online forms --------------------------------------------------------
 
 const POPULATED: &str = "CREATE TABLE parent (id int PRIMARY KEY);
