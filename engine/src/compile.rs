@@ -7,13 +7,16 @@
 //! # Order
 //!
 //! Each change lands in a `Phase`; steps are sorted by phase, and within a phase keep the
-//! order [`crate::diff::diff`] gave (names sorted; views in dependency order). The phases
-//! follow dependencies: renames first (every later statement uses the new names); then drops,
-//! dependents before what they depend on (policies, views, foreign keys, other constraints,
-//! indexes, tables, columns, defaults); then creates, dependencies first (extensions,
-//! schemas, enums, sequences, tables, columns, column changes, sequence owners, primary
-//! key/unique/check/exclusion constraints, foreign keys, indexes, views, RLS, policies,
-//! grants, comments); then the drops that must wait until nothing uses the object any more
+//! order [`crate::diff::diff`] gave (names sorted, columns in table order, views in
+//! dependency order) except where a dependency says otherwise (generated columns). The
+//! phases follow dependencies: renames first (every later statement uses the new names);
+//! then drops, dependents before what they depend on (policies, views, foreign keys, tables
+//! — a dropped table's own foreign keys hold on to the keys they reference until it goes —,
+//! other constraints, indexes, columns with generated ones first, defaults); then creates,
+//! dependencies first (extensions, schemas, enums, sequences, tables, columns with generated
+//! ones last, column changes, sequence owners, primary key/unique/check/exclusion
+//! constraints, foreign keys, indexes, views, RLS, policies, grants, comments); then the
+//! drops that must wait until nothing uses the object any more
 //! (sequences, enums, schemas, extensions). Non-transactional steps come after the
 //! transaction (concurrent index builds and drops, online primary keys and unique
 //! constraints, validations, the online SET NOT NULL, comments on what those build), except
@@ -50,9 +53,11 @@ enum Phase {
     DropPolicy,
     DropView,
     DropForeignKey,
+    /// Before other constraints and indexes: a dropped table's foreign keys go with it, and
+    /// until then they hold on to the key or unique index they reference.
+    DropTable,
     DropConstraint,
     DropIndex,
-    DropTable,
     DropColumn,
     DropColumnProperty,
     DropRecreatedEnum,
@@ -319,7 +324,7 @@ pub(crate) fn compile_with_origins(
     }
     c.place_enum_labels();
     let mut drafts = c.drafts;
-    drafts.sort_by_key(|d| d.phase);
+    drafts.sort_by_key(|d| (d.phase, within_phase(&changes[d.origin])));
     Ok(drafts
         .into_iter()
         .map(|d| {
@@ -336,6 +341,17 @@ pub(crate) fn compile_with_origins(
             )
         })
         .collect())
+}
+
+/// Order inside a phase where Postgres needs one beyond the diff's: a generated column reads
+/// plain columns of its table (never another generated one), so it is added after them and
+/// dropped before them. The sort is stable, so everything else keeps the diff's order.
+fn within_phase(change: &Change) -> u8 {
+    match change {
+        Change::AddColumn { column, .. } => u8::from(column.generated.is_some()),
+        Change::DropColumn { column, .. } => u8::from(column.generated.is_none()),
+        _ => 0,
+    }
 }
 
 fn path(parts: &[&str]) -> String {

@@ -1208,6 +1208,43 @@ golden!(
     ]
 );
 
+// A generated column reads a column added with it: the plain column is added first, whatever
+// the names and the table's order; the reverse drops the generated column first.
+golden!(
+    add_column_and_a_generated_column_over_it,
+    T,
+    "CREATE TABLE t (id int PRIMARY KEY, a int GENERATED ALWAYS AS (b * 2) STORED, b int)",
+    [
+        r#"ALTER TABLE "public"."t" ADD COLUMN "b" integer"#,
+        r#"ALTER TABLE "public"."t" ADD COLUMN "a" integer GENERATED ALWAYS AS (b * 2) STORED"#,
+    ]
+);
+
+golden!(
+    drop_column_and_the_generated_column_over_it,
+    "CREATE TABLE t (id int PRIMARY KEY, b int, z int GENERATED ALWAYS AS (b * 2) STORED)",
+    T,
+    [
+        r#"ALTER TABLE "public"."t" DROP COLUMN "z""#,
+        r#"ALTER TABLE "public"."t" DROP COLUMN "b""#,
+    ]
+);
+
+// The dropped table's foreign key holds on to the primary key (and the unique index) it
+// references until the table goes; the reverse builds them again before the table.
+golden!(
+    drop_primary_key_and_the_table_referencing_it,
+    "CREATE TABLE p (id int PRIMARY KEY, code int);
+     CREATE UNIQUE INDEX p_code_idx ON p (code);
+     CREATE TABLE c (id int, pid int REFERENCES p, code int REFERENCES p (code))",
+    "CREATE TABLE p (id int NOT NULL, code int)",
+    [
+        r#"DROP TABLE "public"."c""#,
+        r#"ALTER TABLE "public"."p" DROP CONSTRAINT "p_pkey""#,
+        r#"DROP INDEX "public"."p_code_idx""#,
+    ]
+);
+
 // ---- refusals ------------------------------------------------------------------------------
 
 /// Postgres fails `ADD COLUMN … NOT NULL` without a default on a table with rows; the plan
