@@ -13,8 +13,9 @@
 //! then drops, dependents before what they depend on (policies, views, foreign keys, tables
 //! — a dropped table's own foreign keys hold on to the keys they reference until it goes —,
 //! other constraints, indexes, columns with generated ones first, defaults); then creates,
-//! dependencies first (extensions, schemas, enums, sequences, tables, columns with generated
-//! ones last, column changes, sequence owners, primary key/unique/check/exclusion
+//! dependencies first (extensions, schemas, enums, sequences, tables, columns, type changes,
+//! generated columns (they read the others, whose types must be final), other column
+//! changes, sequence owners, primary key/unique/check/exclusion
 //! constraints, foreign keys, indexes, views, RLS, policies, grants, comments); then the
 //! drops that must wait until nothing uses the object any more
 //! (sequences, enums, schemas, extensions). Non-transactional steps come after the
@@ -70,6 +71,9 @@ enum Phase {
     TableProperty,
     AddColumn,
     AlterColumnType,
+    /// After type changes: Postgres refuses to change the type of a column that a generated
+    /// column reads, so generated columns (new or re-created) are added once types are final.
+    AddGeneratedColumn,
     DropNotNull,
     SetNotNull,
     SetDefault,
@@ -344,11 +348,11 @@ pub(crate) fn compile_with_origins(
 }
 
 /// Order inside a phase where Postgres needs one beyond the diff's: a generated column reads
-/// plain columns of its table (never another generated one), so it is added after them and
-/// dropped before them. The sort is stable, so everything else keeps the diff's order.
+/// plain columns of its table (never another generated one), so it is dropped before them
+/// (it is added after them by its own phase). The sort is stable, so everything else keeps
+/// the diff's order.
 fn within_phase(change: &Change) -> u8 {
     match change {
-        Change::AddColumn { column, .. } => u8::from(column.generated.is_some()),
         Change::DropColumn { column, .. } => u8::from(column.generated.is_none()),
         _ => 0,
     }
@@ -861,7 +865,10 @@ impl Compiler<'_> {
                 self.push(
                     Phase::DropColumn,
                     if *recreated {
-                        format!("drop column {schema}.{table}.{name} (added back as a generated column)")
+                        format!(
+                            "drop column {schema}.{table}.{name} (added back as a generated \
+                             column, its values computed again)"
+                        )
                     } else {
                         format!("drop column {schema}.{table}.{name}")
                     },
@@ -1496,7 +1503,11 @@ impl Compiler<'_> {
         }
         hazards.extend(self.unsupported_hazards(schema, table, false));
         self.push(
-            Phase::AddColumn,
+            if column.generated.is_some() {
+                Phase::AddGeneratedColumn
+            } else {
+                Phase::AddColumn
+            },
             format!("add column {schema}.{table}.{name}"),
             format!(
                 "ALTER TABLE {} ADD COLUMN {}",

@@ -14,9 +14,10 @@
 //! - **What cannot change in place is dropped and re-created**: a changed constraint or index,
 //!   a policy whose command or kind changes, a view whose columns change (CREATE OR REPLACE
 //!   only appends columns), an enum that loses or reorders labels (only when nothing uses it;
-//!   otherwise it is refused), a column that becomes generated.
+//!   otherwise it is refused), a column that becomes generated or whose expression changes.
 //! - **Dependents are carried along**: Postgres refuses to drop or change the type of a column
-//!   that a view or a policy uses, and drops a column's indexes and constraints with it. So a
+//!   that a view, a policy or a generated column uses, and drops a column's indexes and
+//!   constraints with it. So a generated column reading a re-typed column is re-created, and a
 //!   dropped, re-created or re-typed column forces its views and policies (and, when dropped
 //!   or re-created, its indexes and constraints, and foreign keys pointing at it) to be
 //!   dropped first and re-created after. A re-created object gets its grants and comment
@@ -471,7 +472,8 @@ pub enum Change {
         name: String,
         /// The live column.
         column: Column,
-        /// Dropped to be added again differently (it becomes generated).
+        /// Dropped to be added again as a generated column (it becomes generated, its
+        /// expression changes, or a column it reads changes type).
         recreated: bool,
     },
     /// `ALTER TABLE … RENAME COLUMN`.
@@ -1140,11 +1142,30 @@ impl Differ<'_> {
                 });
             }
         }
+        // Postgres refuses to change the type of a column a generated column reads: such a
+        // generated column is dropped and added back after the type change (it is computed
+        // from the other columns, so no value is lost).
+        let retyped: Vec<&String> = wanted
+            .columns
+            .iter()
+            .filter(|(n, w)| {
+                live.columns
+                    .get(*n)
+                    .is_some_and(|l| l.data_type != w.data_type || l.collation != w.collation)
+            })
+            .map(|(n, _)| n)
+            .collect();
         // In the table's order, so that added columns land where the document put them.
         for (name, column) in wanted.columns_in_order() {
             match live.columns.get(name) {
                 None => self.add_column(schema, table, name, column),
-                Some(current) => self.column(schema, table, name, current, column),
+                Some(current) => {
+                    let reads_retyped = current
+                        .generated
+                        .as_deref()
+                        .is_some_and(|g| retyped.iter().any(|r| mentions_ident(g, r)));
+                    self.column(schema, table, name, current, column, reads_retyped)
+                }
             }
         }
     }
@@ -1171,14 +1192,24 @@ impl Differ<'_> {
             .insert((schema.to_owned(), table.to_owned()));
     }
 
-    fn column(&mut self, schema: &str, table: &str, name: &str, live: &Column, wanted: &Column) {
+    /// `reads_retyped`: the live column is generated from a column whose type changes.
+    fn column(
+        &mut self,
+        schema: &str,
+        table: &str,
+        name: &str,
+        live: &Column,
+        wanted: &Column,
+        reads_retyped: bool,
+    ) {
         let s = || schema.to_owned();
         let t = || table.to_owned();
         let c = || name.to_owned();
-        if live.generated != wanted.generated {
+        if live.generated != wanted.generated || reads_retyped {
             if wanted.generated.is_some() {
                 // Postgres 15 cannot make a column generated or change the expression in
-                // place: drop it and add it back.
+                // place, nor change the type of a column a generated one reads: drop it and
+                // add it back (after any type change, see `compile`).
                 self.disturb(schema, table, name, Disturb::Dropped);
                 self.out.push(Change::DropColumn {
                     schema: s(),

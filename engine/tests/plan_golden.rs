@@ -1129,6 +1129,74 @@ async fn populated_hazards_are_graded() {
     assert!(!plan.requires_confirmation, "{:#?}", plan.hazards);
 }
 
+// Postgres refuses to change the type of a column a generated column reads: the generated
+// column (and its index) is dropped, the type changed, then the column added back. Both ways.
+#[tokio::test]
+async fn type_change_under_a_generated_column() {
+    let narrow =
+        "CREATE TABLE t (id int PRIMARY KEY, b int, a int GENERATED ALWAYS AS (b * 2) STORED);
+         CREATE INDEX t_a_idx ON t (a);
+         INSERT INTO t (id, b) VALUES (1, 21); ANALYZE t;";
+    let wide =
+        "CREATE TABLE t (id int PRIMARY KEY, b bigint, a int GENERATED ALWAYS AS (b * 2) STORED);
+         CREATE INDEX t_a_idx ON t (a);";
+    let plan = run(Case {
+        name: "type_change_under_a_generated_column",
+        a: narrow,
+        b: wide,
+        renames: Renames::none(),
+        expected: &[
+            r#"DROP INDEX "public"."t_a_idx""#,
+            r#"ALTER TABLE "public"."t" DROP COLUMN "a""#,
+            r#"ALTER TABLE "public"."t" ALTER COLUMN "b" TYPE bigint"#,
+            r#"ALTER TABLE "public"."t" ADD COLUMN "a" integer GENERATED ALWAYS AS (b * 2) STORED"#,
+            r#"CREATE INDEX CONCURRENTLY "t_a_idx" ON "public"."t" USING btree ("a")"#,
+        ],
+        one_way: false,
+    })
+    .await;
+    // The generated values are computed again: nothing is lost, but the table is rewritten.
+    assert!(
+        plan.hazards.iter().all(|h| h.kind != HazardKind::DataLoss),
+        "{:#?}",
+        plan.hazards
+    );
+    assert!(!plan.requires_confirmation);
+    let readd = &plan.steps[3];
+    assert!(
+        readd
+            .hazards
+            .iter()
+            .any(|h| h.kind == HazardKind::TableRewrite && h.object == "public.t.a"),
+        "{:#?}",
+        readd.hazards
+    );
+
+    // The other way, a narrowing change: the same dance, and the narrowing is data loss.
+    let back = run(Case {
+        name: "type_change_under_a_generated_column (narrowing)",
+        a: &format!("{wide} INSERT INTO t (id, b) VALUES (1, 21); ANALYZE t;"),
+        b: narrow,
+        renames: Renames::none(),
+        expected: &[
+            r#"DROP INDEX "public"."t_a_idx""#,
+            r#"ALTER TABLE "public"."t" DROP COLUMN "a""#,
+            r#"ALTER TABLE "public"."t" ALTER COLUMN "b" TYPE integer"#,
+            r#"ALTER TABLE "public"."t" ADD COLUMN "a" integer GENERATED ALWAYS AS (b * 2) STORED"#,
+            r#"CREATE INDEX CONCURRENTLY "t_a_idx" ON "public"."t" USING btree ("a")"#,
+        ],
+        one_way: false,
+    })
+    .await;
+    let lossy: Vec<&str> = back
+        .hazards
+        .iter()
+        .filter(|h| h.kind == HazardKind::DataLoss)
+        .map(|h| h.object.as_str())
+        .collect();
+    assert_eq!(lossy, ["public.t.b"]);
+}
+
 #[tokio::test]
 async fn table_rename_with_a_trigger_needs_confirmation() {
     const FUNCTION: &str = "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS
