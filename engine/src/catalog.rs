@@ -129,6 +129,17 @@ pub struct Table {
     pub comment: Option<String>,
 }
 
+impl Table {
+    /// The columns in the order Lockplane writes them: by [`ColumnPosition`], columns without
+    /// one after those with one, and by name among equals.
+    pub fn columns_in_order(&self) -> Vec<(&String, &Column)> {
+        let mut columns: Vec<(&String, &Column)> = self.columns.iter().collect();
+        // A stable sort over name-ordered entries: equal positions keep name order.
+        columns.sort_by_key(|(_, c)| c.position.get().unwrap_or(u32::MAX));
+        columns
+    }
+}
+
 /// A table column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Column {
@@ -149,7 +160,43 @@ pub struct Column {
     pub grants: Vec<Grant>,
     /// `COMMENT ON COLUMN`.
     pub comment: Option<String>,
+    /// Where the column sits in its table. Not part of the manifest (see [`ColumnPosition`]).
+    #[serde(skip)]
+    pub position: ColumnPosition,
 }
+
+/// Where a column sits in its table: `attnum` for an introspected column, the place in the
+/// document (from 1) for a column read from the DSL, nothing for a column built in code.
+///
+/// Postgres cannot reorder columns, so column order is not part of the manifest: a manifest
+/// that depended on it could be unreachable by any plan. What Lockplane *writes* should still
+/// keep the order a person chose (`CREATE TABLE` in the document's order, `to_yaml` in the
+/// table's physical order), so the position rides along as a hint: serde skips it (it is not
+/// hashed, and a catalog read back from storage has none), and any two positions compare
+/// equal, so catalogs that differ only in column order are equal and diff to nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ColumnPosition(pub Option<u32>);
+
+impl ColumnPosition {
+    /// A known position.
+    pub fn at(position: u32) -> ColumnPosition {
+        ColumnPosition(Some(position))
+    }
+
+    /// The position, if known.
+    pub fn get(self) -> Option<u32> {
+        self.0
+    }
+}
+
+// Deliberately not a comparison: the hint must never make two catalogs differ.
+impl PartialEq for ColumnPosition {
+    fn eq(&self, _: &ColumnPosition) -> bool {
+        true
+    }
+}
+
+impl Eq for ColumnPosition {}
 
 /// Identity column settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

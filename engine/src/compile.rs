@@ -7,13 +7,17 @@
 //! # Order
 //!
 //! Each change lands in a `Phase`; steps are sorted by phase, and within a phase keep the
-//! order [`crate::diff::diff`] gave (names sorted; views in dependency order). The phases
-//! follow dependencies: renames first (every later statement uses the new names); then drops,
-//! dependents before what they depend on (policies, views, foreign keys, other constraints,
-//! indexes, tables, columns, defaults); then creates, dependencies first (extensions,
-//! schemas, enums, sequences, tables, columns, column changes, sequence owners, primary
-//! key/unique/check/exclusion constraints, foreign keys, indexes, views, RLS, policies,
-//! grants, comments); then the drops that must wait until nothing uses the object any more
+//! order [`crate::diff::diff`] gave (names sorted, columns in table order, views in
+//! dependency order) except where a dependency says otherwise (generated columns). The
+//! phases follow dependencies: renames first (every later statement uses the new names);
+//! then drops, dependents before what they depend on (policies, views, foreign keys, tables
+//! — a dropped table's own foreign keys hold on to the keys they reference until it goes —,
+//! other constraints, indexes, columns with generated ones first, defaults); then creates,
+//! dependencies first (extensions, schemas, enums, sequences, tables, columns, type changes,
+//! generated columns (they read the others, whose types must be final), other column
+//! changes, sequence owners, primary key/unique/check/exclusion
+//! constraints, foreign keys, indexes, views, RLS, policies, grants, comments); then the
+//! drops that must wait until nothing uses the object any more
 //! (sequences, enums, schemas, extensions). Non-transactional steps come after the
 //! transaction (concurrent index builds and drops, online primary keys and unique
 //! constraints, validations, the online SET NOT NULL, comments on what those build), except
@@ -50,9 +54,11 @@ enum Phase {
     DropPolicy,
     DropView,
     DropForeignKey,
+    /// Before other constraints and indexes: a dropped table's foreign keys go with it, and
+    /// until then they hold on to the key or unique index they reference.
+    DropTable,
     DropConstraint,
     DropIndex,
-    DropTable,
     DropColumn,
     DropColumnProperty,
     DropRecreatedEnum,
@@ -65,6 +71,9 @@ enum Phase {
     TableProperty,
     AddColumn,
     AlterColumnType,
+    /// After type changes: Postgres refuses to change the type of a column that a generated
+    /// column reads, so generated columns (new or re-created) are added once types are final.
+    AddGeneratedColumn,
     DropNotNull,
     SetNotNull,
     SetDefault,
@@ -319,7 +328,7 @@ pub(crate) fn compile_with_origins(
     }
     c.place_enum_labels();
     let mut drafts = c.drafts;
-    drafts.sort_by_key(|d| d.phase);
+    drafts.sort_by_key(|d| (d.phase, within_phase(&changes[d.origin])));
     Ok(drafts
         .into_iter()
         .map(|d| {
@@ -337,6 +346,17 @@ pub(crate) fn compile_with_origins(
             )
         })
         .collect())
+}
+
+/// Order inside a phase where Postgres needs one beyond the diff's: a generated column reads
+/// plain columns of its table (never another generated one), so it is dropped before them
+/// (it is added after them by its own phase). The sort is stable, so everything else keeps
+/// the diff's order.
+fn within_phase(change: &Change) -> u8 {
+    match change {
+        Change::DropColumn { column, .. } => u8::from(column.generated.is_none()),
+        _ => 0,
+    }
 }
 
 fn path(parts: &[&str]) -> String {
@@ -846,7 +866,10 @@ impl Compiler<'_> {
                 self.push(
                     Phase::DropColumn,
                     if *recreated {
-                        format!("drop column {schema}.{table}.{name} (added back as a generated column)")
+                        format!(
+                            "drop column {schema}.{table}.{name} (added back as a generated \
+                             column, its values computed again)"
+                        )
                     } else {
                         format!("drop column {schema}.{table}.{name}")
                     },
@@ -1389,12 +1412,13 @@ impl Compiler<'_> {
 
     fn create_table(&mut self, schema: &str, name: &str, table: &Table) {
         let mut lines: Vec<String> = table
-            .columns
-            .iter()
+            .columns_in_order()
+            .into_iter()
             .map(|(n, c)| column_definition(n, c))
             .collect();
+        let inline = inline_in_create(table);
         for (n, c) in &table.constraints {
-            if inline_in_create(c) {
+            if inline.contains(n.as_str()) {
                 lines.push(format!(
                     "CONSTRAINT {} {}",
                     quote_ident(n),
@@ -1480,7 +1504,11 @@ impl Compiler<'_> {
         }
         hazards.extend(self.unsupported_hazards(schema, table, false));
         self.push(
-            Phase::AddColumn,
+            if column.generated.is_some() {
+                Phase::AddGeneratedColumn
+            } else {
+                Phase::AddColumn
+            },
             format!("add column {schema}.{table}.{name}"),
             format!(
                 "ALTER TABLE {} ADD COLUMN {}",

@@ -14,9 +14,10 @@
 //! - **What cannot change in place is dropped and re-created**: a changed constraint or index,
 //!   a policy whose command or kind changes, a view whose columns change (CREATE OR REPLACE
 //!   only appends columns), an enum that loses or reorders labels (only when nothing uses it;
-//!   otherwise it is refused), a column that becomes generated.
+//!   otherwise it is refused), a column that becomes generated or whose expression changes.
 //! - **Dependents are carried along**: Postgres refuses to drop or change the type of a column
-//!   that a view or a policy uses, and drops a column's indexes and constraints with it. So a
+//!   that a view, a policy or a generated column uses, and drops a column's indexes and
+//!   constraints with it. So a generated column reading a re-typed column is re-created, and a
 //!   dropped, re-created or re-typed column forces its views and policies (and, when dropped
 //!   or re-created, its indexes and constraints, and foreign keys pointing at it) to be
 //!   dropped first and re-created after. A re-created object gets its grants and comment
@@ -141,6 +142,44 @@ impl Renames {
     /// True when there is nothing to rename.
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty() && self.columns.is_empty()
+    }
+
+    /// These renames without those `live` already shows done: the old name is gone and the
+    /// new one is there. A document keeps its `renamed_from` after the rename is applied, so
+    /// planning it again must find the rename satisfied, not refuse it. Anything else (old
+    /// name present, or both names missing) is left for [`diff`] to plan or refuse.
+    pub fn pending_on(&self, live: &Catalog) -> Renames {
+        let has_table = |schema: &str, table: &str| {
+            live.schemas
+                .get(schema)
+                .is_some_and(|s| s.tables.contains_key(table))
+        };
+        let tables: Vec<TableRename> = self
+            .tables
+            .iter()
+            .filter(|r| has_table(&r.schema, &r.from) || !has_table(&r.schema, &r.to))
+            .cloned()
+            .collect();
+        let columns = self
+            .columns
+            .iter()
+            .filter(|r| {
+                // The table as live knows it: under its old name while its own rename is
+                // still to come.
+                let live_table = tables
+                    .iter()
+                    .find(|t| t.schema == r.schema && t.to == r.table)
+                    .map_or(r.table.as_str(), |t| t.from.as_str());
+                let table = live
+                    .schemas
+                    .get(&r.schema)
+                    .and_then(|s| s.tables.get(live_table));
+                let has = |c: &str| table.is_some_and(|t| t.columns.contains_key(c));
+                has(&r.from) || !has(&r.to)
+            })
+            .cloned()
+            .collect();
+        Renames { tables, columns }
     }
 }
 
@@ -433,7 +472,8 @@ pub enum Change {
         name: String,
         /// The live column.
         column: Column,
-        /// Dropped to be added again differently (it becomes generated).
+        /// Dropped to be added again as a generated column (it becomes generated, its
+        /// expression changes, or a column it reads changes type).
         recreated: bool,
     },
     /// `ALTER TABLE … RENAME COLUMN`.
@@ -1102,10 +1142,30 @@ impl Differ<'_> {
                 });
             }
         }
-        for (name, column) in &wanted.columns {
+        // Postgres refuses to change the type of a column a generated column reads: such a
+        // generated column is dropped and added back after the type change (it is computed
+        // from the other columns, so no value is lost).
+        let retyped: Vec<&String> = wanted
+            .columns
+            .iter()
+            .filter(|(n, w)| {
+                live.columns
+                    .get(*n)
+                    .is_some_and(|l| l.data_type != w.data_type || l.collation != w.collation)
+            })
+            .map(|(n, _)| n)
+            .collect();
+        // In the table's order, so that added columns land where the document put them.
+        for (name, column) in wanted.columns_in_order() {
             match live.columns.get(name) {
                 None => self.add_column(schema, table, name, column),
-                Some(current) => self.column(schema, table, name, current, column),
+                Some(current) => {
+                    let reads_retyped = current
+                        .generated
+                        .as_deref()
+                        .is_some_and(|g| retyped.iter().any(|r| mentions_ident(g, r)));
+                    self.column(schema, table, name, current, column, reads_retyped)
+                }
             }
         }
     }
@@ -1132,14 +1192,24 @@ impl Differ<'_> {
             .insert((schema.to_owned(), table.to_owned()));
     }
 
-    fn column(&mut self, schema: &str, table: &str, name: &str, live: &Column, wanted: &Column) {
+    /// `reads_retyped`: the live column is generated from a column whose type changes.
+    fn column(
+        &mut self,
+        schema: &str,
+        table: &str,
+        name: &str,
+        live: &Column,
+        wanted: &Column,
+        reads_retyped: bool,
+    ) {
         let s = || schema.to_owned();
         let t = || table.to_owned();
         let c = || name.to_owned();
-        if live.generated != wanted.generated {
+        if live.generated != wanted.generated || reads_retyped {
             if wanted.generated.is_some() {
                 // Postgres 15 cannot make a column generated or change the expression in
-                // place: drop it and add it back.
+                // place, nor change the type of a column a generated one reads: drop it and
+                // add it back (after any type change, see `compile`).
                 self.disturb(schema, table, name, Disturb::Dropped);
                 self.out.push(Change::DropColumn {
                     schema: s(),
@@ -1438,7 +1508,14 @@ impl Differ<'_> {
         self.fresh
             .constraints
             .insert((schema.into(), table.into(), name.into()));
-        if new && inline_in_create(c) {
+        let inline = new
+            && self
+                .desired
+                .schemas
+                .get(schema)
+                .and_then(|s| s.tables.get(table))
+                .is_some_and(|t| inline_in_create(t).contains(name));
+        if inline {
             return;
         }
         self.out.push(Change::AddConstraint {
@@ -2394,11 +2471,73 @@ fn grants(out: &mut Vec<Change>, object: GrantObject, live: &[Grant], wanted: &[
     }
 }
 
-/// Whether a new table's constraint is written inside its `CREATE TABLE`: primary key,
-/// unique, check and exclusion constraints are, unless wanted NOT VALID (which only
-/// `ALTER TABLE` can say); foreign keys never are, since their target may not exist yet.
-pub(crate) fn inline_in_create(c: &Constraint) -> bool {
-    c.validated && !matches!(c.definition, ConstraintDef::ForeignKey { .. })
+/// The constraints of a new table written inside its `CREATE TABLE`: primary key, unique,
+/// check and exclusion constraints, unless wanted NOT VALID (which only `ALTER TABLE` can
+/// say); foreign keys never are, since their target may not exist yet. Nor is a constraint
+/// whose index would duplicate another's: `CREATE TABLE` silently keeps one index for a
+/// `UNIQUE` over exactly the primary key's columns (or two identical `UNIQUE`s), so the
+/// duplicate is added by `ALTER TABLE` after the table, which keeps both, as the desired
+/// catalog says.
+pub(crate) fn inline_in_create(table: &Table) -> BTreeSet<&str> {
+    // What Postgres compares (parse_utilcmd.c, transformIndexConstraints): key columns in
+    // order, NULLS NOT DISTINCT, deferrability; an exclusion constraint by its whole clause.
+    #[derive(PartialEq)]
+    enum Key<'a> {
+        Columns(&'a [String], bool, bool, bool),
+        Exclusion(&'a str),
+    }
+    fn key(c: &Constraint) -> Option<Key<'_>> {
+        match &c.definition {
+            ConstraintDef::PrimaryKey { columns } => Some(Key::Columns(
+                columns,
+                false,
+                c.deferrable,
+                c.initially_deferred,
+            )),
+            ConstraintDef::Unique {
+                columns,
+                nulls_not_distinct,
+            } => Some(Key::Columns(
+                columns,
+                *nulls_not_distinct,
+                c.deferrable,
+                c.initially_deferred,
+            )),
+            ConstraintDef::Exclusion { definition } => Some(Key::Exclusion(definition)),
+            _ => None,
+        }
+    }
+    let inline =
+        |c: &Constraint| c.validated && !matches!(c.definition, ConstraintDef::ForeignKey { .. });
+    let mut out = BTreeSet::new();
+    let mut kept: Vec<Key> = Vec::new();
+    // Postgres keeps the primary key's index in preference to any other.
+    let pk_first = table
+        .constraints
+        .iter()
+        .filter(|(_, c)| matches!(c.definition, ConstraintDef::PrimaryKey { .. }))
+        .chain(
+            table
+                .constraints
+                .iter()
+                .filter(|(_, c)| !matches!(c.definition, ConstraintDef::PrimaryKey { .. })),
+        );
+    for (name, c) in pk_first {
+        if !inline(c) {
+            continue;
+        }
+        match key(c) {
+            Some(k) if kept.contains(&k) => {}
+            Some(k) => {
+                kept.push(k);
+                out.insert(name.as_str());
+            }
+            None => {
+                out.insert(name.as_str());
+            }
+        }
+    }
+    out
 }
 
 fn same_constraint(a: &Constraint, b: &Constraint) -> bool {
@@ -2679,12 +2818,14 @@ fn replace_compatible(old: &str, new: &str) -> bool {
 /// Applies `renames` to a copy of `live`: tables and columns move to their desired names and
 /// every reference to them follows (foreign keys, key columns, sequence owners, expressions,
 /// triggers' table prefix), as Postgres itself does on `RENAME`. Emits the rename changes.
+/// Renames `live` already shows done are skipped ([`Renames::pending_on`]).
 fn apply_renames(
     live: &Catalog,
     desired: &Catalog,
     renames: &Renames,
     out: &mut Vec<Change>,
 ) -> Result<Catalog, Vec<Change>> {
+    let renames = &renames.pending_on(live);
     let mut c = live.clone();
     let mut refusals = Vec::new();
     let mut refuse = |object: String, reason: String| {
@@ -2933,6 +3074,7 @@ mod tests {
                         collation: None,
                         grants: Vec::new(),
                         comment: None,
+                        position: Default::default(),
                     },
                 );
             }
@@ -2983,6 +3125,28 @@ mod tests {
         assert_eq!(
             refusal(&live, &desired, &column("q", "y")).as_deref(),
             Some("renamed_from names column q, which does not exist")
+        );
+    }
+
+    #[test]
+    fn renames_already_done_are_satisfied() {
+        let done = catalog(&[("a2", &["y", "w"])]);
+        let renames = Renames::none()
+            .table("s", "a", "a2")
+            .column("s", "a2", "x", "y");
+        assert_eq!(renames.pending_on(&done), Renames::none());
+        assert_eq!(diff(&done, &done, &renames), Vec::new());
+        // The table renamed already, its column not yet: only the column is pending.
+        let half = catalog(&[("a2", &["x", "w"])]);
+        assert_eq!(
+            renames.pending_on(&half),
+            Renames::none().column("s", "a2", "x", "y")
+        );
+        // Neither name live: still refused (a misspelt old name must not pass silently).
+        let neither = catalog(&[("a2", &["w"])]);
+        assert_eq!(
+            refusal(&neither, &done, &renames).as_deref(),
+            Some("renamed_from names column x, which does not exist")
         );
     }
 

@@ -511,6 +511,7 @@ fn read_columns(
             collation: row.get("collation"),
             grants: Vec::new(),
             comment: row.get("comment"),
+            position: ColumnPosition(u32::try_from(row.get::<_, i16>("attnum")).ok()),
         };
         if let Some(t) = table_mut(catalog, rels, oid) {
             t.columns.insert(name, column);
@@ -887,7 +888,7 @@ const SQL_GRANTS: &str = concat!(
      WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'v') AND a.grantee <> c.relowner"
 );
 
-const SQL_COLUMNS: &str = "SELECT a.attrelid, a.attname::text AS attname, \
+const SQL_COLUMNS: &str = "SELECT a.attrelid, a.attname::text AS attname, a.attnum, \
        pg_catalog.format_type(a.atttypid, a.atttypmod) AS data_type, a.attnotnull, \
        pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) AS default_expr, \
        a.attidentity::text AS attidentity, a.attgenerated::text AS attgenerated, \

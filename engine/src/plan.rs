@@ -350,6 +350,9 @@ pub fn reverse(
     stats: &TableStats,
     created_by: &str,
 ) -> Result<Plan, PlanError> {
+    // Only the renames the forward plan makes are undone: one `live` already shows done was
+    // no step of it.
+    let renames = &renames.pending_on(live);
     let inverse = renames.inverse();
     let mut moved = stats.clone();
     for r in &renames.tables {

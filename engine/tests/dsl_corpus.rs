@@ -333,6 +333,7 @@ fn odd_catalog() -> Catalog {
         collation: None,
         grants: vec![],
         comment: None,
+        position: Default::default(),
     };
     let mut table = Table::default();
     table

@@ -28,6 +28,7 @@ fn column(data_type: &str, not_null: bool, default: Option<&str>) -> Column {
         collation: None,
         grants: vec![],
         comment: None,
+        position: Default::default(),
     }
 }
 

@@ -25,6 +25,7 @@ fn plain_column(data_type: &str, not_null: bool, default: Option<&str>) -> Colum
         collation: None,
         grants: vec![],
         comment: None,
+        position: Default::default(),
     }
 }
 

@@ -17,6 +17,7 @@ fn column(data_type: &str) -> Column {
         collation: None,
         grants: Vec::new(),
         comment: None,
+        position: Default::default(),
     }
 }
 

@@ -670,8 +670,8 @@ golden!(
     [
         r#"CREATE EXTENSION "citext" WITH SCHEMA "public""#,
         r#"CREATE TABLE "public"."t" (
-    "email" public.citext,
     "id" integer NOT NULL,
+    "email" public.citext,
     CONSTRAINT "t_pkey" PRIMARY KEY ("id")
 )"#,
     ]
@@ -703,12 +703,12 @@ golden!(
     CONSTRAINT "parent_pkey" PRIMARY KEY ("id")
 )"#,
         r#"CREATE TABLE "public"."t" (
-    "created" timestamp with time zone DEFAULT now() NOT NULL,
-    "email" text NOT NULL,
     "id" integer DEFAULT nextval('public.t_id_seq'::regclass) NOT NULL,
-    "label" text COLLATE "C",
     "parent_id" bigint NOT NULL,
+    "email" text NOT NULL,
     "qty" integer DEFAULT 1,
+    "label" text COLLATE "C",
+    "created" timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT "t_email_key" UNIQUE ("email"),
     CONSTRAINT "t_pkey" PRIMARY KEY ("id"),
     CONSTRAINT "t_qty_check" CHECK (qty > 0)
@@ -752,13 +752,13 @@ golden!(
      ALTER TABLE a ADD CONSTRAINT a_b_id_fkey FOREIGN KEY (b_id) REFERENCES b",
     [
         r#"CREATE TABLE "public"."a" (
-    "b_id" integer,
     "id" integer NOT NULL,
+    "b_id" integer,
     CONSTRAINT "a_pkey" PRIMARY KEY ("id")
 )"#,
         r#"CREATE TABLE "public"."b" (
-    "a_id" integer,
     "id" integer NOT NULL,
+    "a_id" integer,
     CONSTRAINT "b_pkey" PRIMARY KEY ("id")
 )"#,
         r#"ALTER TABLE "public"."a" ADD CONSTRAINT "a_b_id_fkey" FOREIGN KEY ("b_id") REFERENCES "public"."b" ("id")"#,
@@ -774,6 +774,30 @@ golden!(
     [
         r#"ALTER TABLE "public"."child" DROP CONSTRAINT "child_parent_id_fkey""#,
         r#"DROP TABLE "public"."parent""#,
+    ]
+);
+
+// CREATE TABLE keeps one index where two constraints would build the same one (a UNIQUE over
+// exactly the primary key, two identical UNIQUEs): the duplicates are added after the table,
+// which keeps them all.
+golden!(
+    table_create_with_unique_duplicating_the_primary_key,
+    "",
+    "CREATE TABLE t (id int, code int, CONSTRAINT t_pkey PRIMARY KEY (id));
+     ALTER TABLE t ADD CONSTRAINT t_id_key UNIQUE (id);
+     ALTER TABLE t ADD CONSTRAINT t_code_key UNIQUE (code);
+     ALTER TABLE t ADD CONSTRAINT t_code_key1 UNIQUE (code);
+     ALTER TABLE t ADD CONSTRAINT t_code_later UNIQUE (code) DEFERRABLE",
+    [
+        r#"CREATE TABLE "public"."t" (
+    "id" integer NOT NULL,
+    "code" integer,
+    CONSTRAINT "t_code_key" UNIQUE ("code"),
+    CONSTRAINT "t_code_later" UNIQUE ("code") DEFERRABLE,
+    CONSTRAINT "t_pkey" PRIMARY KEY ("id")
+)"#,
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_code_key1" UNIQUE ("code")"#,
+        r#"ALTER TABLE "public"."t" ADD CONSTRAINT "t_id_key" UNIQUE ("id")"#,
     ]
 );
 
@@ -1105,6 +1129,74 @@ async fn populated_hazards_are_graded() {
     assert!(!plan.requires_confirmation, "{:#?}", plan.hazards);
 }
 
+// Postgres refuses to change the type of a column a generated column reads: the generated
+// column (and its index) is dropped, the type changed, then the column added back. Both ways.
+#[tokio::test]
+async fn type_change_under_a_generated_column() {
+    let narrow =
+        "CREATE TABLE t (id int PRIMARY KEY, b int, a int GENERATED ALWAYS AS (b * 2) STORED);
+         CREATE INDEX t_a_idx ON t (a);
+         INSERT INTO t (id, b) VALUES (1, 21); ANALYZE t;";
+    let wide =
+        "CREATE TABLE t (id int PRIMARY KEY, b bigint, a int GENERATED ALWAYS AS (b * 2) STORED);
+         CREATE INDEX t_a_idx ON t (a);";
+    let plan = run(Case {
+        name: "type_change_under_a_generated_column",
+        a: narrow,
+        b: wide,
+        renames: Renames::none(),
+        expected: &[
+            r#"DROP INDEX "public"."t_a_idx""#,
+            r#"ALTER TABLE "public"."t" DROP COLUMN "a""#,
+            r#"ALTER TABLE "public"."t" ALTER COLUMN "b" TYPE bigint"#,
+            r#"ALTER TABLE "public"."t" ADD COLUMN "a" integer GENERATED ALWAYS AS (b * 2) STORED"#,
+            r#"CREATE INDEX CONCURRENTLY "t_a_idx" ON "public"."t" USING btree ("a")"#,
+        ],
+        one_way: false,
+    })
+    .await;
+    // The generated values are computed again: nothing is lost, but the table is rewritten.
+    assert!(
+        plan.hazards.iter().all(|h| h.kind != HazardKind::DataLoss),
+        "{:#?}",
+        plan.hazards
+    );
+    assert!(!plan.requires_confirmation);
+    let readd = &plan.steps[3];
+    assert!(
+        readd
+            .hazards
+            .iter()
+            .any(|h| h.kind == HazardKind::TableRewrite && h.object == "public.t.a"),
+        "{:#?}",
+        readd.hazards
+    );
+
+    // The other way, a narrowing change: the same dance, and the narrowing is data loss.
+    let back = run(Case {
+        name: "type_change_under_a_generated_column (narrowing)",
+        a: &format!("{wide} INSERT INTO t (id, b) VALUES (1, 21); ANALYZE t;"),
+        b: narrow,
+        renames: Renames::none(),
+        expected: &[
+            r#"DROP INDEX "public"."t_a_idx""#,
+            r#"ALTER TABLE "public"."t" DROP COLUMN "a""#,
+            r#"ALTER TABLE "public"."t" ALTER COLUMN "b" TYPE integer"#,
+            r#"ALTER TABLE "public"."t" ADD COLUMN "a" integer GENERATED ALWAYS AS (b * 2) STORED"#,
+            r#"CREATE INDEX CONCURRENTLY "t_a_idx" ON "public"."t" USING btree ("a")"#,
+        ],
+        one_way: false,
+    })
+    .await;
+    let lossy: Vec<&str> = back
+        .hazards
+        .iter()
+        .filter(|h| h.kind == HazardKind::DataLoss)
+        .map(|h| h.object.as_str())
+        .collect();
+    assert_eq!(lossy, ["public.t.b"]);
+}
+
 #[tokio::test]
 async fn table_rename_with_a_trigger_needs_confirmation() {
     const FUNCTION: &str = "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS
@@ -1181,6 +1273,43 @@ golden!(
     [
         r#"CREATE UNIQUE INDEX "parent_code_key" ON "public"."parent" USING btree ("code")"#,
         r#"ALTER TABLE "public"."child" ADD CONSTRAINT "child_parent_code_fkey" FOREIGN KEY ("parent_code") REFERENCES "public"."parent" ("code")"#,
+    ]
+);
+
+// A generated column reads a column added with it: the plain column is added first, whatever
+// the names and the table's order; the reverse drops the generated column first.
+golden!(
+    add_column_and_a_generated_column_over_it,
+    T,
+    "CREATE TABLE t (id int PRIMARY KEY, a int GENERATED ALWAYS AS (b * 2) STORED, b int)",
+    [
+        r#"ALTER TABLE "public"."t" ADD COLUMN "b" integer"#,
+        r#"ALTER TABLE "public"."t" ADD COLUMN "a" integer GENERATED ALWAYS AS (b * 2) STORED"#,
+    ]
+);
+
+golden!(
+    drop_column_and_the_generated_column_over_it,
+    "CREATE TABLE t (id int PRIMARY KEY, b int, z int GENERATED ALWAYS AS (b * 2) STORED)",
+    T,
+    [
+        r#"ALTER TABLE "public"."t" DROP COLUMN "z""#,
+        r#"ALTER TABLE "public"."t" DROP COLUMN "b""#,
+    ]
+);
+
+// The dropped table's foreign key holds on to the primary key (and the unique index) it
+// references until the table goes; the reverse builds them again before the table.
+golden!(
+    drop_primary_key_and_the_table_referencing_it,
+    "CREATE TABLE p (id int PRIMARY KEY, code int);
+     CREATE UNIQUE INDEX p_code_idx ON p (code);
+     CREATE TABLE c (id int, pid int REFERENCES p, code int REFERENCES p (code))",
+    "CREATE TABLE p (id int NOT NULL, code int)",
+    [
+        r#"DROP TABLE "public"."c""#,
+        r#"ALTER TABLE "public"."p" DROP CONSTRAINT "p_pkey""#,
+        r#"DROP INDEX "public"."p_code_idx""#,
     ]
 );
 

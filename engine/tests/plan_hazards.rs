@@ -17,6 +17,7 @@ fn column(data_type: &str) -> Column {
         collation: None,
         grants: vec![],
         comment: None,
+        position: Default::default(),
     }
 }
 
@@ -272,7 +273,8 @@ fn unsupported_objects_are_never_created_or_dropped() {
 
 #[test]
 fn renames_are_validated() {
-    let a = catalog(&[("id", column("integer"))]);
+    // Neither the old name nor the new one is live: a misspelt `renamed_from`.
+    let a = catalog(&[("other", column("integer"))]);
     let b = catalog(&[("id", column("integer"))]);
     let bad = Renames::none().column("public", "t", "missing", "id");
     let changes = diff(&a, &b, &bad);
@@ -281,6 +283,10 @@ fn renames_are_validated() {
         "{changes:#?}"
     );
     assert!(plan(&a, &b, &bad, &empty(), "test").is_err());
+    // The old name gone and the new one live: the rename is done already, nothing to plan.
+    assert!(plan(&b, &b, &bad, &empty(), "test")
+        .expect("satisfied")
+        .is_empty());
 }
 
 #[test]

@@ -75,6 +75,7 @@ fn column(seed: u8) -> Column {
             Vec::new()
         },
         comment: flag(seed, 5).then(|| "note".to_owned()),
+        position: Default::default(),
     }
 }
 

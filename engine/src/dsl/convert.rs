@@ -920,7 +920,14 @@ impl<'d> Converter<'d> {
             if let Some(sequence) = serial {
                 serials.push(sequence);
             }
-            table.columns.insert(c.name.clone(), column);
+            let position = u32::try_from(i + 1).ok();
+            table.columns.insert(
+                c.name.clone(),
+                Column {
+                    position: ColumnPosition(position),
+                    ..column
+                },
+            );
 
             if c.unique {
                 constraints.push(Pending {
@@ -1373,6 +1380,7 @@ impl<'d> Converter<'d> {
             collation,
             grants: self.grants(&c.grants, ObjectKind::Column, path, "grants"),
             comment: c.comment.clone(),
+            position: ColumnPosition::default(),
         };
         (column, serial)
     }

@@ -398,12 +398,14 @@ fn table_decl(
         }
     }
 
-    // Primary-key columns first, in key order, then the rest by name.
-    let mut order: Vec<&String> = pk_columns
-        .iter()
-        .filter(|c| table.columns.contains_key(*c))
-        .collect();
-    order.extend(table.columns.keys().filter(|c| !pk_columns.contains(c)));
+    // The table's own order (attnum, or the document's) where the catalog knows it; columns
+    // without a position follow, primary-key columns first in key order, then by name.
+    let mut order: Vec<&String> = table.columns.keys().collect();
+    order.sort_by_key(|c| {
+        let position = table.columns.get(*c).and_then(|c| c.position.get());
+        let in_key = pk_columns.iter().position(|k| k == *c);
+        (position.unwrap_or(u32::MAX), in_key.unwrap_or(usize::MAX))
+    });
     for cname in order {
         let Some(c) = table.columns.get(cname) else {
             continue;

@@ -37,8 +37,10 @@
 //! nothing a fresh database happens to have: no `plpgsql` extension, no `public` schema unless
 //! declared, no comment on `public` unless written (`comment: standard public schema` — what
 //! `introspect` reports for a fresh database). Whether objects that a document does not
-//! mention are left alone or dropped is the planner's decision, not the reader's; `to_yaml` of
-//! an introspected catalog writes all of them, so that document reproduces the catalog.
+//! mention are left alone or dropped is the planner's decision, not the reader's
+//! ([`scope_to_live`], which also keeps that comment on `public` when a document names the
+//! schema without a comment); `to_yaml` of an introspected catalog writes all of them, so
+//! that document reproduces the catalog.
 //!
 //! **Shorthands and long forms are the same catalog.** `pk: true` is
 //! `primary_key: { columns: [c] }`, `unique: true` is `unique: [{ columns: [c] }]`,
@@ -145,7 +147,7 @@ pub use document::*;
 pub use error::{DslError, DslErrors};
 pub use from_catalog::from_catalog;
 pub use schema::json_schema;
-pub use scope::{renames, scope_to_live};
+pub use scope::{renames, scope_to_live, PUBLIC_SCHEMA_COMMENT};
 pub use tree::Format;
 pub use write::{document_to_json, document_to_yaml};
 
@@ -255,8 +257,9 @@ pub fn load_file_text(file: &str, text: &str) -> Result<Loaded, DslErrors> {
     load(file, text, Format::from_file_name(file))
 }
 
-/// The catalog as a YAML document: extensions, then schemas by name, tables by name, primary
-/// key columns first then the other columns by name, shorthands where they apply, defaults
+/// The catalog as a YAML document: extensions, then schemas by name, tables by name, columns
+/// in the table's order (`attnum` for an introspected catalog; without positions, primary
+/// key columns first then the other columns by name), shorthands where they apply, defaults
 /// left out. Objects the DSL cannot describe (the catalog's `unsupported` list) are listed in
 /// comments at the top.
 pub fn to_yaml(catalog: &Catalog) -> String {
