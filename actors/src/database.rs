@@ -41,6 +41,10 @@ pub(crate) enum Command {
         plan_id: String,
         confirmation: Option<String>,
     },
+    Resume {
+        plan_id: String,
+        confirmation: Option<String>,
+    },
     ApplySql {
         sql: String,
         context: SessionContext,
@@ -89,6 +93,12 @@ impl Handler<Mutate> for DatabaseActor {
                     plan_id,
                     confirmation,
                 } => ops::apply(&shared, &db, &plan_id, confirmation.as_deref(), actor)
+                    .await
+                    .map(|a| Answer::Applied(Box::new(a))),
+                Command::Resume {
+                    plan_id,
+                    confirmation,
+                } => ops::resume(&shared, &db, &plan_id, confirmation.as_deref(), actor)
                     .await
                     .map(|a| Answer::Applied(Box::new(a))),
                 Command::ApplySql {

@@ -339,6 +339,26 @@ impl Lockplane {
         }
     }
 
+    /// Continues an apply of `plan_id` that stopped after its transaction committed (a step
+    /// run alone failed, say an index build): the steps after the last phase the ledger
+    /// records as applied run, and the outcome is recorded like an apply's.
+    pub async fn resume(
+        &self,
+        db: &DatabaseId,
+        plan_id: &str,
+        confirmation: Option<&str>,
+        actor: &str,
+    ) -> Result<Applied, Error> {
+        let command = Command::Resume {
+            plan_id: plan_id.to_owned(),
+            confirmation: confirmation.map(str::to_owned),
+        };
+        match self.mutate(db, command, actor).await? {
+            Answer::Applied(a) => Ok(*a),
+            _ => Err(unexpected()),
+        }
+    }
+
     /// Runs one allow-listed statement under `context` and records it. Destructive statements
     /// need `confirmation` = [`lockplane_engine::session::confirmation_id`] of the statement.
     pub async fn apply_sql(

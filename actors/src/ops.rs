@@ -937,22 +937,7 @@ pub(crate) async fn apply(
     }
     let approval = approval(shared, db, &plan, own_view, confirmation, actor).await?;
     let targets = catalogs_of(shared, &view).ok().flatten();
-    let started = record(
-        shared,
-        Event::ApplyStarted(ApplyStarted {
-            actor: actor.to_owned(),
-            database: db.id.clone(),
-            plan_id: plan.plan_id.clone(),
-            base_hash: plan.base_hash.clone(),
-            approval: approval.clone(),
-        }),
-        Vec::new(),
-    )
-    .await?;
     let opts = ApplyOptions {
-        lock_timeout: shared.config.lock_timeout,
-        statement_timeout: shared.config.statement_timeout,
-        lock_wait: shared.config.lock_wait,
         base_catalog: Some(live),
         target_catalog: if rebased_from.is_none() {
             targets.map(|(_, t)| t)
@@ -961,9 +946,132 @@ pub(crate) async fn apply(
         },
         ..ApplyOptions::default()
     };
+    run_apply(
+        shared,
+        db,
+        client,
+        &plan,
+        approval,
+        opts,
+        actor,
+        rebased_from,
+    )
+    .await
+}
+
+/// `resume`: an apply of `plan_id` that stopped after its transaction committed (a step run
+/// alone failed) continues after the last phase the ledger records as applied.
+pub(crate) async fn resume(
+    shared: &Shared,
+    db: &Db,
+    plan_id: &str,
+    confirmation: Option<&str>,
+    actor: &str,
+) -> Result<Applied, Error> {
+    let view = plan_view(shared, db, plan_id).await?;
+    pending(&view)?;
+    let plan = load_plan(shared, &view)?;
+    let Some(point) = resume_point(shared, db, plan_id)? else {
+        return Err(Error::NotPending {
+            plan_id: plan_id.to_owned(),
+            status: view.status.name(),
+            hint: "the ledger records no phase of it as applied: there is nothing to resume; \
+                   apply it (apply_plan without resume)"
+                .into(),
+        });
+    };
+    let approval = approval(shared, db, &plan, Some(&view), confirmation, actor).await?;
+    let client = connect(db).await?;
+    let opts = ApplyOptions {
+        resume_after: Some(point),
+        ..ApplyOptions::default()
+    };
+    run_apply(shared, db, client, &plan, approval, opts, actor, None).await
+}
+
+/// The last phase of `plan_id` the ledger records as applied on `db`, unless the plan was
+/// applied since.
+fn resume_point(
+    shared: &Shared,
+    db: &Db,
+    plan_id: &str,
+) -> Result<Option<exec::ResumePoint>, Error> {
+    let mut last = None;
+    lockplane_store::for_each_record(shared.store.as_ref(), 1, |record| {
+        if record.stream != db.id {
+            return Ok(());
+        }
+        match events::decode_record_payload(&record.kind, &record.stream, &record.payload) {
+            Ok(Event::StepApplied(e)) if e.plan_id == plan_id => {
+                last = e.catalog_hash.map(|catalog_hash| exec::ResumePoint {
+                    step_id: e.step_id,
+                    catalog_hash,
+                });
+            }
+            Ok(Event::PlanApplied(e)) if e.plan_id == plan_id => last = None,
+            _ => {}
+        }
+        Ok::<(), Error>(())
+    })?;
+    Ok(last)
+}
+
+/// Applies `plan` with `ApplyStarted` recorded before, each committed phase (`StepApplied`)
+/// and the outcome after: what `apply` and `resume` share.
+#[allow(clippy::too_many_arguments)]
+async fn run_apply(
+    shared: &Shared,
+    db: &Db,
+    mut client: Client,
+    plan: &Plan,
+    approval: Option<Approval>,
+    opts: ApplyOptions,
+    actor: &str,
+    rebased_from: Option<String>,
+) -> Result<Applied, Error> {
+    let before_hash = opts
+        .resume_after
+        .as_ref()
+        .map(|r| r.catalog_hash.clone())
+        .unwrap_or_else(|| plan.base_hash.clone());
+    let started = record(
+        shared,
+        Event::ApplyStarted(ApplyStarted {
+            actor: actor.to_owned(),
+            database: db.id.clone(),
+            plan_id: plan.plan_id.clone(),
+            base_hash: before_hash.clone(),
+            approval: approval.clone(),
+        }),
+        Vec::new(),
+    )
+    .await?;
+    // The executor reports each committed phase synchronously; the events are recorded, in
+    // order, before the outcome (a crash in between is what recovery on attach is for).
+    let (phases_tx, mut phases) = tokio::sync::mpsc::unbounded_channel();
+    let sink = {
+        let (actor, database) = (actor.to_owned(), db.id.clone());
+        move |progress: &exec::StepProgress| -> Result<(), String> {
+            if let Some(event) = progress.step_applied(&actor, &database) {
+                let _ = phases_tx.send(event);
+            }
+            Ok(())
+        }
+    };
+    let opts = ApplyOptions {
+        lock_timeout: shared.config.lock_timeout,
+        statement_timeout: shared.config.statement_timeout,
+        lock_wait: shared.config.lock_wait,
+        progress: Some(Arc::new(sink)),
+        ..opts
+    };
     let began = events::now_micros();
     let id = plan.plan_id.clone();
-    let outcome = exec::apply(&mut client, &plan, &opts, Some(&id)).await;
+    let outcome = exec::apply(&mut client, plan, &opts, Some(&id)).await;
+    drop(opts);
+    while let Some(event) = phases.recv().await {
+        record(shared, Event::StepApplied(event), Vec::new()).await?;
+    }
     let finished = events::now_micros();
     let timing = Timing::between(began, finished);
     match outcome {
@@ -978,7 +1086,7 @@ pub(crate) async fn apply(
                     database: db.id.clone(),
                     plan_id: plan.plan_id.clone(),
                     started_seq: started.seq,
-                    before_hash: plan.base_hash.clone(),
+                    before_hash: before_hash.clone(),
                     after_hash: report.resulting_hash.clone(),
                     approval,
                     receipt,
@@ -991,7 +1099,7 @@ pub(crate) async fn apply(
                 database: db.id.clone(),
                 plan_id: plan.plan_id.clone(),
                 rebased_from,
-                before_hash: plan.base_hash.clone(),
+                before_hash,
                 resulting_hash: report.resulting_hash.clone(),
                 receipts: report.receipts,
                 seq: head.seq,
@@ -1020,7 +1128,7 @@ pub(crate) async fn apply(
                     database: db.id.clone(),
                     plan_id: plan.plan_id.clone(),
                     started_seq: started.seq,
-                    before_hash: plan.base_hash.clone(),
+                    before_hash,
                     after_hash,
                     error: error.to_string(),
                     receipt,

@@ -666,3 +666,70 @@ async fn a_rebased_rename_stays_a_rename() {
         .get(0);
     assert_eq!(title, "kept");
 }
+
+/// An apply stopped after its transaction committed (a unique index built concurrently over
+/// duplicates fails) records the committed phase; once the data is fixed, `resume` runs the
+/// rest and the plan is applied. Resuming a plan with nothing recorded is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_apply_stopped_after_its_transaction_resumes() {
+    let f = fixture(&format!(
+        "{BASE} INSERT INTO app.items VALUES (1, 'a', 1), (2, 'a', 2);"
+    ))
+    .await;
+    let text = format!(
+        "{}        indexes:\n          - {{ name: items_name, columns: [name], unique: true }}\n",
+        doc(&[ID, NAME, PRICE, "{ name: note, type: text }"])
+    );
+    let p = f
+        .lockplane
+        .propose(&f.db, "idx.yaml", &text, "agent")
+        .await
+        .unwrap_or_else(|e| panic!("propose: {e}"));
+    let id = p.plan.plan_id.clone();
+    assert!(
+        p.plan.steps.iter().any(|s| !s.transactional),
+        "an online build: {:#?}",
+        p.plan.steps
+    );
+    let nothing = f
+        .lockplane
+        .resume(&f.db, &id, None, "agent")
+        .await
+        .expect_err("nothing to resume yet");
+    assert!(
+        nothing.to_string().contains("nothing to resume"),
+        "{nothing}"
+    );
+
+    let failed = f
+        .lockplane
+        .apply(&f.db, &id, None, "agent")
+        .await
+        .expect_err("duplicates");
+    assert!(failed.to_string().contains("resume"), "{failed}");
+    assert!(
+        columns(&f.url).await.contains(&"note".to_owned()),
+        "the transaction committed"
+    );
+    let log = f.lockplane.audit_log(Some(&f.db), 50).await.expect("log");
+    let kinds: Vec<&str> = log.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"StepApplied"), "{kinds:?}");
+
+    execute(&f.url, "UPDATE app.items SET name = 'b' WHERE id = 2").await;
+    let applied = f
+        .lockplane
+        .resume(&f.db, &id, None, "agent")
+        .await
+        .unwrap_or_else(|e| panic!("resume: {e}"));
+    assert_eq!(applied.resulting_hash, p.plan.target_hash);
+    let plans = f.lockplane.list_plans(&f.db).await.expect("plans");
+    let view = plans
+        .iter()
+        .find(|v| v.plan.plan_id == id)
+        .expect("the plan");
+    assert!(
+        matches!(view.status, PlanStatus::Applied { .. }),
+        "{:?}",
+        view.status
+    );
+}

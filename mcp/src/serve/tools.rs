@@ -164,6 +164,11 @@ pub struct ApplyPlanParams {
     /// hazards (or call confirm_plan first). Leave unset otherwise.
     #[serde(default)]
     pub confirm: Option<String>,
+    /// Continue an apply of this plan that stopped after its transaction committed (a step
+    /// run alone failed, e.g. an index build): runs what remains after the last phase the
+    /// ledger records as applied.
+    #[serde(default)]
+    pub resume: bool,
 }
 
 /// `apply_sql` input.
@@ -637,16 +642,17 @@ impl LockplaneMcp {
         peer: Peer<RoleServer>,
         Parameters(p): Parameters<ApplyPlanParams>,
     ) -> Result<Json<ApplyPlanOutput>, ToolError> {
-        let a = self
-            .shared
-            .runtime
-            .apply(
-                &self.shared.db,
-                &p.plan_id,
-                p.confirm.as_deref(),
-                &self.actor(&peer),
-            )
-            .await?;
+        let runtime = &self.shared.runtime;
+        let actor = self.actor(&peer);
+        let a = if p.resume {
+            runtime
+                .resume(&self.shared.db, &p.plan_id, p.confirm.as_deref(), &actor)
+                .await?
+        } else {
+            runtime
+                .apply(&self.shared.db, &p.plan_id, p.confirm.as_deref(), &actor)
+                .await?
+        };
         Ok(Json(ApplyPlanOutput {
             plan_id: a.plan_id,
             rebased_from: a.rebased_from,
