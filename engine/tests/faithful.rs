@@ -459,7 +459,7 @@ async fn pagila_takes_ten_realistic_edits() {
     };
     let mut db = live(&pagila).await;
     let mut doc = dsl::to_yaml(&db.catalog().await);
-    let edits: [(&str, &dyn Fn(&str) -> String); 10] = [
+    let edits: [(&str, &Edit); 10] = [
         ("a NOT NULL column with a default", &|d| {
             once(
                 d,
@@ -572,6 +572,9 @@ async fn pagila_takes_ten_realistic_edits() {
         "the trigger went with its table"
     );
 }
+
+/// A change to a document's text.
+type Edit = dyn Fn(&str) -> String;
 
 /// `text` with `from` replaced by `to`; `from` must occur exactly once.
 fn once(text: &str, from: &str, to: &str) -> String {
