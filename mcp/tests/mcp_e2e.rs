@@ -473,3 +473,39 @@ async fn stdio_latency_benchmark() {
     );
     println!("{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// The README's DSL example through MCP on a fresh database (`diff_catalog` → `apply_plan` →
+/// `diff_catalog` empty); a role the server lacks is refused at `diff_catalog`, named.
+#[tokio::test]
+async fn the_readme_example_through_mcp() {
+    python();
+    let (url, shadow) = database("mcp_readme").await;
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let client = cluster
+        .connect(url.rsplit('/').next().expect("db"))
+        .await
+        .expect("connect");
+    client
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE app_reader NOLOGIN; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+        )
+        .await
+        .expect("role");
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("```yaml\nversion: 1\nschemas:\n  public:\n    tables:\n      users:")
+        .expect("the README's DSL example")
+        + "```yaml\n".len();
+    let document = &readme[start..start + readme[start..].find("```").expect("end")];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let mut command = vec![BIN.to_owned()];
+    command.extend(serve_args(&ledger, &url, &shadow));
+    command.push("--stdio".to_owned());
+    let report = drive(json!({
+        "transport": "stdio", "scenario": "readme", "command": command,
+        "document": document, "missing_role": format!("nobody_{}", std::process::id()),
+    }));
+    assert!(report["steps"].as_u64().unwrap_or(0) > 9, "{report}");
+}

@@ -348,7 +348,27 @@ async def unauthorized(cfg):
     return {"statuses": statuses}
 
 
-SCENARIOS = {"schemas": schemas, "workflow": workflow, "contexts": contexts, "unauthorized": unauthorized}
+async def readme(cfg):
+    """The README's DSL example (a policy calling tenant_id(), a grant to app_reader) through
+    diff_catalog -> apply_plan on a fresh database: the helpers are steps of the plan, the
+    apply reaches the proven target, and planning again finds nothing. A document naming roles
+    the server lacks is refused at diff_catalog, naming each."""
+    async with connect(cfg) as client:
+        proposal = await ok(client, "diff_catalog", {"desired": cfg["document"]})
+        sqls = [s["sql"] for s in proposal["plan"]["steps"]]
+        assert any('"lockplane"."tenant_id"' in s and s.startswith("CREATE OR REPLACE FUNCTION") for s in sqls), sqls
+        applied = await ok(client, "apply_plan", {"plan_id": proposal["plan_id"]})
+        assert applied["resulting_hash"] == proposal["predicted_hash"], (applied, proposal)
+        again = await ok(client, "diff_catalog", {"desired": cfg["document"]})
+        assert again["plan"]["steps"] == [], again["plan"]["steps"]
+        missing = cfg["document"].replace("role: app_reader", "role: " + cfg["missing_role"])
+        message = await fails(client, "diff_catalog", {"desired": missing}, "plan_refused")
+        assert cfg["missing_role"] in message and "CREATE ROLE" in message, message
+        return {"steps": len(sqls)}
+
+
+SCENARIOS = {"schemas": schemas, "workflow": workflow, "contexts": contexts, "unauthorized": unauthorized,
+             "readme": readme}
 
 
 def main():
