@@ -146,6 +146,7 @@ async fn a_proposal_applies_and_the_ledger_tells_the_story() {
             "CatalogIntrospected",
             "PlanProposed",
             "ApplyStarted",
+            "StepApplied",
             "PlanApplied"
         ]
     );
