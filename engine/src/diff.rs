@@ -796,6 +796,7 @@ pub enum Change {
 
 /// The changes that take `live` to `desired`. `diff(x, x, &Renames::none())` is empty.
 pub fn diff(live: &Catalog, desired: &Catalog, renames: &Renames) -> Vec<Change> {
+    let renames = &renames.pending_on(live);
     let mut out = Vec::new();
     let renamed = match apply_renames(live, desired, renames, &mut out) {
         Ok(c) => c,
@@ -2818,14 +2819,13 @@ fn replace_compatible(old: &str, new: &str) -> bool {
 /// Applies `renames` to a copy of `live`: tables and columns move to their desired names and
 /// every reference to them follows (foreign keys, key columns, sequence owners, expressions,
 /// triggers' table prefix), as Postgres itself does on `RENAME`. Emits the rename changes.
-/// Renames `live` already shows done are skipped ([`Renames::pending_on`]).
+/// `renames` must be pending on `live` ([`Renames::pending_on`]).
 fn apply_renames(
     live: &Catalog,
     desired: &Catalog,
     renames: &Renames,
     out: &mut Vec<Change>,
 ) -> Result<Catalog, Vec<Change>> {
-    let renames = &renames.pending_on(live);
     let mut c = live.clone();
     let mut refusals = Vec::new();
     let mut refuse = |object: String, reason: String| {
@@ -3083,7 +3083,7 @@ mod tests {
     }
 
     fn refusal(live: &Catalog, desired: &Catalog, renames: &Renames) -> Option<String> {
-        match apply_renames(live, desired, renames, &mut Vec::new()) {
+        match apply_renames(live, desired, &renames.pending_on(live), &mut Vec::new()) {
             Ok(_) => None,
             Err(refusals) => refusals.into_iter().find_map(|c| match c {
                 Change::Refuse { reason, .. } => Some(reason),
