@@ -51,6 +51,7 @@ pub mod projection;
 pub mod session;
 pub mod shadow;
 pub mod testkit;
+mod viewdeps;
 
 pub use catalog::{Catalog, Manifest};
 pub use hash::{catalog_hash, CatalogHash};
