@@ -1214,6 +1214,29 @@ impl Compiler<'_> {
                     vec![],
                 )
             }
+            C::RenameViewColumn {
+                schema,
+                view,
+                from,
+                to,
+            } => {
+                let hazards = self
+                    .body_hazards(&path(&[schema, view, from]))
+                    .into_iter()
+                    .collect();
+                self.push(
+                    Phase::Rename,
+                    format!("rename column {from} of view {schema}.{view} to {to}"),
+                    format!(
+                        "ALTER VIEW {} RENAME COLUMN {} TO {}",
+                        qualified(schema, view),
+                        quote_ident(from),
+                        quote_ident(to)
+                    ),
+                    LockLevel::AccessExclusive,
+                    hazards,
+                )
+            }
             C::DropView { schema, name } => {
                 let hazards = self
                     .body_hazards(&path(&[schema, name]))

@@ -17,11 +17,16 @@
 //!   otherwise it is refused), a column that becomes generated or whose expression changes.
 //! - **Dependents are carried along**: Postgres refuses to drop or change the type of a column
 //!   that a view, a policy or a generated column uses, and drops a column's indexes and
-//!   constraints with it. So a generated column reading a re-typed column is re-created, and a
-//!   dropped, re-created or re-typed column forces its views and policies (and, when dropped
-//!   or re-created, its indexes and constraints, and foreign keys pointing at it) to be
-//!   dropped first and re-created after. A re-created object gets its grants and comment
-//!   again.
+//!   constraints with it. Which columns a view reads comes from its query's parse tree (the
+//!   `viewdeps` module), erring towards reading more. So a generated column reading a
+//!   re-typed column is re-created, and a dropped, re-created or re-typed column forces the
+//!   views reading it and its policies (and, when dropped or re-created, its indexes and
+//!   constraints, and foreign keys pointing at it) to be dropped first and re-created after;
+//!   views over the same table that do not read it stay. A re-created object gets its grants
+//!   and comment again.
+//! - **A renamed column's views stay**: Postgres rewrites them itself, keeping their column
+//!   names, and the renamed live catalog models that text; a view whose query then differs
+//!   from the desired one only in output names gets `ALTER VIEW … RENAME COLUMN`.
 //! - **Unsupported objects are never created or dropped**: a difference in them is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -696,6 +701,17 @@ pub enum Change {
         /// `OR REPLACE`: the view exists and the new query only appends columns.
         replace: bool,
     },
+    /// `ALTER VIEW … RENAME COLUMN`: the view's query is the same but for an output name.
+    RenameViewColumn {
+        /// Schema.
+        schema: String,
+        /// View.
+        view: String,
+        /// Live column name.
+        from: String,
+        /// Desired column name.
+        to: String,
+    },
     /// `DROP VIEW`.
     DropView {
         /// Schema.
@@ -796,8 +812,9 @@ pub enum Change {
 
 /// The changes that take `live` to `desired`. `diff(x, x, &Renames::none())` is empty.
 pub fn diff(live: &Catalog, desired: &Catalog, renames: &Renames) -> Vec<Change> {
+    let renames = &renames.pending_on(live);
     let mut out = Vec::new();
-    let renamed = match apply_renames(live, desired, renames, &mut out) {
+    let (renamed, unmodelled_views) = match apply_renames(live, desired, renames, &mut out) {
         Ok(c) => c,
         Err(refusals) => return refusals,
     };
@@ -805,6 +822,7 @@ pub fn diff(live: &Catalog, desired: &Catalog, renames: &Renames) -> Vec<Change>
         live: &renamed,
         desired,
         out,
+        unmodelled_views,
         fresh: Fresh::default(),
         disturbed_columns: BTreeMap::new(),
         disturbed_tables: BTreeSet::new(),
@@ -851,6 +869,9 @@ struct Differ<'a> {
     live: &'a Catalog,
     desired: &'a Catalog,
     out: Vec<Change>,
+    /// Views reading a renamed column whose text after the rename could not be modelled:
+    /// they are re-created.
+    unmodelled_views: BTreeSet<(String, String)>,
     fresh: Fresh,
     disturbed_columns: BTreeMap<(String, String, String), Disturb>,
     /// Tables that are dropped or have a dropped, re-created or re-typed column: views over
@@ -1900,6 +1921,34 @@ impl Differ<'_> {
         }
     }
 
+    /// Whether a live view must be dropped (and re-created) for what the plan does under it:
+    /// it reads a table the plan drops, or a column the plan drops, re-creates or re-types
+    /// (Postgres refuses those while a view depends on the column; the other columns of the
+    /// table may change freely), or it reads a renamed column in a way the rename could not
+    /// be modelled.
+    fn view_disturbed(
+        &self,
+        key: &(String, String),
+        view: &View,
+        live_refs: &BTreeMap<(String, String), Vec<(String, String)>>,
+    ) -> bool {
+        if self.unmodelled_views.contains(key) {
+            return true;
+        }
+        let refs = live_refs.get(key).map(Vec::as_slice).unwrap_or(&[]);
+        if refs.iter().any(|r| self.dropped_tables.contains(r)) {
+            return true;
+        }
+        match crate::viewdeps::reads(&view.definition, self.live) {
+            Some(reads) => self
+                .disturbed_columns
+                .keys()
+                .any(|(s, t, c)| reads.reads(s, t, c)),
+            // A query that does not parse here: anything over a disturbed table.
+            None => refs.iter().any(|r| self.disturbed_tables.contains(r)),
+        }
+    }
+
     fn views(&mut self) {
         let mut live_views: BTreeMap<(String, String), &View> = BTreeMap::new();
         for (s, schema) in &self.live.schemas {
@@ -1931,13 +1980,24 @@ impl Differ<'_> {
                     dropped.insert(key.clone());
                 }
                 Some(dv) => {
-                    let over_disturbed = live_refs
-                        .get(key)
-                        .is_some_and(|refs| refs.iter().any(|r| self.disturbed_tables.contains(r)));
-                    if over_disturbed {
+                    if self.view_disturbed(key, lv, &live_refs) {
                         dropped.insert(key.clone());
                     } else if (&lv.definition, &lv.options) != (&dv.definition, &dv.options) {
-                        if lv.definition == dv.definition
+                        let renames = (lv.options == dv.options)
+                            .then(|| {
+                                crate::viewdeps::column_renames(&lv.definition, &dv.definition)
+                            })
+                            .flatten();
+                        if let Some(renames) = renames {
+                            for (from, to) in renames {
+                                self.out.push(Change::RenameViewColumn {
+                                    schema: key.0.clone(),
+                                    view: key.1.clone(),
+                                    from,
+                                    to,
+                                });
+                            }
+                        } else if lv.definition == dv.definition
                             || replace_compatible(&lv.definition, &dv.definition)
                         {
                             replaced.insert(key.clone());
@@ -2818,14 +2878,18 @@ fn replace_compatible(old: &str, new: &str) -> bool {
 /// Applies `renames` to a copy of `live`: tables and columns move to their desired names and
 /// every reference to them follows (foreign keys, key columns, sequence owners, expressions,
 /// triggers' table prefix), as Postgres itself does on `RENAME`. Emits the rename changes.
-/// Renames `live` already shows done are skipped ([`Renames::pending_on`]).
+/// Views by `(schema, name)`.
+type ViewKeys = BTreeSet<(String, String)>;
+
+/// `renames` must be pending on `live` ([`Renames::pending_on`]). Also returns the views
+/// whose text after a column rename could not be modelled.
 fn apply_renames(
     live: &Catalog,
     desired: &Catalog,
     renames: &Renames,
     out: &mut Vec<Change>,
-) -> Result<Catalog, Vec<Change>> {
-    let renames = &renames.pending_on(live);
+) -> Result<(Catalog, ViewKeys), Vec<Change>> {
+    let mut unmodelled = BTreeSet::new();
     let mut c = live.clone();
     let mut refusals = Vec::new();
     let mut refuse = |object: String, reason: String| {
@@ -2870,18 +2934,43 @@ fn apply_renames(
             .get(&r.schema)
             .and_then(|s| s.tables.get(&r.table))
             .is_some_and(|t| t.columns.contains_key(&r.to));
-        let Some(table) = c
+        let table_exists = c
             .schemas
-            .get_mut(&r.schema)
-            .and_then(|s| s.tables.get_mut(&r.table))
-        else {
+            .get(&r.schema)
+            .is_some_and(|s| s.tables.contains_key(&r.table));
+        if !table_exists {
             refuse(
                 object,
                 format!("table {}.{} does not exist", r.schema, r.table),
             );
             continue;
-        };
+        }
         let missing = format!("renamed_from names column {}, which does not exist", r.from);
+        // Postgres rewrites every view reading the column itself (keeping the view's column
+        // names); what it will print is worked out while the column still has its old name.
+        let views_after: Vec<((String, String), Option<String>)> = c
+            .schemas
+            .iter()
+            .flat_map(|(sn, s)| {
+                s.views.iter().map(|(vn, v)| {
+                    let after = crate::viewdeps::rename_column(
+                        &v.definition,
+                        &c,
+                        (&r.schema, &r.table),
+                        &r.from,
+                        &r.to,
+                    );
+                    ((sn.clone(), vn.clone()), after)
+                })
+            })
+            .collect();
+        let Some(table) = c
+            .schemas
+            .get_mut(&r.schema)
+            .and_then(|s| s.tables.get_mut(&r.table))
+        else {
+            continue;
+        };
         let moved = move_renamed(
             &mut table.columns,
             (&r.from, &r.to),
@@ -2900,10 +2989,22 @@ fn apply_renames(
             to: r.to.clone(),
         });
         rename_column_references(&mut c, &r.schema, &r.table, &r.from, &r.to);
+        for ((sn, vn), after) in views_after {
+            match after {
+                Some(text) => {
+                    if let Some(v) = c.schemas.get_mut(&sn).and_then(|s| s.views.get_mut(&vn)) {
+                        v.definition = text;
+                    }
+                }
+                None => {
+                    unmodelled.insert((sn, vn));
+                }
+            }
+        }
     }
     if refusals.is_empty() {
         c.canonicalize();
-        Ok(c)
+        Ok((c, unmodelled))
     } else {
         Err(refusals)
     }
@@ -3083,7 +3184,7 @@ mod tests {
     }
 
     fn refusal(live: &Catalog, desired: &Catalog, renames: &Renames) -> Option<String> {
-        match apply_renames(live, desired, renames, &mut Vec::new()) {
+        match apply_renames(live, desired, &renames.pending_on(live), &mut Vec::new()) {
             Ok(_) => None,
             Err(refusals) => refusals.into_iter().find_map(|c| match c {
                 Change::Refuse { reason, .. } => Some(reason),

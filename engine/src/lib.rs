@@ -56,6 +56,7 @@ pub mod review;
 pub mod session;
 pub mod shadow;
 pub mod testkit;
+mod viewdeps;
 
 pub use catalog::{Catalog, Manifest};
 pub use hash::{catalog_hash, CatalogHash};

@@ -327,3 +327,37 @@ schemas:
         .collect();
     assert_eq!(names, ["t_id_key", "t_pkey"]);
 }
+
+/// Renaming a column read by a view, as a document says it: the column is renamed and the
+/// view's column with it, the view itself (and its grant) stays.
+#[tokio::test]
+async fn renamed_column_under_a_view_keeps_the_view() {
+    let (_, mut client) = database_with("").await;
+    let before = format!(
+        "{CONTACTS}    views:
+      faxes:
+        query: SELECT id, fax_number FROM contacts WHERE fax_number IS NOT NULL
+        grants:
+          - {{ role: app_reader, privilege: select }}
+"
+    );
+    converge(&mut client, &before).await;
+    let after = before
+        .replace(
+            "{ name: fax_number, type: text }",
+            "{ name: fax, type: text, renamed_from: fax_number }",
+        )
+        .replace(
+            "SELECT id, fax_number FROM contacts WHERE fax_number IS NOT NULL",
+            "SELECT id, fax FROM contacts WHERE fax IS NOT NULL",
+        );
+    let renamed = converge(&mut client, &after).await;
+    let sql: Vec<&str> = renamed.steps.iter().map(|s| s.sql.as_str()).collect();
+    assert_eq!(
+        sql,
+        [
+            r#"ALTER TABLE "public"."contacts" RENAME COLUMN "fax_number" TO "fax""#,
+            r#"ALTER VIEW "public"."faxes" RENAME COLUMN "fax_number" TO "fax""#,
+        ]
+    );
+}

@@ -547,6 +547,108 @@ golden!(
     ]
 );
 
+// Postgres rewrites the views reading a renamed column itself, keeping their column names:
+// the views stay (with their grants), whether they keep the old output name or are given the
+// new one too (`ALTER VIEW … RENAME COLUMN`).
+golden!(
+    column_rename_under_views_keeps_them,
+    "CREATE TABLE t (id int PRIMARY KEY, name text, n int);
+     CREATE VIEW v AS SELECT id, name FROM t WHERE name <> '';
+     CREATE VIEW w AS SELECT t.id, upper(t.name) AS up, o.n FROM t JOIN t o ON o.id = t.id;
+     CREATE VIEW x AS SELECT name FROM v;
+     CREATE VIEW y AS SELECT id, name FROM t UNION SELECT n, name FROM t;
+     CREATE VIEW z AS SELECT id FROM t WHERE id IN (SELECT n FROM t WHERE name IS NOT NULL)
+       AND EXISTS (SELECT name FROM t);
+     GRANT SELECT ON v, w, x TO app_reader",
+    "CREATE TABLE t (id int PRIMARY KEY, full_name text, n int);
+     CREATE VIEW v AS SELECT id, full_name AS name FROM t WHERE full_name <> '';
+     CREATE VIEW w AS SELECT t.id, upper(t.full_name) AS up, o.n FROM t JOIN t o ON o.id = t.id;
+     CREATE VIEW x AS SELECT name FROM v;
+     CREATE VIEW y AS SELECT id, full_name AS name FROM t UNION SELECT n, full_name AS name FROM t;
+     CREATE VIEW z AS SELECT id FROM t WHERE id IN (SELECT n FROM t WHERE full_name IS NOT NULL)
+       AND EXISTS (SELECT full_name AS name FROM t);
+     GRANT SELECT ON v, w, x TO app_reader",
+    Renames::none().column("public", "t", "name", "full_name"),
+    [r#"ALTER TABLE "public"."t" RENAME COLUMN "name" TO "full_name""#,]
+);
+
+golden!(
+    column_rename_renames_the_view_column_too,
+    "CREATE TABLE t (id int PRIMARY KEY, name text);
+     CREATE VIEW v AS SELECT id, name FROM t;
+     GRANT SELECT ON v TO app_reader",
+    "CREATE TABLE t (id int PRIMARY KEY, full_name text);
+     CREATE VIEW v AS SELECT id, full_name FROM t;
+     GRANT SELECT ON v TO app_reader",
+    Renames::none().column("public", "t", "name", "full_name"),
+    [
+        r#"ALTER TABLE "public"."t" RENAME COLUMN "name" TO "full_name""#,
+        r#"ALTER VIEW "public"."v" RENAME COLUMN "name" TO "full_name""#,
+    ]
+);
+
+// Undoing a column rename keeps the views too (`full_name AS name` goes back to `name`, and
+// a view column renamed with the table's is renamed back).
+#[tokio::test]
+async fn reverse_of_a_column_rename_keeps_the_views() {
+    let (_, mut a) = database_with(
+        "CREATE TABLE t (id int PRIMARY KEY, name text);
+         CREATE VIEW v AS SELECT id, name FROM t WHERE name <> '';
+         CREATE VIEW w AS SELECT id, name AS label FROM t;
+         CREATE VIEW x AS SELECT id, name FROM t",
+    )
+    .await;
+    let (_, mut b) = database_with(
+        "CREATE TABLE t (id int PRIMARY KEY, full_name text);
+         CREATE VIEW v AS SELECT id, full_name AS name FROM t WHERE full_name <> '';
+         CREATE VIEW w AS SELECT id, full_name AS label FROM t;
+         CREATE VIEW x AS SELECT id, full_name FROM t",
+    )
+    .await;
+    let (cat_a, cat_b) = (read(&mut a).await, read(&mut b).await);
+    let renames = Renames::none().column("public", "t", "name", "full_name");
+    let stats = read_stats(&a).await.expect("stats");
+    let back = reverse(&cat_a, &cat_b, &renames, &stats, "golden").expect("reverse");
+    let sql: Vec<&str> = back.steps.iter().map(|s| s.sql.as_str()).collect();
+    assert_eq!(
+        sql,
+        [
+            r#"ALTER TABLE "public"."t" RENAME COLUMN "full_name" TO "name""#,
+            r#"ALTER VIEW "public"."x" RENAME COLUMN "full_name" TO "name""#,
+        ]
+    );
+    apply(&b, &back).await;
+    assert_eq!(
+        catalog_hash(&read(&mut b).await).expect("hash"),
+        catalog_hash(&cat_a).expect("hash")
+    );
+}
+
+// A type change re-creates only the views that read the column (and the views over those); a
+// whole-row reference reads every column.
+golden!(
+    column_type_change_recreates_only_the_views_reading_it,
+    "CREATE TABLE t (id int PRIMARY KEY, n int, label text);
+     CREATE VIEW labels AS SELECT id, label FROM t;
+     CREATE VIEW ns AS SELECT id FROM t WHERE n > 0;
+     CREATE VIEW ns2 AS SELECT id FROM ns;
+     CREATE VIEW everything AS SELECT t FROM t",
+    "CREATE TABLE t (id int PRIMARY KEY, n bigint, label text);
+     CREATE VIEW labels AS SELECT id, label FROM t;
+     CREATE VIEW ns AS SELECT id FROM t WHERE n > 0;
+     CREATE VIEW ns2 AS SELECT id FROM ns;
+     CREATE VIEW everything AS SELECT t FROM t",
+    [
+        r#"DROP VIEW "public"."everything""#,
+        r#"DROP VIEW "public"."ns2""#,
+        r#"DROP VIEW "public"."ns""#,
+        r#"ALTER TABLE "public"."t" ALTER COLUMN "n" TYPE bigint"#,
+        r#"CREATE VIEW "public"."everything" AS SELECT t.*::public.t AS t FROM public.t"#,
+        r#"CREATE VIEW "public"."ns" AS SELECT id FROM public.t WHERE n > 0"#,
+        r#"CREATE VIEW "public"."ns2" AS SELECT id FROM public.ns"#,
+    ]
+);
+
 golden!(
     view_drop,
     "CREATE TABLE t (id int PRIMARY KEY); CREATE VIEW v AS SELECT id FROM t",
