@@ -2835,23 +2835,9 @@ fn relations_of(definition: &str) -> Vec<(String, String)> {
 /// with columns appended (and possibly another WHERE, ORDER BY or LIMIT, which do not change
 /// column types). Anything else is a drop and create.
 fn replace_compatible(old: &str, new: &str) -> bool {
-    use pg_query::NodeEnum;
     let stripped = |text: &str, keep: Option<usize>| -> Option<(String, usize)> {
         let mut parsed = pg_query::parse(text, 0).ok()?;
-        let stmt = parsed
-            .protobuf
-            .stmts
-            .first_mut()?
-            .stmt
-            .as_mut()?
-            .node
-            .as_mut()?;
-        let NodeEnum::SelectStmt(select) = stmt else {
-            return None;
-        };
-        if select.op != pg_query::protobuf::SetOperation::SetopNone as i32 {
-            return None;
-        }
+        let select = crate::normalize::plain_select(&mut parsed)?;
         let len = select.target_list.len();
         if let Some(k) = keep {
             if k > len {

@@ -288,3 +288,22 @@ mod tests {
         assert!(c.contains("EXCLUDE USING gist"), "{c}");
     }
 }
+
+/// The single, non-set-operation `SELECT` of a parsed view query, for editing in place before
+/// deparsing `parsed` again; `None` for anything else (a `UNION`, several statements, …).
+pub(crate) fn plain_select(
+    parsed: &mut pg_query::ParseResult,
+) -> Option<&mut pg_query::protobuf::SelectStmt> {
+    let node = parsed
+        .protobuf
+        .stmts
+        .first_mut()?
+        .stmt
+        .as_mut()?
+        .node
+        .as_mut()?;
+    let pg_query::NodeEnum::SelectStmt(select) = node else {
+        return None;
+    };
+    (select.op == pg_query::protobuf::SetOperation::SetopNone as i32).then_some(select.as_mut())
+}

@@ -58,3 +58,17 @@ pub fn corpus_sql(file: &str) -> Option<String> {
         }
     }
 }
+
+/// The README's DSL example (the YAML block starting with the `users` table), read from the
+/// repository's README.md: tests run it through every surface, so the README cannot drift
+/// from what works.
+pub fn readme_dsl_example() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let readme = std::fs::read_to_string(path).unwrap_or_default();
+    let marker = "```yaml\nversion: 1\nschemas:\n  public:\n    tables:\n      users:";
+    let Some(start) = readme.find(marker) else {
+        return String::new();
+    };
+    let body = &readme[start + "```yaml\n".len()..];
+    body[..body.find("```").unwrap_or(body.len())].to_owned()
+}

@@ -657,20 +657,7 @@ pub(crate) fn column_renames(old: &str, new: &str) -> Option<Vec<(String, String
     use pg_query::NodeEnum;
     let shape = |text: &str| -> Option<(String, Vec<String>)> {
         let mut parsed = pg_query::parse(text, 0).ok()?;
-        let node = parsed
-            .protobuf
-            .stmts
-            .first_mut()?
-            .stmt
-            .as_mut()?
-            .node
-            .as_mut()?;
-        let NodeEnum::SelectStmt(select) = node else {
-            return None;
-        };
-        if select.op != pg_query::protobuf::SetOperation::SetopNone as i32 {
-            return None;
-        }
+        let select = crate::normalize::plain_select(&mut parsed)?;
         let mut names = Vec::new();
         for target in &mut select.target_list {
             let Some(NodeEnum::ResTarget(t)) = target.node.as_mut() else {

@@ -83,12 +83,9 @@ impl Live {
 
 /// The README's DSL example, as the README shows it.
 fn readme_document() -> String {
-    let readme = include_str!("../../README.md");
-    let start = readme
-        .find("```yaml\nversion: 1\nschemas:\n  public:\n    tables:\n      users:")
-        .expect("the README's DSL example");
-    let body = &readme[start + "```yaml\n".len()..];
-    body[..body.find("```").expect("end of the example")].to_owned()
+    let doc = testkit::readme_dsl_example();
+    assert!(!doc.is_empty(), "the README's DSL example");
+    doc
 }
 
 #[tokio::test]

@@ -492,12 +492,8 @@ async fn the_readme_example_through_mcp() {
         )
         .await
         .expect("role");
-    let readme = include_str!("../../README.md");
-    let start = readme
-        .find("```yaml\nversion: 1\nschemas:\n  public:\n    tables:\n      users:")
-        .expect("the README's DSL example")
-        + "```yaml\n".len();
-    let document = &readme[start..start + readme[start..].find("```").expect("end")];
+    let document = testkit::readme_dsl_example();
+    assert!(!document.is_empty(), "the README's DSL example");
     let dir = tempfile::tempdir().expect("tempdir");
     let ledger = dir.path().join("ledger");
     let mut command = vec![BIN.to_owned()];

@@ -173,12 +173,9 @@ async fn plan_dry_runs_then_apply_needs_the_exact_confirmation() {
 
 /// The README's DSL example (a policy calling `tenant_id()`, a grant to `app_reader`).
 fn readme_document() -> String {
-    let readme = include_str!("../../README.md");
-    let start = readme
-        .find("```yaml\nversion: 1\nschemas:\n  public:\n    tables:\n      users:")
-        .expect("the README's DSL example");
-    let body = &readme[start + "```yaml\n".len()..];
-    body[..body.find("```").expect("end of the example")].to_owned()
+    let doc = testkit::readme_dsl_example();
+    assert!(!doc.is_empty(), "the README's DSL example");
+    doc
 }
 
 /// A fresh database with `sql`, its URL.
