@@ -228,6 +228,25 @@ fn is_single_expression(parsed: &pg_query::ParseResult) -> bool {
     unnamed && **select == bare
 }
 
+/// The single, non-set-operation `SELECT` of a parsed view query, for editing in place before
+/// deparsing `parsed` again; `None` for anything else (a `UNION`, several statements, …).
+pub(crate) fn plain_select(
+    parsed: &mut pg_query::ParseResult,
+) -> Option<&mut pg_query::protobuf::SelectStmt> {
+    let node = parsed
+        .protobuf
+        .stmts
+        .first_mut()?
+        .stmt
+        .as_mut()?
+        .node
+        .as_mut()?;
+    let pg_query::NodeEnum::SelectStmt(select) = node else {
+        return None;
+    };
+    (select.op == pg_query::protobuf::SetOperation::SetopNone as i32).then_some(select.as_mut())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,23 +306,4 @@ mod tests {
         assert_eq!(constraint_clause(&c).unwrap(), c);
         assert!(c.contains("EXCLUDE USING gist"), "{c}");
     }
-}
-
-/// The single, non-set-operation `SELECT` of a parsed view query, for editing in place before
-/// deparsing `parsed` again; `None` for anything else (a `UNION`, several statements, …).
-pub(crate) fn plain_select(
-    parsed: &mut pg_query::ParseResult,
-) -> Option<&mut pg_query::protobuf::SelectStmt> {
-    let node = parsed
-        .protobuf
-        .stmts
-        .first_mut()?
-        .stmt
-        .as_mut()?
-        .node
-        .as_mut()?;
-    let pg_query::NodeEnum::SelectStmt(select) = node else {
-        return None;
-    };
-    (select.op == pg_query::protobuf::SetOperation::SetopNone as i32).then_some(select.as_mut())
 }
