@@ -59,6 +59,9 @@ enum Phase {
     DropTable,
     DropConstraint,
     DropIndex,
+    /// A generated column that stays as a plain one stops depending on the columns it read
+    /// before any of them is dropped.
+    DropExpression,
     DropColumn,
     DropColumnProperty,
     DropRecreatedEnum,
@@ -1024,7 +1027,7 @@ impl Compiler<'_> {
                 table,
                 column,
             } => self.column_alter(
-                Phase::DropColumnProperty,
+                Phase::DropExpression,
                 schema,
                 table,
                 column,
