@@ -101,6 +101,22 @@ pub enum Error {
     /// The planner refused (e.g. a change it cannot make safely).
     #[error("planning: {0}")]
     Plan(String),
+    /// This server's access mode does not let agents change the schema.
+    #[error(
+        "this server runs in `{mode}` access mode, which never changes the schema: {what} is \
+         refused. Plans can still be proposed and reviewed (diff_catalog, list_plans); a server \
+         in `schema` mode, or an operator with the lockplane CLI, applies them"
+    )]
+    AccessDenied {
+        /// The server's mode.
+        mode: lockplane_engine::guard::AccessMode,
+        /// What was asked.
+        what: &'static str,
+    },
+    /// An expression a plan carries (a view query, a policy, a default, a CHECK, a generated
+    /// column, an index expression) calls a function or reads a catalog the SQL guard refuses.
+    #[error("{0}")]
+    Guarded(lockplane_engine::guard::GuardedStep),
     /// Connecting to or reading from the database failed.
     #[error("database `{database}`: {message}")]
     Database {
@@ -141,11 +157,14 @@ impl Error {
             Error::Apply(_) => "apply_failed",
             Error::Shadow(_) => "shadow_failed",
             Error::Plan(_) => "plan_refused",
+            Error::AccessDenied { .. } => "access_denied",
+            Error::Guarded { .. } => "plan_refused",
             Error::Database { .. } => "database",
             Error::Session(SessionError::NeedsConfirmation { .. }) => "needs_confirmation",
             Error::Session(SessionError::WrongConfirmation { .. }) => "wrong_confirmation",
             Error::Session(SessionError::RoleNotAllowed { .. }) => "role_not_allowed",
             Error::Session(SessionError::InvalidContext { .. }) => "invalid_context",
+            Error::Session(SessionError::RoleRequired { .. }) => "role_required",
             Error::Session(SessionError::Postgres { .. }) => "postgres_error",
             Error::Session(_) => "sql_refused",
             Error::Policy(_) => "policy",

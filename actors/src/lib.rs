@@ -369,6 +369,17 @@ impl Lockplane {
         confirmation: Option<&str>,
         actor: &str,
     ) -> Result<SqlResult, Error> {
+        // A read changes nothing and takes no lock, so it does not queue behind the
+        // database's actor: one session's long apply (or a statement waiting on a lock)
+        // never holds up another session's SELECT.
+        let read_only = lockplane_engine::guard::check(sql, self.inner.shared.config.access_mode)
+            .map(|c| c.read_only)
+            .unwrap_or(false);
+        if read_only {
+            let (db, _) = self.db(db)?;
+            return ops::apply_sql(&self.inner.shared, &db, sql, context, confirmation, actor)
+                .await;
+        }
         let command = Command::ApplySql {
             sql: sql.to_owned(),
             context: context.clone(),

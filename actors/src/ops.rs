@@ -12,6 +12,7 @@ use lockplane_engine::events::{
     Timing,
 };
 use lockplane_engine::exec::{self, ApplyOptions};
+use lockplane_engine::guard::AccessMode;
 use lockplane_engine::hash::canonical_json;
 use lockplane_engine::plan::{self as planner, Plan, TableStats};
 use lockplane_engine::projection::{DatabaseView, LiveHash, PlanStatus, PlanView};
@@ -144,10 +145,14 @@ pub struct SqlResult {
     pub columns: Vec<String>,
     /// Result rows (bounded), as Postgres prints them.
     pub result: Vec<Vec<Option<String>>>,
-    /// The catalog hash before.
-    pub before_hash: CatalogHash,
-    /// The catalog hash after.
-    pub resulting_hash: CatalogHash,
+    /// The catalog hash before; `None` for a read-only statement (it ran in a READ ONLY
+    /// transaction, which cannot change the schema, and the catalog was not read).
+    pub before_hash: Option<CatalogHash>,
+    /// The catalog hash after; `None` for a read-only statement.
+    pub resulting_hash: Option<CatalogHash>,
+    /// What was left out of `result`, when anything was (rows or bytes beyond the answer's
+    /// bounds, values cut).
+    pub truncation: Option<String>,
     /// What ran.
     pub receipt: Receipt,
     /// Seq of the `SqlApplied` record.
@@ -626,6 +631,7 @@ pub(crate) async fn propose(
     let opts = ProposeOptions {
         created_by: actor.to_owned(),
         prove: shared.config.dry_run,
+        guard: true,
         ..ProposeOptions::default()
     };
     let proposed = proposal::propose(&source, &loaded.catalog, &renames, &stats, target, &opts)
@@ -633,6 +639,7 @@ pub(crate) async fn propose(
         .map_err(|e| match e {
             ProposeError::Plan(e) => Error::Plan(e.to_string()),
             ProposeError::MissingRoles { .. } => Error::Plan(e.to_string()),
+            ProposeError::Guarded(step) => Error::Guarded(step),
             other => Error::Shadow(other.to_string()),
         })?;
     let shadow = match &proposed.report {
@@ -656,6 +663,21 @@ pub(crate) async fn propose(
         seq,
         shadow,
     })
+}
+
+/// Every expression `plan` carries through the SQL guard's rules.
+fn guard_plan(plan: &Plan) -> Result<(), Error> {
+    lockplane_engine::guard::check_plan(plan).map_err(Error::Guarded)
+}
+
+/// Applying changes the schema: only a server in `schema` mode does it.
+fn schema_access(shared: &Shared, what: &'static str) -> Result<(), Error> {
+    let mode = shared.config.access_mode;
+    if mode.allows(AccessMode::Schema) {
+        Ok(())
+    } else {
+        Err(Error::AccessDenied { mode, what })
+    }
 }
 
 fn pending(view: &PlanView) -> Result<(), Error> {
@@ -905,6 +927,7 @@ pub(crate) async fn apply(
     confirmation: Option<&str>,
     actor: &str,
 ) -> Result<Applied, Error> {
+    schema_access(shared, "apply_plan")?;
     let view = plan_view(shared, db, plan_id).await?;
     pending(&view)?;
     let mut plan = load_plan(shared, &view)?;
@@ -968,6 +991,7 @@ pub(crate) async fn resume(
     confirmation: Option<&str>,
     actor: &str,
 ) -> Result<Applied, Error> {
+    schema_access(shared, "apply_plan (resume)")?;
     let view = plan_view(shared, db, plan_id).await?;
     pending(&view)?;
     let plan = load_plan(shared, &view)?;
@@ -1029,6 +1053,9 @@ async fn run_apply(
     actor: &str,
     rebased_from: Option<String>,
 ) -> Result<Applied, Error> {
+    // Here, not only at proposal: a plan in the ledger may come from another surface (the
+    // CLI) or be a rebase, and this is the one door every apply goes through.
+    guard_plan(plan)?;
     let before_hash = opts
         .resume_after
         .as_ref()
@@ -1186,8 +1213,8 @@ pub(crate) async fn apply_sql(
     // A statement that can write takes the apply lock, like a plan: another process's apply
     // never runs beside it, and its before/after hashes are the statement's alone.
     let writes = !lockplane_engine::guard::check(sql, shared.config.access_mode)
-        .map(|checked| checked.read_only)
-        .unwrap_or(false);
+        .map_err(session::SessionError::from)?
+        .read_only;
     let mut client = connect(db).await?;
     let key = if writes {
         Some(exec::acquire_lock(&client, shared.config.lock_wait).await?)
@@ -1195,7 +1222,14 @@ pub(crate) async fn apply_sql(
         None
     };
     let ran = async {
-        let (_, before_hash) = live_hash(&mut client, db).await?;
+        // A read runs in a READ ONLY transaction, which cannot change the catalog, so it is
+        // not introspected: a read never waits behind a lock someone holds on a table it
+        // does not touch, and costs one statement, not a catalog read.
+        let before_hash = if writes {
+            Some(live_hash(&mut client, db).await?.1)
+        } else {
+            None
+        };
         let outcome = session::run_sql(
             &mut client,
             sql,
@@ -1207,9 +1241,9 @@ pub(crate) async fn apply_sql(
         .await?;
         // A read-only statement ran in a READ ONLY transaction: the catalog cannot have moved.
         let after_hash = if writes {
-            live_hash(&mut client, db).await?.1
+            Some(live_hash(&mut client, db).await?.1)
         } else {
-            before_hash.clone()
+            None
         };
         Ok::<_, Error>((before_hash, outcome, after_hash))
     }
@@ -1235,8 +1269,8 @@ pub(crate) async fn apply_sql(
         Event::SqlApplied(SqlApplied {
             actor: actor.to_owned(),
             database: db.id.clone(),
-            before_hash: Some(before_hash.clone()),
-            after_hash: Some(after_hash.clone()),
+            before_hash: before_hash.clone(),
+            after_hash: after_hash.clone(),
             receipt: receipt.clone(),
         }),
         Vec::new(),
@@ -1250,6 +1284,7 @@ pub(crate) async fn apply_sql(
         result: outcome.result,
         before_hash,
         resulting_hash: after_hash,
+        truncation: outcome.truncation,
         receipt,
         seq: head.seq,
     })

@@ -411,10 +411,21 @@ impl Compiler<'_> {
     /// `ALTER TABLE … {clause} ROW LEVEL SECURITY`: a catalog change only, under a brief
     /// ACCESS EXCLUSIVE lock. `FORCE` applies the policies to the owner too.
     fn row_security(&mut self, schema: &str, table: &str, summary: String, clause: &str) {
-        let hazards = self
+        let mut hazards: Vec<Hazard> = self
             .lock_hazard(schema, table, "briefly (catalog change only)")
             .into_iter()
             .collect();
+        let widening = match clause {
+            "DISABLE" => Some(
+                "row-level security is disabled: every role with privileges on the table sees \
+                 and changes every row",
+            ),
+            "NO FORCE" => Some("the table's owner is no longer subject to its policies"),
+            _ => None,
+        };
+        if let Some(why) = widening {
+            hazards.extend(self.widens(schema, table, why.to_owned()));
+        }
         let owner_too = if clause.ends_with("FORCE") {
             " for its owner too"
         } else {
@@ -452,6 +463,22 @@ impl Compiler<'_> {
 
     /// The `ACCESS EXCLUSIVE` hazard of a statement on an existing table with rows. `held`
     /// says what happens while the lock is held.
+    /// A [`HazardKind::WidensAccess`] hazard on `schema.name`, unless the object is new in
+    /// this plan (no one had access to widen).
+    fn widens(&self, schema: &str, name: &str, detail: String) -> Option<Hazard> {
+        let existed = self.live.schemas.get(schema).is_some_and(|s| {
+            s.tables.contains_key(name)
+                || s.views.contains_key(name)
+                || s.sequences.contains_key(name)
+        });
+        let created = self.created.contains(&(schema.to_owned(), name.to_owned()));
+        (existed && !created).then(|| Hazard {
+            kind: HazardKind::WidensAccess,
+            object: path(&[schema, name]),
+            detail,
+        })
+    }
+
     fn lock_hazard(&self, schema: &str, table: &str, held: &str) -> Option<Hazard> {
         let pop = self.population(schema, table);
         pop.populated().then(|| Hazard {
@@ -1304,10 +1331,21 @@ impl Compiler<'_> {
                 if let Some(w) = &policy.with_check {
                     sql.push_str(&format!(" WITH CHECK ({w})"));
                 }
-                let hazards = self
+                let mut hazards: Vec<Hazard> = self
                     .lock_hazard(schema, table, "briefly (catalog change only)")
                     .into_iter()
                     .collect();
+                if policy.permissive {
+                    hazards.extend(self.widens(
+                        schema,
+                        table,
+                        format!(
+                            "permissive policy {name} admits the rows its USING/WITH CHECK \
+                             allows to {}, whatever the other policies say",
+                            policy.roles.join(", ")
+                        ),
+                    ));
+                }
                 self.push(
                     Phase::Policy,
                     format!("create policy {name} on {schema}.{table}"),
@@ -1338,10 +1376,17 @@ impl Compiler<'_> {
                 if let Some(w) = with_check {
                     sql.push_str(&format!(" WITH CHECK ({w})"));
                 }
-                let hazards = self
+                let mut hazards: Vec<Hazard> = self
                     .lock_hazard(schema, table, "briefly (catalog change only)")
                     .into_iter()
                     .collect();
+                // Whether new roles or expressions admit more rows is not decidable in
+                // general: a changed policy is treated as one that may widen.
+                hazards.extend(self.widens(
+                    schema,
+                    table,
+                    format!("policy {name} changes which roles or rows it admits, which can widen access"),
+                ));
                 self.push(
                     Phase::Policy,
                     format!("change policy {name} on {schema}.{table}"),
@@ -1355,10 +1400,24 @@ impl Compiler<'_> {
                 table,
                 name,
             } => {
-                let hazards = self
+                let mut hazards: Vec<Hazard> = self
                     .lock_hazard(schema, table, "briefly (catalog change only)")
                     .into_iter()
                     .collect();
+                let restrictive = self
+                    .live
+                    .schemas
+                    .get(schema)
+                    .and_then(|s| s.tables.get(table))
+                    .and_then(|t| t.rls.policies.get(name))
+                    .is_some_and(|p| !p.permissive);
+                if restrictive {
+                    hazards.extend(self.widens(
+                        schema,
+                        table,
+                        format!("restrictive policy {name} no longer narrows what the other policies admit"),
+                    ));
+                }
                 self.push(
                     Phase::DropPolicy,
                     format!("drop policy {name} on {schema}.{table}"),
@@ -1378,6 +1437,28 @@ impl Compiler<'_> {
                 with_grant_option,
             } => {
                 let (target, what) = grant_target(object, privileges);
+                let (schema, name) = match object {
+                    GrantObject::Table { schema, name }
+                    | GrantObject::View { schema, name }
+                    | GrantObject::Sequence { schema, name } => (schema, name),
+                    GrantObject::Column { schema, table, .. } => (schema, table),
+                };
+                let hazards: Vec<Hazard> = self
+                    .widens(
+                        schema,
+                        name,
+                        format!(
+                            "{} gains {} on {what}",
+                            if role == "public" {
+                                "PUBLIC (every role)"
+                            } else {
+                                role.as_str()
+                            },
+                            privileges.join(", ")
+                        ),
+                    )
+                    .into_iter()
+                    .collect();
                 self.push(
                     Phase::Grant,
                     format!(
@@ -1399,7 +1480,7 @@ impl Compiler<'_> {
                         }
                     ),
                     LockLevel::None,
-                    vec![],
+                    hazards,
                 )
             }
             C::Revoke {

@@ -132,14 +132,34 @@ fn redact(url: &str) -> String {
     url.to_owned()
 }
 
-/// Connects with `config`; the connection task is spawned on the current tokio runtime and
-/// ends when the client is dropped.
+/// How long any statement on a Lockplane session waits for a lock before it fails, unless the
+/// statement sets its own (`SET LOCAL lock_timeout` in an apply). A catalog read that meets a
+/// table someone holds in `ACCESS EXCLUSIVE` fails with `lock_not_available` after this long
+/// instead of stalling every caller behind it.
+pub const SESSION_LOCK_TIMEOUT_MS: u64 = 5_000;
+
+/// The settings pinned on every session Lockplane opens, whatever the server, database or
+/// role says. `standard_conforming_strings` and `backslash_quote` decide how a backslash in a
+/// string literal lexes: the SQL guard parses with Postgres' defaults (`on`, `safe_encoding`),
+/// and a server lexing otherwise would see different statements in the same text (a quote the
+/// guard reads as escaped ends the literal there). `lock_timeout`: see
+/// [`SESSION_LOCK_TIMEOUT_MS`].
+pub fn pinned_settings() -> String {
+    format!(
+        "SET standard_conforming_strings = on; SET backslash_quote = safe_encoding; \
+         SET lock_timeout = '{SESSION_LOCK_TIMEOUT_MS}ms'"
+    )
+}
+
+/// Connects with `config` and pins [`pinned_settings`]; the connection task is spawned on the
+/// current tokio runtime and ends when the client is dropped.
 pub async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
     let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         // The error surfaces on the client's next call; nothing else can be done with it here.
         let _ = connection.await;
     });
+    client.batch_execute(&pinned_settings()).await?;
     Ok(client)
 }
 

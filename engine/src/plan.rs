@@ -169,6 +169,10 @@ pub enum HazardKind {
     /// The statement can fail on existing data (a cast that rejects values, NOT NULL over
     /// NULLs); the transaction then rolls back.
     MayFail,
+    /// Roles gain access to rows or objects that exist now: a permissive policy added or
+    /// changed, a restrictive one dropped, row-level security disabled or no longer forced,
+    /// a privilege granted. (On a table the plan creates there is nothing to widen.)
+    WidensAccess,
 }
 
 impl HazardKind {
@@ -176,7 +180,7 @@ impl HazardKind {
     pub fn requires_confirmation(self) -> bool {
         matches!(
             self,
-            HazardKind::DataLoss | HazardKind::DependsOnUnsupported
+            HazardKind::DataLoss | HazardKind::DependsOnUnsupported | HazardKind::WidensAccess
         )
     }
 }

@@ -37,6 +37,11 @@ pub struct ProposeOptions {
     /// Timeouts of the statements run on the shadow; `lock_wait` also bounds how long pg_dump
     /// waits for a table lock on live.
     pub apply: ApplyOptions,
+    /// Hold every expression the plan carries to the SQL guard's allow-list
+    /// ([`crate::guard::check_plan`]) before it is proven: set for plans agents propose,
+    /// where the guard is the boundary. The CLI, run by an operator with their own
+    /// credentials, leaves it off.
+    pub guard: bool,
 }
 
 impl Default for ProposeOptions {
@@ -45,6 +50,7 @@ impl Default for ProposeOptions {
             created_by: "lockplane".into(),
             prove: true,
             apply: ApplyOptions::default(),
+            guard: false,
         }
     }
 }
@@ -86,6 +92,10 @@ pub enum ProposeError {
     /// The shadow could not be made, or the plan failed on it.
     #[error(transparent)]
     Shadow(#[from] ShadowError),
+    /// An expression of the plan is refused by the SQL guard (only with
+    /// [`ProposeOptions::guard`]).
+    #[error(transparent)]
+    Guarded(#[from] crate::guard::GuardedStep),
     /// Reading the live server (roles, helpers) failed.
     #[error("reading {what} from the live database failed: {source}")]
     Live {
@@ -144,6 +154,9 @@ async fn plan_on(
 ) -> Result<(Plan, Catalog, Option<ShadowReport>), ProposeError> {
     let desired = shadow.materialize(wanted, renames, leading).await?;
     let mut made = plan(live, &desired, renames, stats, &opts.created_by)?;
+    if opts.guard {
+        crate::guard::check_plan(&made)?;
+    }
     if !leading.is_empty() {
         made = made.with_leading_steps(leading.to_vec())?;
     }

@@ -58,6 +58,17 @@ pub const MAX_SETTING_LEN: usize = 1024;
 /// always exact).
 pub const MAX_RESULT_ROWS: usize = 1000;
 
+/// The longest value returned, in bytes; a longer one is cut at a character boundary and
+/// marked (the server still computed it whole; only the answer is bounded).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// At most this many bytes of values are returned in one answer; rows after the one that
+/// crosses it are counted but not returned. Together with [`MAX_RESULT_ROWS`] and
+/// [`MAX_VALUE_BYTES`] this bounds what one call holds in memory and puts into an agent's
+/// context, whatever the statement returns: rows are read from the server as they stream in
+/// and dropped once a bound is reached.
+pub const MAX_RESULT_BYTES: usize = 2 * 1024 * 1024;
+
 /// Who an agent acts as when its SQL runs: the role and the two settings policies read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionContext {
@@ -114,6 +125,16 @@ pub enum SessionError {
     RoleNotAllowed {
         /// The role asked for.
         role: String,
+        /// The roles the deployment allows.
+        allowed: Vec<String>,
+    },
+    /// The deployment confines agent SQL to allow-listed roles and the context names none.
+    #[error(
+        "this deployment runs agent SQL only under one of the roles {}; the session has no \
+         role set: call set_context with role set to one of them",
+        .allowed.join(", ")
+    )]
+    RoleRequired {
         /// The roles the deployment allows.
         allowed: Vec<String>,
     },
@@ -174,20 +195,32 @@ impl From<guard::Refusal> for SessionError {
     }
 }
 
-/// Checks a context before it is accepted by `set_context`: the role must be one of
-/// `allowed_roles` (exact, case-sensitive names as the catalog stores them), and the settings
-/// must be sendable (no NUL byte, at most [`MAX_SETTING_LEN`] bytes).
+/// Checks a context before it is accepted by `set_context` and again before every call that
+/// runs under it: the role must be one of `allowed_roles` (exact, case-sensitive names as the
+/// catalog stores them), and the settings must be sendable (no NUL byte, at most
+/// [`MAX_SETTING_LEN`] bytes).
+///
+/// A deployment with an allow-list confines agent SQL to it: a context without a role is
+/// refused ([`SessionError::RoleRequired`]) rather than run as the connection's own user,
+/// which is typically the migrator and owns the tables (owners bypass row-level security).
+/// Without an allow-list, SQL runs as the connection user, as configured.
 pub fn validate_context(
     ctx: &SessionContext,
     allowed_roles: &[String],
 ) -> Result<(), SessionError> {
-    if let Some(role) = &ctx.role {
-        if !allowed_roles.iter().any(|r| r == role) {
+    match &ctx.role {
+        Some(role) if !allowed_roles.iter().any(|r| r == role) => {
             return Err(SessionError::RoleNotAllowed {
                 role: role.clone(),
                 allowed: allowed_roles.to_vec(),
             });
         }
+        None if !allowed_roles.is_empty() => {
+            return Err(SessionError::RoleRequired {
+                allowed: allowed_roles.to_vec(),
+            });
+        }
+        _ => {}
     }
     for (field, value) in [("user_id", &ctx.user_id), ("tenant_id", &ctx.tenant_id)] {
         check_setting(field, value.as_deref())?;
@@ -312,18 +345,25 @@ pub async fn explain(
     begin(client, true, timeout, sql).await?;
     let result = async {
         enter(client, ctx).await?;
-        let messages = simple_with_timeout(client, &text, backstop(timeout))
+        server_sees_one(client, &text, backstop(timeout))
+            .await
+            .map_err(|e| match e {
+                SessionError::Postgres { failure, sql } => SessionError::Postgres {
+                    failure: Box::new(shift_position(*failure, prefix)),
+                    sql,
+                },
+                other => other,
+            })?;
+        let collected = collect_with_timeout(client, &text, backstop(timeout), usize::MAX)
             .await
             .map_err(|failure| SessionError::Postgres {
                 failure: Box::new(shift_position(failure, prefix)),
                 sql: sql.to_owned(),
             })?;
-        let plan = messages
-            .iter()
-            .find_map(|m| match m {
-                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-                _ => None,
-            })
+        let plan = collected
+            .result
+            .first()
+            .and_then(|row| row.first().cloned().flatten())
             .ok_or_else(|| SessionError::Unexpected("EXPLAIN returned no plan".into()))?;
         serde_json::from_str::<Value>(&plan)
             .map_err(|e| SessionError::Unexpected(format!("EXPLAIN's JSON does not parse: {e}")))
@@ -351,8 +391,11 @@ pub struct SqlOutcome {
     pub columns: Vec<String>,
     /// Up to [`MAX_RESULT_ROWS`] result rows, as Postgres prints the values (NULL is `None`).
     pub result: Vec<Vec<Option<String>>>,
-    /// Whether rows beyond [`MAX_RESULT_ROWS`] were left out of `result`.
+    /// Whether rows were left out of `result` or values cut (see `truncation`).
     pub truncated: bool,
+    /// What was left out and why, when anything was: rows beyond [`MAX_RESULT_ROWS`] or
+    /// [`MAX_RESULT_BYTES`], values longer than [`MAX_VALUE_BYTES`].
+    pub truncation: Option<String>,
 }
 
 /// Runs one guarded statement under `ctx` and commits it (`apply_sql`).
@@ -375,19 +418,20 @@ pub async fn run_sql(
     begin(client, checked.read_only, timeout, sql).await?;
     let result = async {
         enter(client, ctx).await?;
+        server_sees_one(client, sql, backstop(timeout)).await?;
         let started_at = crate::events::now_micros();
         let clock = Instant::now();
-        let messages = simple_with_timeout(client, sql, backstop(timeout))
+        let collected = collect_with_timeout(client, sql, backstop(timeout), MAX_VALUE_BYTES)
             .await
             .map_err(|failure| SessionError::Postgres {
                 failure: Box::new(failure),
                 sql: sql.to_owned(),
             })?;
         let duration = clock.elapsed();
-        Ok((messages, started_at, duration))
+        Ok((collected, started_at, duration))
     }
     .await;
-    let (messages, started_at, duration) = match result {
+    let (collected, started_at, duration) = match result {
         Ok(ok) => ok,
         Err(e) => {
             rollback(client).await;
@@ -403,34 +447,7 @@ pub async fn run_sql(
             sql: sql.to_owned(),
         });
     }
-
-    let mut columns = Vec::new();
-    let mut result = Vec::new();
-    let mut truncated = false;
-    let mut rows = 0;
-    for message in &messages {
-        match message {
-            SimpleQueryMessage::RowDescription(desc) => {
-                columns = desc.iter().map(|c| c.name().to_owned()).collect();
-            }
-            SimpleQueryMessage::Row(row) => {
-                if columns.is_empty() {
-                    columns = row.columns().iter().map(|c| c.name().to_owned()).collect();
-                }
-                if result.len() < MAX_RESULT_ROWS {
-                    result.push(
-                        (0..row.len())
-                            .map(|i| row.get(i).map(str::to_owned))
-                            .collect(),
-                    );
-                } else {
-                    truncated = true;
-                }
-            }
-            SimpleQueryMessage::CommandComplete(n) => rows = *n,
-            _ => {}
-        }
-    }
+    let rows = collected.rows;
     let step = StepReceipt {
         sql: sql.to_owned(),
         started_at,
@@ -438,16 +455,204 @@ pub async fn run_sql(
         rows: Some(rows),
         outcome: StepOutcome::Ok,
     };
+    let truncation = collected.truncation();
     Ok(SqlOutcome {
         kind: checked.kind,
         rows,
         destructive: checked.destructive,
         step,
         duration,
-        columns,
-        result,
-        truncated,
+        columns: collected.columns,
+        result: collected.result,
+        truncated: truncation.is_some(),
+        truncation,
     })
+}
+
+/// Has the server itself parse `text` with the extended protocol before it runs: a Parse
+/// message holding more than one command is an error there, so the server, whatever it
+/// thinks of the lexing, confirms the text is the single statement the guard checked. (The
+/// statement then runs with the simple protocol, whose answers come as text, the form
+/// results are returned in; nothing about the session changes between the two.)
+async fn server_sees_one(
+    client: &Client,
+    text: &str,
+    timeout: Duration,
+) -> Result<(), SessionError> {
+    match tokio::time::timeout(timeout, client.prepare(text)).await {
+        Ok(Ok(_statement)) => Ok(()),
+        Ok(Err(e)) => {
+            let failure = pg_failure(&e);
+            if failure.message.contains("multiple commands") {
+                return Err(SessionError::Refused {
+                    reason: format!(
+                        "the server reads this text as more than one statement ({}); send \
+                         exactly one statement",
+                        failure.message
+                    ),
+                    position: None,
+                });
+            }
+            Err(SessionError::Postgres {
+                failure: Box::new(failure),
+                sql: text.to_owned(),
+            })
+        }
+        Err(_) => {
+            let _ = client.cancel_token().cancel_query(NoTls).await;
+            Err(SessionError::Postgres {
+                failure: Box::new(timed_out(timeout)),
+                sql: text.to_owned(),
+            })
+        }
+    }
+}
+
+/// What a statement returned, within the bounds.
+#[derive(Debug, Default)]
+struct Collected {
+    columns: Vec<String>,
+    result: Vec<Vec<Option<String>>>,
+    /// Rows affected or returned (the larger of the server's count and the rows seen: `SHOW`
+    /// returns a row but reports 0).
+    rows: u64,
+    /// Rows seen in all.
+    seen: u64,
+    /// Bytes of values kept.
+    bytes: usize,
+    /// Values cut to the value bound.
+    cut_values: u64,
+    /// Rows not kept because of the byte bound (beyond the row bound they are not kept
+    /// either).
+    over_bytes: bool,
+}
+
+impl Collected {
+    fn take(&mut self, message: SimpleQueryMessage, value_limit: usize) {
+        match message {
+            SimpleQueryMessage::RowDescription(desc) => {
+                self.columns = desc.iter().map(|c| c.name().to_owned()).collect();
+            }
+            SimpleQueryMessage::Row(row) => {
+                self.seen += 1;
+                if self.columns.is_empty() {
+                    self.columns = row.columns().iter().map(|c| c.name().to_owned()).collect();
+                }
+                if self.result.len() >= MAX_RESULT_ROWS || self.over_bytes {
+                    return;
+                }
+                let mut kept = Vec::with_capacity(row.len());
+                let mut size = 0;
+                for i in 0..row.len() {
+                    let value = row.get(i).map(|v| {
+                        if v.len() > value_limit {
+                            self.cut_values += 1;
+                            cut(v, value_limit)
+                        } else {
+                            v.to_owned()
+                        }
+                    });
+                    size += value.as_ref().map_or(0, String::len);
+                    kept.push(value);
+                }
+                if self.bytes + size > MAX_RESULT_BYTES && !self.result.is_empty() {
+                    self.over_bytes = true;
+                    return;
+                }
+                self.bytes += size;
+                self.result.push(kept);
+            }
+            SimpleQueryMessage::CommandComplete(n) => self.rows = n,
+            _ => {}
+        }
+    }
+
+    fn finish(mut self) -> Collected {
+        self.rows = self.rows.max(self.seen);
+        self
+    }
+
+    /// What was left out, in words, when anything was.
+    fn truncation(&self) -> Option<String> {
+        let mut notes = Vec::new();
+        let kept = self.result.len() as u64;
+        if kept < self.seen {
+            let why = if self.over_bytes {
+                format!("{} MiB of values", MAX_RESULT_BYTES / (1024 * 1024))
+            } else {
+                format!("{MAX_RESULT_ROWS} rows")
+            };
+            notes.push(format!(
+                "{kept} of {} rows returned (an answer holds at most {why}); narrow the query \
+                 (WHERE, LIMIT/OFFSET, fewer columns) to see the rest",
+                self.seen
+            ));
+        }
+        if self.cut_values > 0 {
+            notes.push(format!(
+                "{} value(s) longer than {} KiB cut; select a substring to read more of one",
+                self.cut_values,
+                MAX_VALUE_BYTES / 1024
+            ));
+        }
+        (!notes.is_empty()).then(|| notes.join("; "))
+    }
+}
+
+/// `value` cut to at most `limit` bytes at a character boundary, with a marker saying how
+/// long it was.
+fn cut(value: &str, limit: usize) -> String {
+    let mut end = limit.min(value.len());
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [cut: {} bytes in all]", &value[..end], value.len())
+}
+
+/// Runs `sql` with the simple protocol, reading the answer as it streams in and keeping only
+/// what the bounds allow; cancels on the server when `timeout` passes without the end.
+async fn collect_with_timeout(
+    client: &Client,
+    sql: &str,
+    timeout: Duration,
+    value_limit: usize,
+) -> Result<Collected, PgFailure> {
+    use futures_util::StreamExt;
+    let token = client.cancel_token();
+    let work = async {
+        let stream = client
+            .simple_query_raw(sql)
+            .await
+            .map_err(|e| pg_failure(&e))?;
+        futures_util::pin_mut!(stream);
+        let mut collected = Collected::default();
+        while let Some(message) = stream.next().await {
+            collected.take(message.map_err(|e| pg_failure(&e))?, value_limit);
+        }
+        Ok(collected.finish())
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => {
+            // A dropped future leaves the statement running on the server; cancel it there.
+            let _ = token.cancel_query(NoTls).await;
+            Err(timed_out(timeout))
+        }
+    }
+}
+
+fn timed_out(timeout: Duration) -> PgFailure {
+    PgFailure {
+        sqlstate: Some(SqlState::QUERY_CANCELED.code().to_owned()),
+        message: format!(
+            "no answer within {} ms; the statement was cancelled on the server",
+            timeout.as_millis()
+        ),
+        detail: None,
+        hint: None,
+        position: None,
+        timed_out: true,
+    }
 }
 
 /// The two-phase confirmation rule for a checked statement.
@@ -512,35 +717,6 @@ pub(crate) async fn begin(
 /// connection has no transaction left, and the caller already has the error that matters.
 pub(crate) async fn rollback(client: &Client) {
     let _ = run_with_timeout(client, "ROLLBACK", Duration::from_secs(10)).await;
-}
-
-/// Like [`run_with_timeout`] but returns the messages (rows) too: sends `sql` with the simple
-/// protocol and cancels it on the server when `timeout` passes without an answer.
-async fn simple_with_timeout(
-    client: &Client,
-    sql: &str,
-    timeout: Duration,
-) -> Result<Vec<SimpleQueryMessage>, PgFailure> {
-    let token = client.cancel_token();
-    match tokio::time::timeout(timeout, client.simple_query(sql)).await {
-        Ok(Ok(messages)) => Ok(messages),
-        Ok(Err(e)) => Err(pg_failure(&e)),
-        Err(_) => {
-            // A dropped future leaves the statement running on the server; cancel it there.
-            let _ = token.cancel_query(NoTls).await;
-            Err(PgFailure {
-                sqlstate: Some(SqlState::QUERY_CANCELED.code().to_owned()),
-                message: format!(
-                    "no answer within {} ms; the statement was cancelled on the server",
-                    timeout.as_millis()
-                ),
-                detail: None,
-                hint: None,
-                position: None,
-                timed_out: true,
-            })
-        }
-    }
 }
 
 /// The client-side backstop, a little longer than the server's `statement_timeout` so the
@@ -615,9 +791,20 @@ mod tests {
         let e = validate_context(&bad, &allowed).unwrap_err();
         assert!(e.to_string().contains("use one of: app_reader"), "{e}");
         let nul = SessionContext {
+            role: Some("app_reader".into()),
             tenant_id: Some("a\0b".into()),
             ..SessionContext::default()
         };
+        // With an allow-list, no role is not "the connection user": it is refused.
+        let unset = SessionContext {
+            tenant_id: Some("t1".into()),
+            ..SessionContext::default()
+        };
+        assert!(matches!(
+            validate_context(&unset, &allowed),
+            Err(SessionError::RoleRequired { .. })
+        ));
+        assert!(validate_context(&unset, &[]).is_ok());
         assert!(matches!(
             validate_context(&nul, &allowed),
             Err(SessionError::InvalidContext {

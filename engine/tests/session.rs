@@ -360,7 +360,12 @@ async fn roles_outside_the_allow_list_are_refused() {
     scenario(|_db, role| async move {
         let allowed = vec![role.clone()];
         assert!(validate_context(&ctx(Some(&role), Some("u"), Some("t")), &allowed).is_ok());
-        assert!(validate_context(&ctx(None, Some("u"), None), &allowed).is_ok());
+        // An allow-list confines: no role is refused, not run as the connection user.
+        assert!(matches!(
+            validate_context(&ctx(None, Some("u"), None), &allowed),
+            Err(SessionError::RoleRequired { .. })
+        ));
+        assert!(validate_context(&ctx(None, Some("u"), None), &[]).is_ok());
         let err = validate_context(&ctx(Some("postgres"), None, None), &allowed).unwrap_err();
         match &err {
             SessionError::RoleNotAllowed {

@@ -55,6 +55,9 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
+/// The longest statement text the guard checks, in bytes (256 KiB).
+pub const MAX_STATEMENT_BYTES: usize = 256 * 1024;
+
 /// What a deployment lets agents do through the guard. Each mode includes the previous one.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -353,12 +356,83 @@ pub fn check_tree(tree: &Value, mode: AccessMode) -> Result<Checked, Refusal> {
     })
 }
 
+/// Checks the expressions inside one statement of a plan (a view's query, a policy's
+/// USING/WITH CHECK, a default, a CHECK constraint, a generated column, an index expression or
+/// predicate, a `USING` of a type change) against the same rules [`check`] applies to them in
+/// agent SQL: every function on the allow-list for `mode` (Lockplane's helpers included),
+/// no protected catalog read or named, built-in `TABLESAMPLE` methods only. Returns the
+/// functions called.
+///
+/// The statement kinds themselves are not checked here: a plan's statements are the
+/// planner's DDL, which [`crate::review`] checks. This is the half that matters for what the
+/// objects *do* once created: a view calling `pg_read_file`, or a default calling
+/// `pg_terminate_backend`, runs with its owner's rights whenever someone reads the view or
+/// inserts a row.
+pub fn check_expressions(sql: &str, mode: AccessMode) -> Result<Vec<String>, Refusal> {
+    let tree = parse_tree(sql)?;
+    let mut walker = Walker {
+        mode,
+        functions: BTreeSet::new(),
+        destructive: Vec::new(),
+        writes: false,
+    };
+    walker.expressions(&tree, None)?;
+    Ok(walker.functions.into_iter().collect())
+}
+
+/// A plan step whose expressions the guard refuses (see [`check_plan`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "step {step_id} of the plan ({summary}) is refused by the SQL guard: {reason}. The objects \
+     a plan creates run their expressions whenever they are used, so they pass the same \
+     allow-list as agent SQL; change the document and plan again"
+)]
+pub struct GuardedStep {
+    /// The step.
+    pub step_id: String,
+    /// Its summary.
+    pub summary: String,
+    /// The guard's reason.
+    pub reason: String,
+}
+
+/// [`check_expressions`] on every step of `plan` in `schema` mode, except Lockplane's own
+/// helper installation (the planner's statements, matched text for text).
+pub fn check_plan(plan: &crate::plan::Plan) -> Result<(), GuardedStep> {
+    let helpers = crate::dsl::helpers::install_statements();
+    for step in &plan.steps {
+        if helpers.iter().any(|h| h.trim() == step.sql.trim()) {
+            continue;
+        }
+        check_expressions(&step.sql, AccessMode::Schema).map_err(|refusal| GuardedStep {
+            step_id: step.id.clone(),
+            summary: step.summary.clone(),
+            reason: refusal.reason,
+        })?;
+    }
+    Ok(())
+}
+
 /// Parses `sql` with pg_query and returns the parse result in the JSON form the guard walks:
 /// `{"version": …, "stmts": [{"stmt": {"node": {"<NodeType>": {…}}}, "stmt_location": …}]}`,
 /// where every generic node is `{"node": {"<NodeType>": {…}}}`. Exposed so that tests and
 /// tools can inspect what the guard saw; unparsable text gives the same [`Refusal`] as
 /// [`check`].
 pub fn parse_tree(sql: &str) -> Result<Value, Refusal> {
+    // The parse tree in JSON form takes hundreds of times the text's size; a bound on the
+    // text bounds the memory one call can take.
+    if sql.len() > MAX_STATEMENT_BYTES {
+        return Err(refuse(
+            format!(
+                "the statement is {} bytes; at most {} KiB are accepted per statement (a bound \
+                 on the memory one check takes): split the work into several statements, e.g. \
+                 rows in batches",
+                sql.len(),
+                MAX_STATEMENT_BYTES / 1024
+            ),
+            None,
+        ));
+    }
     // pg_query hands the text to C as a NUL-terminated string; Postgres' protocol cannot carry
     // a NUL either.
     if let Some(nul) = sql.find('\0') {
@@ -748,6 +822,31 @@ impl Walker {
         Ok(())
     }
 
+    /// [`check_expressions`]: every function call, relation and type name anywhere under
+    /// `value`, whatever node holds it.
+    fn expressions(&mut self, value: &Value, loc: Option<usize>) -> Result<(), Refusal> {
+        match value {
+            Value::Object(map) => {
+                let here = location(value).or(loc);
+                for (key, v) in map {
+                    match key.as_str() {
+                        "FuncCall" => self.function_call(v, location(v).or(here))?,
+                        "RangeVar" => protected_catalog(v, here)?,
+                        // Generic nodes come wrapped (`{"node": {"TypeName": …}}`), struct
+                        // fields bare (`"type_name": {…}` of a cast or a column).
+                        "TypeName" | "type_name" => protected_row_type(v, here)?,
+                        "RangeTableSample" => tablesample(v, here)?,
+                        _ => {}
+                    }
+                    self.expressions(v, here)?;
+                }
+                Ok(())
+            }
+            Value::Array(items) => items.iter().try_for_each(|v| self.expressions(v, loc)),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks particular to a node type, beyond its being on the allow-list.
     fn inspect(&mut self, ty: &str, body: &Value, loc: Option<usize>) -> Result<(), Refusal> {
         match ty {
@@ -768,6 +867,15 @@ impl Walker {
                     self.destructive.push(
                         "MERGE … WHEN NOT MATCHED BY SOURCE THEN DELETE removes every row of the \
                          target that the source lacks"
+                            .to_owned(),
+                    );
+                } else if int(body, "command_type") == CmdType::CmdDelete as i32 {
+                    // Which rows a MERGE join matches depends on its ON clause and its source
+                    // (`ON true` matches every row), which the guard cannot bound the way it
+                    // recognises a missing WHERE.
+                    self.destructive.push(
+                        "MERGE … THEN DELETE deletes every target row its join matches, which \
+                         can be all of them"
                             .to_owned(),
                     );
                 }
@@ -840,7 +948,21 @@ impl Walker {
                 write_target(body.get("sequence"), loc)
             }
             "AlterSeqStmt" => write_target(body.get("sequence"), loc),
-            "CreatePolicyStmt" => write_target(body.get("table"), loc),
+            "CreatePolicyStmt" => {
+                write_target(body.get("table"), loc)?;
+                // Permissive policies are OR-ed: a new one can only admit more rows. A
+                // restrictive one (AND-ed) can only admit fewer.
+                if flag(body, "permissive") {
+                    self.destructive.push(format!(
+                        "CREATE POLICY {} ON {} is permissive, so it widens access: every row \
+                         its USING/WITH CHECK admits becomes visible or writable to its roles, \
+                         whatever the other policies say",
+                        text(body, "policy_name"),
+                        body.get("table").map(relation_name).unwrap_or_default()
+                    ));
+                }
+                Ok(())
+            }
             "AlterPolicyStmt" => {
                 write_target(body.get("table"), loc)?;
                 self.destructive.push(format!(
@@ -1274,8 +1396,31 @@ impl Walker {
                 "REVOKE removes privileges on {} that applications may depend on",
                 object_names(list(body, "objects"))
             ));
+        } else {
+            self.destructive.push(format!(
+                "GRANT widens access: {} gain privileges on {}",
+                grantee_names(list(body, "grantees")),
+                object_names(list(body, "objects"))
+            ));
         }
         Ok(())
+    }
+}
+
+/// The grantees of a GRANT, `PUBLIC` for everyone.
+fn grantee_names(grantees: &[Value]) -> String {
+    let names: Vec<String> = grantees
+        .iter()
+        .filter_map(|g| node_body(g, "RoleSpec"))
+        .map(|r| match text(r, "rolename") {
+            "" => "PUBLIC (every role)".to_owned(),
+            name => name.to_owned(),
+        })
+        .collect();
+    if names.is_empty() {
+        "the grantees".to_owned()
+    } else {
+        names.join(", ")
     }
 }
 

@@ -358,12 +358,19 @@ pub struct ApplySqlOutput {
     pub rows: u64,
     /// Column names, when the statement returned rows.
     pub columns: Vec<String>,
-    /// Result rows (at most 1000), values as Postgres prints them.
+    /// Result rows (at most 1000 and 2 MiB; values over 64 KiB cut), values as Postgres
+    /// prints them.
     pub result: Vec<Vec<Option<String>>>,
-    /// The catalog hash before.
-    pub before_hash: String,
-    /// The catalog hash after.
-    pub resulting_hash: String,
+    /// What was left out of `result` and why, when anything was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<String>,
+    /// The catalog hash before; absent for a read-only statement (it ran in a READ ONLY
+    /// transaction, which cannot change the schema).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_hash: Option<String>,
+    /// The catalog hash after; absent for a read-only statement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resulting_hash: Option<String>,
     /// What ran.
     pub receipt: Value,
     /// Seq of the `SqlApplied` ledger record.
@@ -694,8 +701,9 @@ impl LockplaneMcp {
             rows: r.rows,
             columns: r.columns,
             result: r.result,
-            before_hash: r.before_hash.to_string(),
-            resulting_hash: r.resulting_hash.to_string(),
+            truncation: r.truncation,
+            before_hash: r.before_hash.map(|h| h.to_string()),
+            resulting_hash: r.resulting_hash.map(|h| h.to_string()),
             receipt: to_json(&r.receipt)?,
             seq: r.seq,
         }))
