@@ -6,7 +6,10 @@
 //! One [`Lockplane`] runtime (ledger, actors, shadow cluster) serves every session. Standard
 //! output belongs to the protocol on stdio, so everything for humans goes to standard error.
 
+mod answer;
 mod http;
+mod schema;
+mod stdio;
 pub(crate) mod tools;
 
 use std::net::SocketAddr;
@@ -58,6 +61,19 @@ pub(crate) struct ServeArgs {
     /// Do not dry-run plans (and their reverse) on the shadow before recording them.
     #[arg(long)]
     no_dry_run: bool,
+    /// The most bytes one tool answer may take; a larger one is cut and answered with a
+    /// `result_too_large` error (common clients refuse messages over 10 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = answer::DEFAULT_MAX_RESULT_BYTES,
+          value_parser = max_result_bytes)]
+    max_result_bytes: usize,
+}
+
+fn max_result_bytes(text: &str) -> Result<usize, String> {
+    let bytes: usize = text.parse().map_err(|e| format!("{e}"))?;
+    if bytes < answer::MIN_MAX_RESULT_BYTES {
+        return Err(format!("at least {} bytes", answer::MIN_MAX_RESULT_BYTES));
+    }
+    Ok(bytes)
 }
 
 /// Why the server could not start or stopped with an error.
@@ -109,6 +125,7 @@ pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(
         runtime,
         db,
         actor: actor.to_owned(),
+        max_result_bytes: args.max_result_bytes,
         sessions_required: args.http.is_some(),
     };
     match (args.http, token) {
@@ -124,8 +141,9 @@ async fn serve_stdio(shared: Shared) -> Result<(), ServeError> {
         shared.db,
         shared.runtime.access_mode()
     );
+    let (stdin, stdout) = rmcp::transport::stdio();
     let service = LockplaneMcp::new(shared)
-        .serve(rmcp::transport::stdio())
+        .serve(stdio::LineTransport::new(stdin, stdout))
         .await
         .map_err(|e| ServeError::Transport(e.to_string()))?;
     service
