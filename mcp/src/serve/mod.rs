@@ -42,6 +42,25 @@ pub(crate) struct ServeArgs {
     /// check is then off, so put TLS and a host check in front).
     #[arg(long, requires = "http")]
     allow_remote: bool,
+    /// A browser origin allowed to call --http besides loopback ones (repeatable;
+    /// `scheme://host[:port]`, or `null`). Requests with any other Origin get 403.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", requires = "http")]
+    allowed_origins: Vec<String>,
+    /// The most MCP sessions --http keeps open at once; a new session beyond it is refused
+    /// (503). Idle sessions close after 5 minutes.
+    #[arg(long, value_name = "N", default_value_t = 64, requires = "http",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions: u32,
+    /// Seconds an HTTP connection may take to send a request's headers (and may stay idle
+    /// between requests) before it is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, requires = "http",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Over --http, also serve the 2026-07-28 protocol, which has no sessions: each request
+    /// stands alone, so set_context is refused there (policy_evaluate takes a `context`).
+    /// Clients of the handshake-era versions keep their sessions.
+    #[arg(long, requires = "http")]
+    stateless: bool,
     /// Database to manage (else DATABASE_URL, else the PG* variables); attached at start.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
@@ -106,6 +125,7 @@ pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(
     let token = match args.http {
         Some(addr) => {
             http::check_address(addr, args.allow_remote)?;
+            http::check_origins(&args.allowed_origins)?;
             Some(http::token(args.token_file.as_deref())?)
         }
         None => None,
@@ -126,10 +146,21 @@ pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(
         db,
         actor: actor.to_owned(),
         max_result_bytes: args.max_result_bytes,
-        sessions_required: args.http.is_some(),
+        http: args.http.is_some(),
+        stateless: args.stateless,
     };
     match (args.http, token) {
-        (Some(addr), Some(token)) => http::serve(shared, addr, token, args.allow_remote).await,
+        (Some(addr), Some(token)) => {
+            let options = http::HttpOptions {
+                addr,
+                token,
+                allow_remote: args.allow_remote,
+                allowed_origins: args.allowed_origins,
+                max_sessions: args.max_sessions as usize,
+                header_timeout: Duration::from_secs(args.header_timeout),
+            };
+            http::serve(shared, options).await
+        }
         _ => serve_stdio(shared).await,
     }
 }

@@ -90,6 +90,10 @@ fn next_step(code: &str) -> Option<&'static str> {
         "not_pending" => "call list_plans to see where the plan stands",
         "tampered" => "call verify_ledger and stop applying until it is resolved",
         "busy" => "another apply holds the database's lock: wait, then call apply_plan again",
+        "needs_session" => {
+            "pass `context` to policy_evaluate instead, or connect with a protocol version \
+             that has sessions (2025-11-25 or earlier) to use set_context"
+        }
         _ => return None,
     })
 }
@@ -527,10 +531,12 @@ pub struct Shared {
     pub actor: String,
     /// The most bytes one tool answer may take (see `answer`).
     pub max_result_bytes: usize,
-    /// Offer only the handshake-era protocol versions (with sessions): the streamable HTTP
-    /// transport needs a session to keep a context between calls, and the 2026-07-28
-    /// protocol has none.
-    pub sessions_required: bool,
+    /// Served over streamable HTTP, where a context between calls needs an MCP session (with
+    /// the handshake-era protocol versions; the 2026-07-28 protocol has none).
+    pub http: bool,
+    /// Over HTTP, serve the 2026-07-28 protocol too, statelessly (each request a new handler);
+    /// else only the handshake-era versions are offered there.
+    pub stateless: bool,
 }
 
 /// The MCP server handler of one session.
@@ -566,6 +572,15 @@ impl LockplaneMcp {
             }
             _ => self.shared.actor.clone(),
         }
+    }
+
+    /// Whether this request is served on its own (HTTP, protocol 2026-07-28 or later), with a
+    /// handler made for it alone: nothing set now outlives it.
+    fn stateless(&self, ctx: &RequestContext<RoleServer>) -> bool {
+        self.shared.http
+            && ctx
+                .protocol_version()
+                .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28)
     }
 
     fn context(&self) -> SessionContext {
@@ -822,6 +837,14 @@ impl LockplaneMcp {
         ctx: RequestContext<RoleServer>,
         Parameters(p): Parameters<ContextParams>,
     ) -> Result<Json<SetContextOutput>, ToolError> {
+        if self.stateless(&ctx) {
+            return Err(ToolError::new(
+                "needs_session",
+                "set_context keeps a context for the calls that follow, and this request came \
+                 over HTTP with the 2026-07-28 protocol, which has no sessions: every request \
+                 is served on its own, so the context would be forgotten at once",
+            ));
+        }
         let context: SessionContext = p.into();
         let seq = self
             .shared
@@ -1051,7 +1074,7 @@ impl ServerHandler for LockplaneMcp {
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        if self.shared.sessions_required {
+        if self.shared.http && !self.shared.stateless {
             Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
         } else {
             Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
