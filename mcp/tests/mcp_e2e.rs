@@ -211,6 +211,31 @@ async fn http_bearer_token_sessions_contexts_and_workflow() {
     check_workflow_left(&url, &ledger, &report).await;
 }
 
+/// `--stateless`: the SDK negotiates 2026-07-28 over HTTP (no session) and the ledger still
+/// names it, from each request's `_meta`.
+#[tokio::test]
+async fn http_stateless_with_the_python_sdk() {
+    python();
+    let (url, shadow) = database("mcp_stateless").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "e2e-token-0123456789abcdef0123456789abcdef";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("token file");
+    let mut args = serve_args(&dir.path().join("ledger"), &url, &shadow);
+    args.extend([
+        "--token-file".to_owned(),
+        token_file.display().to_string(),
+        "--stateless".to_owned(),
+    ]);
+    let server = Server::start(&args);
+    let report = drive(
+        json!({"transport": "http", "scenario": "stateless", "url": server.url,
+                              "token": token}),
+    );
+    assert_eq!(report["protocol"], "2026-07-28", "{report}");
+    assert!(server.stop().success());
+}
+
 #[tokio::test]
 async fn http_generates_a_token_and_prints_it_once() {
     let (url, shadow) = database("mcp_token").await;

@@ -6,7 +6,7 @@ object saying how to reach the server and which scenario to play:
     {"transport": "stdio", "command": ["/path/lockplane", "serve", "--stdio", ...],
      "scenario": "schemas" | "workflow"}
     {"transport": "http", "url": "http://127.0.0.1:PORT/mcp", "token": "...",
-     "scenario": "schemas" | "workflow" | "contexts" | "unauthorized", "role": "..."}
+     "scenario": "schemas" | "workflow" | "contexts" | "unauthorized" | "stateless", "role": "..."}
 
 Every check is an assertion with a message; on success the last line of stdout is one JSON
 object (`{"ok": true, ...}`) the Rust test reads. Any failure exits non-zero with a traceback.
@@ -374,8 +374,21 @@ async def readme(cfg):
         return {"steps": len(sqls)}
 
 
+async def stateless(cfg):
+    """Against `serve --http --stateless` the SDK speaks 2026-07-28: no session, the client named
+    in every request's _meta, and set_context refused since nothing outlives a request."""
+    async with connect(cfg) as client:
+        introspected = await ok(client, "introspect_catalog")
+        err = await fails_with(client, "set_context", {"tenant_id": "t"}, "needs_session")
+        assert "policy_evaluate" in err["next"], err
+        log = await ok(client, "audit_log", {"limit": 10})
+        mine = [e for e in log["entries"] if e["seq"] == introspected["seq"]]
+        assert mine and mine[0]["actor"] == "agent:e2e/mcp", mine
+        return {"protocol": client.protocol_version, "actor": mine[0]["actor"]}
+
+
 SCENARIOS = {"schemas": schemas, "workflow": workflow, "contexts": contexts, "unauthorized": unauthorized,
-             "readme": readme}
+             "readme": readme, "stateless": stateless}
 
 
 def main():
