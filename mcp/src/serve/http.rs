@@ -117,6 +117,8 @@ struct Gate {
     origins: Vec<String>,
     sessions: Arc<LocalSessionManager>,
     max_sessions: usize,
+    /// Held while a session opens (see `check_request`).
+    opening: tokio::sync::Mutex<()>,
 }
 
 /// Serves until interrupted (SIGINT/SIGTERM).
@@ -163,6 +165,7 @@ pub(super) async fn serve(shared: Shared, options: HttpOptions) -> Result<(), Se
             .collect(),
         sessions,
         max_sessions,
+        opening: tokio::sync::Mutex::new(()),
     });
     let app = axum::Router::new()
         .nest_service("/mcp", service)
@@ -266,13 +269,13 @@ async fn check_request(State(gate): State<Arc<Gate>>, request: Request, next: Ne
         )
             .into_response();
     }
-    let new_session = request.method() == Method::POST
-        && !request.headers().contains_key("mcp-session-id")
-        && gate.sessions.sessions.read().await.len() >= gate.max_sessions;
-    if !new_session {
+    let sessionless_post =
+        request.method() == Method::POST && !request.headers().contains_key("mcp-session-id");
+    if !sessionless_post {
         return next.run(request).await;
     }
-    // At the limit, and a POST without a session: refuse it if it opens one (`initialize`).
+    // A POST without a session: an `initialize` opens one (other such POSTs are 2026-07-28
+    // requests and `server/discover`, served without one).
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,
@@ -285,30 +288,35 @@ async fn check_request(State(gate): State<Arc<Gate>>, request: Request, next: Ne
         }
     };
     let message: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if message.get("method").and_then(Value::as_str) == Some("initialize") {
-        let error = json!({
-            "jsonrpc": "2.0",
-            "id": message.get("id").cloned().unwrap_or(Value::Null),
-            "error": {
-                "code": -32000,
-                "message": format!(
-                    "too many MCP sessions: this server allows {} at once (lockplane serve \
-                     --max-sessions); close one (HTTP DELETE with its Mcp-Session-Id) or wait \
-                     for an idle one to expire (5 minutes without a request), then connect \
-                     again",
-                    gate.max_sessions
-                ),
-            }
-        });
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "application/json")],
-            error.to_string(),
-        )
-            .into_response();
+    let request = Request::from_parts(parts, Body::from(bytes));
+    if message.get("method").and_then(Value::as_str) != Some("initialize") {
+        return next.run(request).await;
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    // One session opens at a time, so the count cannot be passed by a race; rmcp has the
+    // session in its map before the initialize answer starts.
+    let _opening = gate.opening.lock().await;
+    if gate.sessions.sessions.read().await.len() < gate.max_sessions {
+        return next.run(request).await;
+    }
+    let error = json!({
+        "jsonrpc": "2.0",
+        "id": message.get("id").cloned().unwrap_or(Value::Null),
+        "error": {
+            "code": -32000,
+            "message": format!(
+                "too many MCP sessions: this server allows {} at once (lockplane serve \
+                 --max-sessions); close one (HTTP DELETE with its Mcp-Session-Id) or wait \
+                 for an idle one to expire (5 minutes without a request), then connect again",
+                gate.max_sessions
+            ),
+        }
+    });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONTENT_TYPE, "application/json")],
+        error.to_string(),
+    )
+        .into_response()
 }
 
 /// The token of `Bearer <token>`, the scheme in any case (RFC 7235), spaces around it skipped.
