@@ -1,7 +1,10 @@
 //! `lockplane serve`: the MCP server (DESIGN §7), over stdio or streamable HTTP.
 //!
 //! - [`tools`]: the handler — one per MCP session, the tools, the instructions;
-//! - [`http`]: the streamable HTTP transport behind a bearer-token check.
+//! - [`schema`]: the tools' JSON Schemas as clients get them (portable; errors admitted);
+//! - [`answer`]: what every tool call answers (argument errors with a code, a bounded size);
+//! - [`stdio`]: the stdio transport, answering lines that are no message;
+//! - [`http`]: the streamable HTTP transport behind Origin, bearer-token and session checks.
 //!
 //! One [`Lockplane`] runtime (ledger, actors, shadow cluster) serves every session. Standard
 //! output belongs to the protocol on stdio, so everything for humans goes to standard error.

@@ -5,7 +5,9 @@
 //! `set_context` sets and `apply_sql`, `explain_sql` and `policy_evaluate` run under. A
 //! failure is a tool result with `isError: true`, the runtime's message (which says what to do
 //! next, with the next tool to call where one applies) as text, and `{"error": {"code",
-//! "message", "next", "confirmation"}}` as structured content: the session carries on.
+//! "message", "next", "confirmation"}}` as structured content, which every output schema
+//! admits (see [`super::schema`]): the session carries on. Every answer goes through
+//! [`super::answer::finish`] (argument errors get their code; the size is bounded).
 
 use std::borrow::Cow;
 use std::collections::HashMap;

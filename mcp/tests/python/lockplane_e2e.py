@@ -154,7 +154,7 @@ async def schemas(cfg):
             for field in outputs:
                 assert field in result.get("properties", {}), f"{tool.name}: output lacks {field}"
             assert error["required"] == ["error"], f"{tool.name}: error branch {error}"
-            assert "format" not in json.dumps(schema) + json.dumps(out), f"{tool.name}: a format"
+            assert '"format":' not in json.dumps(schema) + json.dumps(out), f"{tool.name}: a format"
         by_name = {t.name: t for t in listed}
         command = json.dumps(by_name["policy_evaluate"].input_schema)
         for c in ("SELECT", "INSERT", "UPDATE", "DELETE"):
