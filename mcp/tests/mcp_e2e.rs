@@ -4,20 +4,19 @@
 //! asserts as it goes; these tests start databases and servers, run it over stdio (the SDK
 //! spawns the server) and streamable HTTP (we spawn it), and check what it left behind.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::{database, lockplane, serve_args, Server, BIN, ROLE};
 use lockplane_engine::testkit;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lockplane");
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/lockplane_e2e.py");
-/// The role `set_context` may switch to; the driver's RLS policies grant to it.
-const ROLE: &str = "lp_mcp_e2e_app";
 
 /// The virtualenv's python with the `mcp` SDK. Unset is a failure, not a skip: the end-to-end
 /// tests are the proof that real clients can use the server.
@@ -51,55 +50,6 @@ fn drive(config: Value) -> Value {
         .unwrap_or_else(|e| panic!("scenario {scenario}: bad report {last:?}: {e}\n{stderr}"));
     assert_eq!(report["ok"], true, "{report}");
     report
-}
-
-/// A fresh database, the app role, and the shared cluster's URL for shadows.
-async fn database(prefix: &str) -> (String, String) {
-    let cluster = testkit::shared_cluster().expect("cluster");
-    let name = testkit::fresh_database(prefix).await.expect("database");
-    let client = cluster.connect(&name).await.expect("connect");
-    // Roles are cluster-wide and tests run in parallel: the loser of a creation race gets a
-    // unique violation instead of duplicate_object.
-    client
-        .batch_execute(&format!(
-            "DO $$ BEGIN CREATE ROLE {ROLE}; \
-             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-        ))
-        .await
-        .expect("role");
-    (cluster.url(&name), cluster.url("postgres"))
-}
-
-fn serve_args(ledger: &Path, url: &str, shadow: &str) -> Vec<String> {
-    [
-        "--ledger",
-        ledger.to_str().expect("utf-8 path"),
-        "--ledger-wait",
-        "20",
-        "--actor",
-        "agent:e2e",
-        "serve",
-        "--database-url",
-        url,
-        "--shadow-url",
-        shadow,
-        "--allowed-role",
-        ROLE,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn lockplane(ledger: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--ledger")
-        .arg(ledger)
-        .args(["--ledger-wait", "20"])
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run lockplane")
 }
 
 async fn columns(url: &str, table: &str) -> Vec<(String, String)> {
@@ -181,88 +131,6 @@ async fn stdio_tools_schemas_and_the_plan_workflow() {
     check_workflow_left(&url, &ledger, &report).await;
 }
 
-/// A `lockplane serve --http` child, killed if the test fails before stopping it.
-struct Server {
-    child: Child,
-    url: String,
-    addr: String,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Server {
-    /// Starts on a free loopback port and waits for the address it prints.
-    fn start(args: &[String]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .args(["--http", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn lockplane serve --http");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
-        loop {
-            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!("server did not start ({status:?}): {seen:?}");
-            };
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let url = format!("http://{}", rest.split_whitespace().next().unwrap_or(""));
-                let addr = url
-                    .trim_start_matches("http://")
-                    .trim_end_matches("/mcp")
-                    .to_owned();
-                seen.push(line);
-                return Server {
-                    child,
-                    url,
-                    addr,
-                    stderr: rx,
-                };
-            }
-            seen.push(line);
-        }
-    }
-
-    /// The server's standard error since it started listening.
-    fn stderr_so_far(&self) -> Vec<String> {
-        self.stderr.try_iter().collect()
-    }
-
-    /// SIGTERM, then the exit status (graceful shutdown must succeed).
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(killed.map(|s| s.success()).unwrap_or(false));
-        for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("lockplane serve --http did not stop on SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// One raw HTTP/1.1 initialize POST; the status code.
 fn post_initialize(addr: &str, authorization: Option<&str>) -> u16 {
     let body = json!({
@@ -341,6 +209,31 @@ async fn http_bearer_token_sessions_contexts_and_workflow() {
     assert!(status.success(), "{status:?}: {log:?}");
     assert!(!log.iter().any(|l| l.contains("panicked")), "{log:?}");
     check_workflow_left(&url, &ledger, &report).await;
+}
+
+/// `--stateless`: the SDK negotiates 2026-07-28 over HTTP (no session) and the ledger still
+/// names it, from each request's `_meta`.
+#[tokio::test]
+async fn http_stateless_with_the_python_sdk() {
+    python();
+    let (url, shadow) = database("mcp_stateless").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "e2e-token-0123456789abcdef0123456789abcdef";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("token file");
+    let mut args = serve_args(&dir.path().join("ledger"), &url, &shadow);
+    args.extend([
+        "--token-file".to_owned(),
+        token_file.display().to_string(),
+        "--stateless".to_owned(),
+    ]);
+    let server = Server::start(&args);
+    let report = drive(
+        json!({"transport": "http", "scenario": "stateless", "url": server.url,
+                              "token": token}),
+    );
+    assert_eq!(report["protocol"], "2026-07-28", "{report}");
+    assert!(server.stop().success());
 }
 
 #[tokio::test]

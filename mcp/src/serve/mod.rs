@@ -1,12 +1,18 @@
 //! `lockplane serve`: the MCP server (DESIGN §7), over stdio or streamable HTTP.
 //!
 //! - [`tools`]: the handler — one per MCP session, the tools, the instructions;
-//! - [`http`]: the streamable HTTP transport behind a bearer-token check.
+//! - [`schema`]: the tools' JSON Schemas as clients get them (portable; errors admitted);
+//! - [`answer`]: what every tool call answers (argument errors with a code, a bounded size);
+//! - [`stdio`]: the stdio transport, answering lines that are no message;
+//! - [`http`]: the streamable HTTP transport behind Origin, bearer-token and session checks.
 //!
 //! One [`Lockplane`] runtime (ledger, actors, shadow cluster) serves every session. Standard
 //! output belongs to the protocol on stdio, so everything for humans goes to standard error.
 
+mod answer;
 mod http;
+mod schema;
+mod stdio;
 pub(crate) mod tools;
 
 use std::net::SocketAddr;
@@ -39,6 +45,25 @@ pub(crate) struct ServeArgs {
     /// check is then off, so put TLS and a host check in front).
     #[arg(long, requires = "http")]
     allow_remote: bool,
+    /// A browser origin allowed to call --http besides loopback ones (repeatable;
+    /// `scheme://host[:port]`, or `null`). Requests with any other Origin get 403.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", requires = "http")]
+    allowed_origins: Vec<String>,
+    /// The most MCP sessions --http keeps open at once; a new session beyond it is refused
+    /// (503). Idle sessions close after 5 minutes.
+    #[arg(long, value_name = "N", default_value_t = 64, requires = "http",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions: u32,
+    /// Seconds an HTTP connection may take to send a request's headers (and may stay idle
+    /// between requests) before it is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, requires = "http",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Over --http, also serve the 2026-07-28 protocol, which has no sessions: each request
+    /// stands alone, so set_context is refused there (policy_evaluate takes a `context`).
+    /// Clients of the handshake-era versions keep their sessions.
+    #[arg(long, requires = "http")]
+    stateless: bool,
     /// Database to manage (else DATABASE_URL, else the PG* variables); attached at start.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
@@ -58,6 +83,19 @@ pub(crate) struct ServeArgs {
     /// Do not dry-run plans (and their reverse) on the shadow before recording them.
     #[arg(long)]
     no_dry_run: bool,
+    /// The most bytes one tool answer may take; a larger one is cut and answered with a
+    /// `result_too_large` error (common clients refuse messages over 10 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = answer::DEFAULT_MAX_RESULT_BYTES,
+          value_parser = max_result_bytes)]
+    max_result_bytes: usize,
+}
+
+fn max_result_bytes(text: &str) -> Result<usize, String> {
+    let bytes: usize = text.parse().map_err(|e| format!("{e}"))?;
+    if bytes < answer::MIN_MAX_RESULT_BYTES {
+        return Err(format!("at least {} bytes", answer::MIN_MAX_RESULT_BYTES));
+    }
+    Ok(bytes)
 }
 
 /// Why the server could not start or stopped with an error.
@@ -90,6 +128,7 @@ pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(
     let token = match args.http {
         Some(addr) => {
             http::check_address(addr, args.allow_remote)?;
+            http::check_origins(&args.allowed_origins)?;
             Some(http::token(args.token_file.as_deref())?)
         }
         None => None,
@@ -109,10 +148,22 @@ pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(
         runtime,
         db,
         actor: actor.to_owned(),
-        sessions_required: args.http.is_some(),
+        max_result_bytes: args.max_result_bytes,
+        http: args.http.is_some(),
+        stateless: args.stateless,
     };
     match (args.http, token) {
-        (Some(addr), Some(token)) => http::serve(shared, addr, token, args.allow_remote).await,
+        (Some(addr), Some(token)) => {
+            let options = http::HttpOptions {
+                addr,
+                token,
+                allow_remote: args.allow_remote,
+                allowed_origins: args.allowed_origins,
+                max_sessions: args.max_sessions as usize,
+                header_timeout: Duration::from_secs(args.header_timeout),
+            };
+            http::serve(shared, options).await
+        }
         _ => serve_stdio(shared).await,
     }
 }
@@ -124,8 +175,9 @@ async fn serve_stdio(shared: Shared) -> Result<(), ServeError> {
         shared.db,
         shared.runtime.access_mode()
     );
+    let (stdin, stdout) = rmcp::transport::stdio();
     let service = LockplaneMcp::new(shared)
-        .serve(rmcp::transport::stdio())
+        .serve(stdio::LineTransport::new(stdin, stdout))
         .await
         .map_err(|e| ServeError::Transport(e.to_string()))?;
     service

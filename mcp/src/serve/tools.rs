@@ -5,25 +5,31 @@
 //! `set_context` sets and `apply_sql`, `explain_sql` and `policy_evaluate` run under. A
 //! failure is a tool result with `isError: true`, the runtime's message (which says what to do
 //! next, with the next tool to call where one applies) as text, and `{"error": {"code",
-//! "message", "next", "confirmation"}}` as structured content: the session carries on.
+//! "message", "next", "confirmation"}}` as structured content, which every output schema
+//! admits (see [`super::schema`]): the session carries on. Every answer goes through
+//! [`super::answer::finish`] (argument errors get their code; the size is bounded).
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use lockplane_actors::{DatabaseId, Lockplane};
 use lockplane_engine::policy::Command as PolicyCommand;
 use lockplane_engine::session::SessionContext;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::tool::IntoCallToolResult;
+use rmcp::handler::server::tool::{IntoCallToolResult, ToolCallContext};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResponse, CallToolResult, ContentBlock, Implementation, ProtocolVersion,
-    ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ProtocolVersion, ServerCapabilities, ServerConfig,
 };
-use rmcp::{tool, tool_handler, tool_router, Json, Peer, RoleServer, ServerHandler};
+use rmcp::service::RequestContext;
+use rmcp::{tool, tool_handler, tool_router, Json, RoleServer, ServerHandler};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+use super::{answer, schema};
 
 /// How many audit entries `audit_log` returns when the caller does not say.
 const DEFAULT_AUDIT_LIMIT: usize = 50;
@@ -40,19 +46,23 @@ pub struct ToolError {
     pub message: String,
     /// The next step in this server's tool names, where the runtime's message speaks of
     /// operations generically ("propose again").
-    pub next: Option<&'static str>,
+    pub next: Option<Cow<'static, str>>,
     /// What to pass as `confirm` once the agent decides to go ahead (a plan id, or the
     /// confirmation id bound to an exact SQL text), so it need not be parsed out of `message`.
     pub confirmation: Option<String>,
+    /// For `result_too_large`: the answer's small top-level fields (ids, hashes, seq, counts),
+    /// so an agent learns what the operation did even though the whole answer was cut.
+    pub partial: Option<Box<Value>>,
 }
 
 impl ToolError {
-    fn new(code: &str, message: impl Into<String>) -> ToolError {
+    pub(crate) fn new(code: &str, message: impl Into<String>) -> ToolError {
         ToolError {
             code: code.to_owned(),
             message: message.into(),
-            next: next_step(code),
+            next: next_step(code).map(Cow::Borrowed),
             confirmation: None,
+            partial: None,
         }
     }
 }
@@ -82,6 +92,10 @@ fn next_step(code: &str) -> Option<&'static str> {
         "not_pending" => "call list_plans to see where the plan stands",
         "tampered" => "call verify_ledger and stop applying until it is resolved",
         "busy" => "another apply holds the database's lock: wait, then call apply_plan again",
+        "needs_session" => {
+            "pass `context` to policy_evaluate instead, or connect with a protocol version \
+             that has sessions (2025-11-25 or earlier) to use set_context"
+        }
         _ => return None,
     })
 }
@@ -96,13 +110,13 @@ impl From<lockplane_actors::Error> for ToolError {
             E::Session(S::NeedsConfirmation {
                 confirmation_id, ..
             }) => {
-                error.next = Some(SQL_CONFIRM_NEXT);
+                error.next = Some(Cow::Borrowed(SQL_CONFIRM_NEXT));
                 error.confirmation = Some(confirmation_id);
             }
             E::Session(S::WrongConfirmation {
                 confirmation_id, ..
             }) => {
-                error.next = Some(SQL_CONFIRM_NEXT);
+                error.next = Some(Cow::Borrowed(SQL_CONFIRM_NEXT));
                 error.confirmation = Some(confirmation_id);
             }
             E::NeedsConfirmation { plan_id, .. } | E::WrongConfirmation { plan_id, .. } => {
@@ -118,10 +132,23 @@ impl IntoCallToolResult for ToolError {
     /// A tool-level error (`isError: true`), never a protocol error: agents read tool errors
     /// and act on them, while protocol errors tend to end the call chain.
     fn into_call_tool_result(self) -> Result<CallToolResponse, rmcp::ErrorData> {
-        let text = match self.next {
-            Some(next) => format!("{}\nNext: {next}. [{}]", self.message, self.code),
-            None => format!("{} [{}]", self.message, self.code),
-        };
+        Ok(self.into_result().into())
+    }
+}
+
+impl ToolError {
+    /// The tool result: `isError: true`, the message with its next step, confirmation and code
+    /// as text (what most clients show the model), and `{"error": {...}}` as structured content
+    /// (which every output schema admits, see `schema::with_error`).
+    pub(crate) fn into_result(self) -> CallToolResult {
+        let mut text = self.message.clone();
+        if let Some(next) = &self.next {
+            text.push_str(&format!("\nNext: {next}."));
+        }
+        if let Some(confirmation) = &self.confirmation {
+            text.push_str(&format!("\nConfirmation: {confirmation}"));
+        }
+        text.push_str(&format!(" [{}]", self.code));
         let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(next) = self.next {
@@ -130,8 +157,11 @@ impl IntoCallToolResult for ToolError {
         if let Some(confirmation) = self.confirmation {
             error["confirmation"] = json!(confirmation);
         }
+        if let Some(partial) = self.partial {
+            error["partial"] = *partial;
+        }
         result.structured_content = Some(json!({ "error": error }));
-        Ok(result.into())
+        result
     }
 }
 
@@ -301,6 +331,10 @@ pub struct AuditLogParams {
 
 // ---- results --------------------------------------------------------------------------------
 
+/// How free-form JSON objects appear in the output schemas (`{"type": "object",
+/// "additionalProperties": true}`): engine values that do not derive `JsonSchema`.
+type JsonObject = serde_json::Map<String, Value>;
+
 /// `introspect_catalog` result.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct IntrospectOutput {
@@ -309,6 +343,7 @@ pub struct IntrospectOutput {
     /// `sha3-256:` + hex of the canonical JSON of `catalog`.
     pub catalog_hash: String,
     /// The catalog manifest (schemas → tables, views, enums, sequences, policies, grants, …).
+    #[schemars(with = "JsonObject")]
     pub catalog: Value,
     /// Seq of the `CatalogIntrospected` ledger record.
     pub seq: u64,
@@ -324,6 +359,7 @@ pub struct ProposalOutput {
     /// The catalog hash the database will have after the plan.
     pub predicted_hash: String,
     /// The plan: `steps` (SQL, lock, hazards), `hazards`, `base_hash`, `target_hash`.
+    #[schemars(with = "JsonObject")]
     pub plan: Value,
     /// What the shadow dry run proved.
     pub shadow: String,
@@ -344,6 +380,7 @@ pub struct ApplyPlanOutput {
     pub resulting_hash: String,
     /// What ran, one receipt per phase: `{input, steps[{sql, started_at, duration_ms, rows,
     /// outcome}], timing, hash}`.
+    #[schemars(with = "Vec<JsonObject>")]
     pub receipts: Vec<Value>,
     /// Seq of the `PlanApplied` ledger record.
     pub seq: u64,
@@ -372,6 +409,7 @@ pub struct ApplySqlOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resulting_hash: Option<String>,
     /// What ran.
+    #[schemars(with = "JsonObject")]
     pub receipt: Value,
     /// Seq of the `SqlApplied` ledger record.
     pub seq: u64,
@@ -380,7 +418,8 @@ pub struct ApplySqlOutput {
 /// `explain_sql` result.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ExplainOutput {
-    /// `EXPLAIN (FORMAT JSON)` output as Postgres returns it.
+    /// `EXPLAIN (FORMAT JSON)` output as Postgres returns it (an array of plan objects).
+    #[schemars(with = "Vec<JsonObject>")]
     pub plan_json: Value,
 }
 
@@ -396,6 +435,7 @@ pub struct PolicyOutput {
     pub reason: String,
     /// The whole verdict: role, rls_enabled, forced, rls_applies, applicable policies,
     /// checks with their values, defaults applied.
+    #[schemars(with = "JsonObject")]
     pub verdict: Value,
 }
 
@@ -426,6 +466,7 @@ pub struct ConfirmOutput {
 pub struct PlansOutput {
     /// Each plan, oldest first: `plan` (summary with `plan_id`), `proposed_by`, `approval`,
     /// `status` (`{status: proposed|confirmed|stale|applying|applied|failed|superseded…}`).
+    #[schemars(with = "Vec<JsonObject>")]
     pub plans: Vec<Value>,
 }
 
@@ -459,7 +500,8 @@ pub struct AuditEntryOutput {
     pub actor: String,
     /// One line for humans.
     pub summary: String,
-    /// The whole event.
+    /// The whole event (null when the record could not be decoded).
+    #[schemars(with = "Option<JsonObject>")]
     pub event: Value,
 }
 
@@ -496,10 +538,14 @@ pub struct Shared {
     pub db: DatabaseId,
     /// Who acts, as recorded in the ledger.
     pub actor: String,
-    /// Offer only the handshake-era protocol versions (with sessions): the streamable HTTP
-    /// transport needs a session to keep a context between calls, and the 2026-07-28
-    /// protocol has none.
-    pub sessions_required: bool,
+    /// The most bytes one tool answer may take (see `answer`).
+    pub max_result_bytes: usize,
+    /// Served over streamable HTTP, where a context between calls needs an MCP session (with
+    /// the handshake-era protocol versions; the 2026-07-28 protocol has none).
+    pub http: bool,
+    /// Over HTTP, serve the 2026-07-28 protocol too, statelessly (each request a new handler);
+    /// else only the handshake-era versions are offered there.
+    pub stateless: bool,
 }
 
 /// The MCP server handler of one session.
@@ -517,20 +563,33 @@ impl LockplaneMcp {
         LockplaneMcp {
             shared,
             context: Arc::new(Mutex::new(SessionContext::default())),
-            tool_router: Self::tool_router(),
+            tool_router: router(),
         }
     }
 
     /// Who the ledger records for a call: the server's `--actor`, and the MCP client's name as
     /// it introduced itself (`initialize`), so confirmations and applies by different agents
     /// stay distinguishable in the audit log.
-    fn actor(&self, peer: &Peer<RoleServer>) -> String {
-        match peer.peer_info() {
-            Some(info) if !info.client_info.name.is_empty() => {
-                format!("{}/{}", self.shared.actor, info.client_info.name)
+    ///
+    /// The name comes from the request's `_meta` (`io.modelcontextprotocol/clientInfo`, which
+    /// 2026-07-28 clients send with every request, there being no handshake), else from the
+    /// session's `initialize`.
+    fn actor(&self, ctx: &RequestContext<RoleServer>) -> String {
+        match ctx.client_info() {
+            Some(info) if !info.name.is_empty() => {
+                format!("{}/{}", self.shared.actor, info.name)
             }
             _ => self.shared.actor.clone(),
         }
+    }
+
+    /// Whether this request is served on its own (HTTP, protocol 2026-07-28 or later), with a
+    /// handler made for it alone: nothing set now outlives it.
+    fn stateless(&self, ctx: &RequestContext<RoleServer>) -> bool {
+        self.shared.http
+            && ctx
+                .protocol_version()
+                .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28)
     }
 
     fn context(&self) -> SessionContext {
@@ -590,12 +649,12 @@ impl LockplaneMcp {
     )]
     async fn introspect_catalog(
         &self,
-        peer: Peer<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<Json<IntrospectOutput>, ToolError> {
         let i = self
             .shared
             .runtime
-            .introspect(&self.shared.db, &self.actor(&peer))
+            .introspect(&self.shared.db, &self.actor(&ctx))
             .await?;
         Ok(Json(IntrospectOutput {
             database: i.database,
@@ -622,14 +681,14 @@ impl LockplaneMcp {
     )]
     async fn diff_catalog(
         &self,
-        peer: Peer<RoleServer>,
+        ctx: RequestContext<RoleServer>,
         Parameters(p): Parameters<DiffParams>,
     ) -> Result<Json<ProposalOutput>, ToolError> {
         let name = p.name.unwrap_or_else(|| "desired.yaml".to_owned());
         let proposal = self
             .shared
             .runtime
-            .propose(&self.shared.db, &name, &p.desired, &self.actor(&peer))
+            .propose(&self.shared.db, &name, &p.desired, &self.actor(&ctx))
             .await?;
         proposal_output(proposal)
     }
@@ -646,11 +705,11 @@ impl LockplaneMcp {
     )]
     async fn apply_plan(
         &self,
-        peer: Peer<RoleServer>,
+        ctx: RequestContext<RoleServer>,
         Parameters(p): Parameters<ApplyPlanParams>,
     ) -> Result<Json<ApplyPlanOutput>, ToolError> {
         let runtime = &self.shared.runtime;
-        let actor = self.actor(&peer);
+        let actor = self.actor(&ctx);
         let a = if p.resume {
             runtime
                 .resume(&self.shared.db, &p.plan_id, p.confirm.as_deref(), &actor)
@@ -682,7 +741,7 @@ impl LockplaneMcp {
     )]
     async fn apply_sql(
         &self,
-        peer: Peer<RoleServer>,
+        ctx: RequestContext<RoleServer>,
         Parameters(p): Parameters<ApplySqlParams>,
     ) -> Result<Json<ApplySqlOutput>, ToolError> {
         let r = self
@@ -693,7 +752,7 @@ impl LockplaneMcp {
                 &p.sql,
                 &self.context(),
                 p.confirm.as_deref(),
-                &self.actor(&peer),
+                &self.actor(&ctx),
             )
             .await?;
         Ok(Json(ApplySqlOutput {
@@ -785,14 +844,22 @@ impl LockplaneMcp {
     )]
     async fn set_context(
         &self,
-        peer: Peer<RoleServer>,
+        ctx: RequestContext<RoleServer>,
         Parameters(p): Parameters<ContextParams>,
     ) -> Result<Json<SetContextOutput>, ToolError> {
+        if self.stateless(&ctx) {
+            return Err(ToolError::new(
+                "needs_session",
+                "set_context keeps a context for the calls that follow, and this request came \
+                 over HTTP with the 2026-07-28 protocol, which has no sessions: every request \
+                 is served on its own, so the context would be forgotten at once",
+            ));
+        }
         let context: SessionContext = p.into();
         let seq = self
             .shared
             .runtime
-            .set_context(&self.shared.db, &context, &self.actor(&peer))
+            .set_context(&self.shared.db, &context, &self.actor(&ctx))
             .await?;
         let shown = ContextParams::from(&context);
         self.set_session_context(context);
@@ -817,13 +884,13 @@ impl LockplaneMcp {
     )]
     async fn confirm_plan(
         &self,
-        peer: Peer<RoleServer>,
+        ctx: RequestContext<RoleServer>,
         Parameters(p): Parameters<ConfirmPlanParams>,
     ) -> Result<Json<ConfirmOutput>, ToolError> {
         let seq = self
             .shared
             .runtime
-            .confirm(&self.shared.db, &p.plan_id, &self.actor(&peer))
+            .confirm(&self.shared.db, &p.plan_id, &self.actor(&ctx))
             .await?;
         Ok(Json(ConfirmOutput {
             ok: true,
@@ -860,13 +927,13 @@ impl LockplaneMcp {
     )]
     async fn merge_plans(
         &self,
-        peer: Peer<RoleServer>,
+        ctx: RequestContext<RoleServer>,
         Parameters(p): Parameters<MergePlansParams>,
     ) -> Result<Json<ProposalOutput>, ToolError> {
         let proposal = self
             .shared
             .runtime
-            .merge(&self.shared.db, &p.plan_a, &p.plan_b, &self.actor(&peer))
+            .merge(&self.shared.db, &p.plan_a, &p.plan_b, &self.actor(&ctx))
             .await?;
         proposal_output(proposal)
     }
@@ -929,11 +996,14 @@ impl LockplaneMcp {
             open_world_hint = false
         )
     )]
-    async fn check_drift(&self, peer: Peer<RoleServer>) -> Result<Json<DriftOutput>, ToolError> {
+    async fn check_drift(
+        &self,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<DriftOutput>, ToolError> {
         let d = self
             .shared
             .runtime
-            .check_drift(&self.shared.db, &self.actor(&peer))
+            .check_drift(&self.shared.db, &self.actor(&ctx))
             .await?;
         Ok(Json(DriftOutput {
             live_hash: d.live_hash.to_string(),
@@ -943,6 +1013,42 @@ impl LockplaneMcp {
             seq: d.seq,
         }))
     }
+}
+
+/// The tools with their schemas as clients see them: portable, and every output schema
+/// admitting the error object (see `schema`). Computed once.
+fn router() -> ToolRouter<LockplaneMcp> {
+    type Schemas = HashMap<String, (Arc<JsonObject>, Option<Arc<JsonObject>>)>;
+    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+    let mut router = LockplaneMcp::tool_router();
+    let schemas = SCHEMAS.get_or_init(|| {
+        router
+            .map
+            .values()
+            .map(|route| {
+                let tool = &route.attr;
+                let mut input = Value::Object(tool.input_schema.as_ref().clone());
+                schema::portable(&mut input);
+                let output = tool.output_schema.as_ref().map(|output| {
+                    let mut output = Value::Object(output.as_ref().clone());
+                    schema::portable(&mut output);
+                    schema::with_error(&output)
+                });
+                let object = |v: Value| match v {
+                    Value::Object(map) => Arc::new(map),
+                    _ => Arc::new(JsonObject::new()),
+                };
+                (tool.name.to_string(), (object(input), output.map(object)))
+            })
+            .collect()
+    });
+    for route in router.map.values_mut() {
+        if let Some((input, output)) = schemas.get(route.attr.name.as_ref()) {
+            route.attr.input_schema = input.clone();
+            route.attr.output_schema = output.clone();
+        }
+    }
+    router
 }
 
 fn proposal_output(p: lockplane_actors::Proposal) -> Result<Json<ProposalOutput>, ToolError> {
@@ -958,6 +1064,19 @@ fn proposal_output(p: lockplane_actors::Proposal) -> Result<Json<ProposalOutput>
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for LockplaneMcp {
+    /// The router's call, then `answer::finish`: argument errors with their code, and the
+    /// answer bounded in size.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, rmcp::ErrorData> {
+        let name = request.name.to_string();
+        let call = ToolCallContext::new(self, request, context);
+        let response = self.tool_router.call(call).await;
+        answer::finish(&name, response, self.shared.max_result_bytes)
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("lockplane", env!("CARGO_PKG_VERSION")))
@@ -965,7 +1084,7 @@ impl ServerHandler for LockplaneMcp {
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        if self.shared.sessions_required {
+        if self.shared.http && !self.shared.stateless {
             Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
         } else {
             Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)

@@ -6,7 +6,7 @@ object saying how to reach the server and which scenario to play:
     {"transport": "stdio", "command": ["/path/lockplane", "serve", "--stdio", ...],
      "scenario": "schemas" | "workflow"}
     {"transport": "http", "url": "http://127.0.0.1:PORT/mcp", "token": "...",
-     "scenario": "schemas" | "workflow" | "contexts" | "unauthorized", "role": "..."}
+     "scenario": "schemas" | "workflow" | "contexts" | "unauthorized" | "stateless", "role": "..."}
 
 Every check is an assertion with a message; on success the last line of stdout is one JSON
 object (`{"ok": true, ...}`) the Rust test reads. Any failure exits non-zero with a traceback.
@@ -148,8 +148,13 @@ async def schemas(cfg):
                 assert field not in schema.get("required", []), f"{tool.name}: {field} required"
             out = tool.output_schema
             assert out and out.get("type") == "object", f"{tool.name}: output schema {out}"
+            # A result or the error object: the output schema admits both (a tool error carries
+            # {"error": {...}} as structured content).
+            result, error = out["oneOf"]
             for field in outputs:
-                assert field in out.get("properties", {}), f"{tool.name}: output lacks {field}"
+                assert field in result.get("properties", {}), f"{tool.name}: output lacks {field}"
+            assert error["required"] == ["error"], f"{tool.name}: error branch {error}"
+            assert '"format":' not in json.dumps(schema) + json.dumps(out), f"{tool.name}: a format"
         by_name = {t.name: t for t in listed}
         command = json.dumps(by_name["policy_evaluate"].input_schema)
         for c in ("SELECT", "INSERT", "UPDATE", "DELETE"):
@@ -185,11 +190,11 @@ async def workflow(cfg):
         for kind in ("CatalogIntrospected", "PlanProposed", "ApplyStarted", "PlanApplied"):
             assert kind in kinds, f"{kind} not in audit log {kinds}"
         assert [e["seq"] for e in log["entries"]] == sorted(e["seq"] for e in log["entries"])
-        # Over HTTP (protocol versions with an initialize handshake) each call is recorded
-        # under the server's --actor and the client's own name; stdio negotiates 2026-07-28,
-        # which has no handshake to learn the name from, so only --actor is recorded there.
+        # Each call is recorded under the server's --actor and the client's own name: from the
+        # initialize handshake over HTTP, from each request's _meta (clientInfo) over stdio,
+        # where the SDK negotiates 2026-07-28, which has no handshake.
         applied = [e for e in log["entries"] if e["kind"] == "PlanApplied"]
-        expected = "agent:e2e/mcp" if cfg["transport"] == "http" else "agent:e2e"
+        expected = "agent:e2e/mcp"
         assert applied and all(e["actor"] == expected for e in applied), (expected, applied)
         verified = await ok(client, "verify_ledger")
         assert verified["ok"] and verified["records_checked"] >= 4 and not verified["problems"], verified
@@ -226,12 +231,14 @@ async def workflow(cfg):
         drift = await ok(client, "check_drift")
         assert drift["drifted"] is False and drift["live_hash"] == won["resulting_hash"], drift
 
-        # Arguments that do not fit the input schema are a tool error naming the field; the
-        # session goes on.
-        bad = await client.call_tool("apply_sql", {})
-        assert bad.is_error and "sql" in bad.content[0].text, bad
-        bad = await client.call_tool("policy_evaluate", {"table": "todos", "command": "FROB"})
-        assert bad.is_error and "SELECT" in bad.content[0].text, bad
+        # Arguments that do not fit the input schema are a tool error naming the field, with
+        # the code invalid_arguments; the session goes on.
+        bad = await fails_with(client, "apply_sql", {}, "invalid_arguments")
+        assert "sql" in bad["message"] and "apply_sql" in bad["next"], bad
+        bad = await fails_with(client, "policy_evaluate", {"table": "todos", "command": "FROB"},
+                               "invalid_arguments")
+        assert "SELECT" in bad["message"], bad
+        await fails_with(client, "audit_log", {"limit": "ten"}, "invalid_arguments")
         assert (await ok(client, "list_plans"))["plans"]
 
         # Context, SQL and policies.
@@ -367,8 +374,21 @@ async def readme(cfg):
         return {"steps": len(sqls)}
 
 
+async def stateless(cfg):
+    """Against `serve --http --stateless` the SDK speaks 2026-07-28: no session, the client named
+    in every request's _meta, and set_context refused since nothing outlives a request."""
+    async with connect(cfg) as client:
+        introspected = await ok(client, "introspect_catalog")
+        err = await fails_with(client, "set_context", {"tenant_id": "t"}, "needs_session")
+        assert "policy_evaluate" in err["next"], err
+        log = await ok(client, "audit_log", {"limit": 10})
+        mine = [e for e in log["entries"] if e["seq"] == introspected["seq"]]
+        assert mine and mine[0]["actor"] == "agent:e2e/mcp", mine
+        return {"protocol": client.protocol_version, "actor": mine[0]["actor"]}
+
+
 SCENARIOS = {"schemas": schemas, "workflow": workflow, "contexts": contexts, "unauthorized": unauthorized,
-             "readme": readme}
+             "readme": readme, "stateless": stateless}
 
 
 def main():
