@@ -62,12 +62,14 @@ pub const MAX_RESULT_ROWS: usize = 1000;
 /// marked (the server still computed it whole; only the answer is bounded).
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
-/// At most this many bytes of values are returned in one answer; rows after the one that
+/// At most this many bytes of values are returned in one answer (1 MiB: an MCP answer
+/// carries them twice, as structured content and as text, under common clients' 10 MiB read
+/// buffer and the server's answer cap); rows after the one that
 /// crosses it are counted but not returned. Together with [`MAX_RESULT_ROWS`] and
 /// [`MAX_VALUE_BYTES`] this bounds what one call holds in memory and puts into an agent's
 /// context, whatever the statement returns: rows are read from the server as they stream in
 /// and dropped once a bound is reached.
-pub const MAX_RESULT_BYTES: usize = 2 * 1024 * 1024;
+pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
 
 /// Who an agent acts as when its SQL runs: the role and the two settings policies read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

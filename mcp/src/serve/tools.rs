@@ -400,7 +400,7 @@ pub struct ApplySqlOutput {
     pub rows: u64,
     /// Column names, when the statement returned rows.
     pub columns: Vec<String>,
-    /// Result rows (at most 1000 and 2 MiB; values over 64 KiB cut), values as Postgres
+    /// Result rows (at most 1000 and 1 MiB; values over 64 KiB cut), values as Postgres
     /// prints them.
     pub result: Vec<Vec<Option<String>>>,
     /// What was left out of `result` and why, when anything was.
