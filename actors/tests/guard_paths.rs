@@ -649,3 +649,57 @@ fn resident_bytes() -> u64 {
         .unwrap_or(0);
     pages * 4096
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_cannot_be_slipped_in_front_of_another_on_the_search_path() {
+    let w = World::new().await;
+    let (lp, db, _ledger) = w.runtime(AccessMode::Schema, &[]).await;
+    let ctx = SessionContext::default();
+    let run = |sql: String| {
+        let (lp, db, ctx) = (lp.clone(), db.clone(), ctx.clone());
+        async move { lp.apply_sql(&db, &sql, &ctx, None, "agent:gp").await }
+    };
+    run("CREATE TABLE public.items (id int)".into())
+        .await
+        .expect("a new table");
+    // The connection user's own schema comes first on the default path ("$user", public).
+    let own = quote_ident(&w.owner);
+    run(format!("CREATE SCHEMA {own}")).await.expect("a schema");
+    let e = run(format!("CREATE TABLE {own}.items (id int)"))
+        .await
+        .expect_err("would capture unqualified `items`");
+    assert_eq!(e.code(), "sql_refused", "{e}");
+    assert!(e.to_string().contains("public.items"), "{e}");
+    let e = run(format!("CREATE VIEW {own}.items AS SELECT 1 AS id"))
+        .await
+        .expect_err("a view too");
+    assert!(e.to_string().contains("search path"), "{e}");
+    run(format!("CREATE TABLE {own}.other (id int)"))
+        .await
+        .expect("another name");
+    let e = run(format!("ALTER TABLE {own}.other RENAME TO items"))
+        .await
+        .expect_err("renaming into the name too");
+    assert!(e.to_string().contains("public.items"), "{e}");
+    // Outside the search path the name is free.
+    run("CREATE TABLE app.items (id int)".into())
+        .await
+        .expect("app is not on the path");
+    let shadow: i64 = w
+        .admin
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname = 'items' AND n.nspname = $1",
+            &[&w.owner],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(shadow, 0);
+    drop(lp);
+    w.admin
+        .batch_execute(&format!("DROP SCHEMA {own} CASCADE"))
+        .await
+        .expect("drop schema");
+    w.drop().await;
+}

@@ -421,6 +421,7 @@ pub async fn run_sql(
     let result = async {
         enter(client, ctx).await?;
         server_sees_one(client, sql, backstop(timeout)).await?;
+        no_shadowing(client, &checked.creates).await?;
         let started_at = crate::events::now_micros();
         let clock = Instant::now();
         let collected = collect_with_timeout(client, sql, backstop(timeout), MAX_VALUE_BYTES)
@@ -508,6 +509,40 @@ async fn server_sees_one(
             })
         }
     }
+}
+
+/// Refuses a relation whose name another schema on the session's search path already holds:
+/// created earlier on the path it would capture every unqualified reference to the existing
+/// one (an agent could slip a table of its own under an application's queries); created
+/// later, it is shadowed itself. Checked inside the transaction, under the agent's role, so
+/// the search path is the one that role resolves (`"$user"` included).
+async fn no_shadowing(client: &Client, creates: &[(String, String)]) -> Result<(), SessionError> {
+    let sql = "SELECT n.nspname::text || '.' || c.relname::text,                       pg_catalog.array_to_string(pg_catalog.current_schemas(false), ', ')                FROM pg_catalog.pg_class c                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace                WHERE c.relname = $2                  AND n.nspname = ANY (pg_catalog.current_schemas(false))                  AND n.nspname <> COALESCE(NULLIF($1, ''), pg_catalog.current_schema())                  AND COALESCE(NULLIF($1, ''), pg_catalog.current_schema())                      = ANY (pg_catalog.current_schemas(false))                  AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')";
+    for (schema, name) in creates {
+        let rows = client
+            .query(sql, &[schema, name])
+            .await
+            .map_err(|e| postgres(&e, sql))?;
+        if let Some(row) = rows.first() {
+            let existing: String = row.get(0);
+            let path: String = row.get(1);
+            let target = if schema.is_empty() {
+                "the first schema of the search path".to_owned()
+            } else {
+                format!("schema {schema}")
+            };
+            return Err(SessionError::Refused {
+                reason: format!(
+                    "a relation `{name}` in {target} would stand beside {existing} on the \
+                     search path ({path}), and unqualified references to `{name}` would \
+                     resolve to whichever comes first; choose another name, or qualify it \
+                     into a schema that is not on the search path"
+                ),
+                position: None,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What a statement returned, within the bounds.

@@ -264,6 +264,11 @@ pub struct Checked {
     pub destructive: Option<String>,
     /// The functions the statement calls, resolved (`pg_catalog.` removed), sorted, unique.
     pub functions: Vec<String>,
+    /// The relations the statement creates or renames to, as `(schema, name)` with the schema
+    /// empty when the statement leaves it to the search path. The caller checks them against
+    /// the database: a new relation whose name another schema on the search path already
+    /// holds would shadow it (or be shadowed) for unqualified references.
+    pub creates: Vec<(String, String)>,
 }
 
 /// Why a statement was refused. The reason says what was refused, why, and what to do instead.
@@ -371,6 +376,7 @@ pub fn check_tree(tree: &Value, mode: AccessMode) -> Result<Checked, Refusal> {
             Some(walker.destructive.join("; "))
         },
         functions: walker.functions.into_iter().collect(),
+        creates: created_relations(ty, body, ""),
     })
 }
 
@@ -679,6 +685,48 @@ fn object_names(objects: &[Value]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The relations a statement of type `ty` creates (see [`Checked::creates`]); `schema` is the
+/// schema of an enclosing `CREATE SCHEMA`.
+fn created_relations(ty: &str, body: &Value, schema: &str) -> Vec<(String, String)> {
+    let named = |rv: Option<&Value>| -> Vec<(String, String)> {
+        rv.map(|rv| {
+            let own = text(rv, "schemaname");
+            vec![(
+                if own.is_empty() { schema } else { own }.to_owned(),
+                text(rv, "relname").to_owned(),
+            )]
+        })
+        .unwrap_or_default()
+    };
+    match ty {
+        "CreateStmt" => named(body.get("relation")),
+        "ViewStmt" => named(body.get("view")),
+        "CreateSeqStmt" => named(body.get("sequence")),
+        "CreateTableAsStmt" => named(body.get("into").and_then(|i| i.get("rel"))),
+        "RenameStmt"
+            if matches!(
+                Obj::try_from(int(body, "rename_type")),
+                Ok(Obj::ObjectTable | Obj::ObjectView | Obj::ObjectSequence)
+            ) =>
+        {
+            let own = body
+                .get("relation")
+                .map(|rv| text(rv, "schemaname"))
+                .unwrap_or("");
+            vec![(own.to_owned(), text(body, "newname").to_owned())]
+        }
+        "CreateSchemaStmt" => {
+            let inner = text(body, "schemaname");
+            list(body, "schema_elts")
+                .iter()
+                .filter_map(|elt| as_node(elt.as_object()?).flatten())
+                .flat_map(|(ty, body)| created_relations(ty, body, inner))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn relation_name(rv: &Value) -> String {
