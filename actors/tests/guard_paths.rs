@@ -14,7 +14,6 @@
 //! exists, no object was created, every row is present, the role's settings are unchanged.
 
 #[path = "../../engine/tests/guard_cases/mod.rs"]
-#[allow(dead_code)]
 mod guard_cases;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -23,6 +23,9 @@
 //!   back, `READ ONLY` as a second fence. `ANALYZE` executes the statement, so it is accepted
 //!   only for statements the guard calls read-only; a plain `EXPLAIN` of a write plans it and
 //!   never executes it.
+//! - Before either runs, the server parses the text once with the extended protocol, which
+//!   refuses more than one command: the text is the one statement the guard saw, whatever the
+//!   server's lexing settings (which [`crate::connect`] also pins).
 //! - [`run_sql`] requires two-phase confirmation for statements the guard calls destructive
 //!   (the id to pass is [`confirmation_id`] of the exact text), then runs the statement in a
 //!   transaction with `SET LOCAL statement_timeout` (and a client-side backstop that cancels on

@@ -1,5 +1,6 @@
 //! The SQL guard: decides whether a statement an agent sends to `apply_sql` or `explain_sql` may
-//! run, and whether it needs two-phase confirmation.
+//! run, and whether it needs two-phase confirmation; and whether the expressions of a plan an
+//! agent proposes or applies may be created.
 //!
 //! [`check`] parses the text with pg_query (Postgres' own parser), requires exactly one
 //! statement, and walks the *whole* parse tree in its JSON form. Every node, wherever it sits
@@ -24,6 +25,13 @@
 //!   materialized views are refused in v1: they are not objects Lockplane manages.
 //! - **EXPLAIN** is refused: `explain_sql` adds it itself, and `EXPLAIN ANALYZE` would execute.
 //! - **TRUNCATE** is a data-mode statement (it is DELETE without WHERE, faster), and destructive.
+//! - **Widening access needs confirmation**: a permissive CREATE POLICY (permissive policies
+//!   are OR-ed, so a new one only admits more), every GRANT, DISABLE / NO FORCE ROW LEVEL
+//!   SECURITY. So does any `MERGE … THEN DELETE`: which rows a MERGE join matches is not
+//!   bounded the way a WHERE is.
+//! - Statements over [`MAX_STATEMENT_BYTES`] are refused before parsing.
+//! - [`check_expressions`] / [`check_plan`] apply the function and catalog rules to the
+//!   expressions a plan carries (see the runtime: every plan an agent proposes or applies).
 //! - **ALTER POLICY** always needs confirmation: it can widen or narrow who sees which rows, and
 //!   the guard cannot tell which.
 //! - **SELECT … FOR UPDATE/SHARE** takes row locks, a write: refused in read-only mode,
