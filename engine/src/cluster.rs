@@ -428,6 +428,9 @@ impl Cluster {
         }
         let data = root.join("data");
         let data_str = data.to_string_lossy().into_owned();
+        // The reaper first: an interrupt during initdb or start-up (Ctrl-C reaches our whole
+        // process group) must not leave the directory behind.
+        let reaper = spawn_reaper(&data, &root).ok();
         bins.run(
             &bins.program("initdb"),
             &[
@@ -452,7 +455,7 @@ impl Cluster {
             data,
             port: 0,
             run_as,
-            reaper: None,
+            reaper,
         };
         // A port found free can be taken before the server binds it; try a few.
         let mut attempt = 0;
@@ -461,10 +464,7 @@ impl Cluster {
             cluster.port = free_port()?;
             cluster.write_config()?;
             match cluster.pg_ctl_start() {
-                Ok(()) => {
-                    cluster.reaper = cluster.spawn_reaper().ok();
-                    return Ok(cluster);
-                }
+                Ok(()) => return Ok(cluster),
                 Err(e) if attempt >= 5 => return Err(e),
                 Err(_) => continue,
             }
@@ -527,9 +527,12 @@ impl Cluster {
             other => other,
         })
     }
+}
 
-    /// Starts the process that cleans up if this process dies without dropping the cluster.
-    fn spawn_reaper(&self) -> Result<Child, ClusterError> {
+/// Starts the process that cleans up `root` (stopping the server of `data` first, if one
+/// runs) when this process dies without dropping the cluster.
+fn spawn_reaper(data: &Path, root: &Path) -> Result<Child, ClusterError> {
+    {
         let script = r#"
             parent="$1"; data="$2"; root="$3"
             while kill -0 "$parent" 2>/dev/null; do sleep 1; done
@@ -545,8 +548,8 @@ impl Cluster {
             .arg(script)
             .arg("lockplane-reaper")
             .arg(std::process::id().to_string())
-            .arg(&self.data)
-            .arg(self.root())
+            .arg(data)
+            .arg(root)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -563,7 +566,9 @@ impl Cluster {
             source,
         })
     }
+}
 
+impl Cluster {
     /// The loopback port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
