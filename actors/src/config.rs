@@ -22,7 +22,8 @@ pub enum ShadowConfig {
 pub struct Config {
     /// The ledger directory (a sled database, created if missing).
     pub ledger: PathBuf,
-    /// How long to wait for another process that holds the ledger.
+    /// How long to wait for another process that holds the ledger (default: not at all, like
+    /// the CLI: the error names the holder at once).
     pub ledger_wait: Duration,
     /// Where shadow databases live.
     pub shadow: ShadowConfig,
@@ -43,12 +44,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults: 30 s ledger and advisory-lock waits, a throwaway shadow cluster with dry runs,
+    /// Defaults: no ledger wait, a 30 s advisory-lock wait, a throwaway shadow cluster with dry runs,
     /// 5 s `lock_timeout`, 60 s `statement_timeout`, schema access, no roles to switch to.
     pub fn new(ledger: impl Into<PathBuf>) -> Config {
         Config {
             ledger: ledger.into(),
-            ledger_wait: Duration::from_secs(30),
+            ledger_wait: Duration::ZERO,
             shadow: ShadowConfig::Throwaway,
             dry_run: true,
             lock_wait: Duration::from_secs(30),

@@ -16,22 +16,39 @@
 //! `verify_ledger`) never queue behind an apply: they run on the caller's task. Across
 //! processes, applies are serialised by the Postgres advisory lock `lockplane::exec` takes.
 //!
-//! ```no_run
+//! ```
 //! use lockplane_actors::{Config, Lockplane};
+//! # use lockplane_actors::ShadowConfig;
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), lockplane_actors::Error> {
-//!     let lockplane = Lockplane::open(Config::new(".lockplane/ledger")).await?;
-//!     let db = lockplane.attach("postgres://app@localhost/app", None).await?;
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     # // A throwaway server for the example; in an app the URL is the database's.
+//!     # let cluster = lockplane_actors::engine::testkit::shared_cluster()?;
+//!     # let name = lockplane_actors::engine::testkit::fresh_database("doc").await?;
+//!     # let url = cluster.url(&name);
+//!     # let dir = tempfile::tempdir()?;
+//!     # let ledger = dir.path().join("ledger");
+//!     let mut config = Config::new(ledger);
+//!     # config.shadow = ShadowConfig::Url(cluster.url("postgres"));
+//!     let lockplane = Lockplane::open(config).await?;
+//!     let db = lockplane.attach(&url, None).await?;
 //!
-//!     let desired = "schemas:\n  public:\n    tables:\n      users:\n        columns:\n          \
-//!                    id: {type: bigint, primary_key: true}\n          email: text\n";
+//!     let desired = "version: 1
+//! schemas:
+//!   public:
+//!     tables:
+//!       users:
+//!         columns:
+//!           - { name: id, type: bigint, pk: true }
+//!           - { name: email, type: text, not_null: true }
+//! ";
 //!     let proposal = lockplane.propose(&db, "desired.yaml", desired, "my-agent").await?;
 //!     println!("{} steps, predicted hash {}", proposal.plan.steps.len(), proposal.predicted_hash);
+//!     assert!(!proposal.plan.requires_confirmation);
 //!
 //!     // Plans that lose data need `confirm` (or the plan id as confirmation) first.
 //!     let applied = lockplane.apply(&db, &proposal.plan.plan_id, None, "my-agent").await?;
-//!     println!("now at {}", applied.resulting_hash);
+//!     assert_eq!(applied.resulting_hash, proposal.predicted_hash);
 //!     assert!(lockplane.verify_ledger().await?.ok);
 //!     Ok(())
 //! }
@@ -50,15 +67,22 @@ use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 use lockplane_engine::events::{self, ContextSet, Event};
-use lockplane_engine::guard::AccessMode;
-use lockplane_engine::policy::{self, Command as PolicyCommand, PolicyVerdict};
-use lockplane_engine::projection::PlanView;
-use lockplane_engine::session::{self, SessionContext};
+use lockplane_engine::policy;
+use lockplane_engine::session;
 use lockplane_store::{SledStore, Store};
 use serde::Serialize;
 
 pub use config::{Config, ShadowConfig};
 pub use error::Error;
+/// The engine crate, for the types the embedding API takes and returns beyond those
+/// re-exported here (an app needs no second dependency).
+pub use lockplane_engine as engine;
+pub use lockplane_engine::guard::AccessMode;
+pub use lockplane_engine::plan::Plan;
+pub use lockplane_engine::policy::{Command as PolicyCommand, PolicyVerdict};
+pub use lockplane_engine::projection::PlanView;
+pub use lockplane_engine::session::SessionContext;
+pub use lockplane_engine::CatalogHash;
 pub use ops::{Applied, Drift, Introspection, Proposal, Recovery, SqlResult};
 
 use database::{Answer, Attach, Command, DatabaseActor, Mutate, Registry};

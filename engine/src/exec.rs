@@ -61,6 +61,7 @@
 //! ledger's `PlanApplied`/`ApplyFailed` hold; [`StepProgress::step_applied`] builds the
 //! `StepApplied` event.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,16 @@ pub struct ApplyOptions {
     pub target_catalog: Option<Catalog>,
     /// Told after each phase commits (see the module docs).
     pub progress: Option<Arc<dyn ProgressSink>>,
+    /// Set (by an interrupt handler) to stop the apply: no further statement starts, a
+    /// transaction in progress rolls back, a failed step is not retried. The caller also
+    /// cancels the running statement on the server (`Client::cancel_token`).
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl ApplyOptions {
+    fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
 }
 
 impl Default for ApplyOptions {
@@ -124,6 +135,7 @@ impl Default for ApplyOptions {
             base_catalog: None,
             target_catalog: None,
             progress: None,
+            stop: None,
         }
     }
 }
@@ -554,6 +566,21 @@ pub enum ApplyError {
         /// The sink's error.
         message: String,
     },
+    /// The apply was stopped ([`ApplyOptions::stop`]) between phases: the phases before
+    /// `next_step` are committed (and were reported), nothing after ran.
+    #[error(
+        "interrupted before step {next_step}: the phases before it stay applied (live hash \
+         {live_hash}), nothing after it ran; resume it (`lockplane apply PLAN.json --resume`) \
+         or plan again"
+    )]
+    Interrupted {
+        /// The first step that did not run.
+        next_step: String,
+        /// The live hash when the apply stopped.
+        live_hash: CatalogHash,
+        /// What ran before.
+        receipts: Vec<Receipt>,
+    },
     /// Reading the catalog failed.
     #[error(transparent)]
     Introspect(#[from] IntrospectError),
@@ -575,6 +602,7 @@ impl ApplyError {
     pub fn receipts(&self) -> &[Receipt] {
         match self {
             ApplyError::StepFailed { receipts, .. }
+            | ApplyError::Interrupted { receipts, .. }
             | ApplyError::TargetMismatch { receipts, .. }
             | ApplyError::NotAsProven { receipts, .. } => receipts,
             _ => &[],
@@ -626,6 +654,18 @@ fn step_failed_message(
         },
         failure.describe(sql)
     )
+}
+
+/// The failure a statement gets when the apply was stopped before it started.
+fn interrupted_failure() -> PgFailure {
+    PgFailure {
+        sqlstate: Some(SqlState::QUERY_CANCELED.code().to_owned()),
+        message: "interrupted: the apply was stopped before this statement".into(),
+        detail: None,
+        hint: None,
+        position: None,
+        timed_out: false,
+    }
 }
 
 fn session(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> ApplyError {
@@ -908,6 +948,14 @@ async fn run_locked(
     let mut receipts: Vec<Receipt> = Vec::new();
     let mut i = start;
     while i < plan.steps.len() {
+        if opts.stopped() {
+            let (_, live_hash) = live_catalog(client).await?;
+            return Err(ApplyError::Interrupted {
+                next_step: plan.steps[i].id.clone(),
+                live_hash,
+                receipts,
+            });
+        }
         let phase_start = i;
         let progress = if plan.steps[i].transactional {
             let mut end = i;
@@ -991,7 +1039,12 @@ async fn run_transaction(
     let mut steps = Vec::new();
     for (index, step) in plan.steps.iter().enumerate().take(to).skip(from) {
         let c = Clock::start();
-        match run_with_timeout(client, &step.sql, backstop(opts.statement_timeout)).await {
+        let ran = if opts.stopped() {
+            Err(interrupted_failure())
+        } else {
+            run_with_timeout(client, &step.sql, backstop(opts.statement_timeout)).await
+        };
+        match ran {
             Ok(rows) => steps.push(c.receipt(&step.sql, rows, StepOutcome::Ok)),
             Err(failure) => {
                 steps.push(c.receipt(&step.sql, None, failure.outcome(opts.statement_timeout)));
@@ -1131,7 +1184,7 @@ async fn run_alone(
                 break Ok(());
             }
         }
-        let retry = attempt < opts.retries && failure.is_transient();
+        let retry = attempt < opts.retries && failure.is_transient() && !opts.stopped();
         if retry {
             attempt += 1;
             tokio::time::sleep(delay).await;

@@ -119,13 +119,17 @@ async fn plan_dry_runs_then_apply_needs_the_exact_confirmation() {
     assert!(applied.status.success(), "{}", text(&applied.stderr));
     let target = plan["target_hash"].as_str().expect("target");
     assert!(text(&applied.stdout).contains(&format!("resulting hash {target}")));
-    // Not a terminal: progress is plain lines on stderr, one per step and one per commit,
-    // and none of it on stdout.
+    // Not a terminal: progress is plain lines on stderr, the transaction announced as one
+    // with each of its steps, one line per commit, and none of it on stdout.
     let steps = plan["steps"].as_array().expect("steps").len();
     let progress = text(&applied.stderr);
+    assert!(
+        progress.contains(&format!("steps 1–{steps}/{steps} in one transaction")),
+        "{progress}"
+    );
     for i in 1..=steps {
         assert!(
-            progress.contains(&format!("lockplane: step {i}/{steps} ")),
+            progress.contains(&format!("lockplane: {i}/{steps} ")),
             "{progress}"
         );
     }
@@ -365,5 +369,213 @@ async fn an_apply_stopped_after_its_transaction_resumes_from_the_ledger() {
         text(&again.stdout).contains("Nothing to do"),
         "{}",
         text(&again.stdout)
+    );
+}
+
+/// Sends SIGINT to a child process.
+fn interrupt(child: &std::process::Child) {
+    // SAFETY: kill(2) with a pid we spawned and a standard signal; no memory is involved.
+    let pid = i32::try_from(child.id()).expect("pid");
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+}
+
+/// Ctrl-C during a concurrent index build on a table large enough to take seconds: the build
+/// is cancelled on the server (no backend still runs it a second later, no invalid index is
+/// left), the ledger records the interrupted outcome, a second `apply` finishes, and a third
+/// says it is already applied.
+#[tokio::test]
+async fn ctrl_c_during_apply_cancels_on_the_server_and_records_the_outcome() {
+    let url = database(
+        "CREATE TABLE big (id int PRIMARY KEY, a int, b text);
+         INSERT INTO big SELECT g, g % 1000, md5(g::text) FROM generate_series(1, 1500000) g;
+         ANALYZE big;",
+    )
+    .await;
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let dbname = url.rsplit('/').next().expect("db").to_owned();
+    let client = cluster.connect(&dbname).await.expect("connect");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let doc = dir.path().join("schema.yaml");
+    std::fs::write(
+        &doc,
+        "version: 1\nschemas:\n  public:\n    tables:\n      big:\n        columns:\n          \
+         - { name: id, type: int, pk: true }\n          - { name: a, type: int }\n          \
+         - { name: b, type: text }\n        indexes:\n          \
+         - { name: big_b_a, columns: [b, a] }\n",
+    )
+    .expect("write");
+    let plan_file = dir.path().join("plan.json");
+    let plan_s = plan_file.to_str().expect("path");
+    let planned = lockplane(
+        &ledger,
+        &url,
+        &["plan", "-f", doc.to_str().expect("path"), "--out", plan_s],
+    );
+    assert!(planned.status.success(), "{}", text(&planned.stderr));
+    assert!(text(&planned.stdout).contains("CONCURRENTLY"));
+
+    let building = "SELECT count(*) FROM pg_stat_activity \
+                    WHERE query LIKE 'CREATE INDEX CONCURRENTLY%' AND state = 'active'";
+    let child = Command::new(env!("CARGO_BIN_EXE_lockplane"))
+        .args(["apply", plan_s])
+        .env("LOCKPLANE_LEDGER", &ledger)
+        .env("DATABASE_URL", &url)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn apply");
+    let started = std::time::Instant::now();
+    loop {
+        let n: i64 = client
+            .query_one(building, &[])
+            .await
+            .expect("activity")
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the index build never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    interrupt(&child);
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("interrupted"), "{err}");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let n: i64 = client
+        .query_one(building, &[])
+        .await
+        .expect("activity")
+        .get(0);
+    assert_eq!(n, 0, "the build still runs on the server");
+    let invalid: i64 = client
+        .query_one("SELECT count(*) FROM pg_index WHERE NOT indisvalid", &[])
+        .await
+        .expect("indexes")
+        .get(0);
+    assert_eq!(invalid, 0, "an invalid index was left behind");
+    let log = text(&lockplane(&ledger, &url, &["audit", "log"]).stdout);
+    assert!(log.contains("ApplyFailed"), "{log}");
+
+    let again = lockplane(&ledger, &url, &["apply", plan_s]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let third = lockplane(&ledger, &url, &["apply", plan_s]);
+    assert!(third.status.success(), "{}", text(&third.stderr));
+    assert!(
+        text(&third.stdout).contains("already applied"),
+        "{}",
+        text(&third.stdout)
+    );
+}
+
+/// An apply whose process died after the server finished leaves the ledger "applying"; the
+/// next `apply` of the same plan finds the target live and records it as applied, once.
+#[tokio::test]
+async fn a_plan_whose_target_is_live_is_recorded_as_applied_not_stale() {
+    let url = database("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let doc = dir.path().join("schema.yaml");
+    std::fs::write(
+        &doc,
+        "version: 1\nschemas:\n  public:\n    tables:\n      t:\n        columns:\n          \
+         - { name: id, type: int, pk: true }\n          - { name: note, type: text }\n",
+    )
+    .expect("write");
+    let plan_file = dir.path().join("plan.json");
+    let plan_s = plan_file.to_str().expect("path");
+    let planned = lockplane(
+        &ledger,
+        &url,
+        &["plan", "-f", doc.to_str().expect("path"), "--out", plan_s],
+    );
+    assert!(planned.status.success(), "{}", text(&planned.stderr));
+    // The change reaches the database without Lockplane recording it (a process that died
+    // after COMMIT looks the same to the ledger).
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let client = cluster
+        .connect(url.rsplit('/').next().expect("db"))
+        .await
+        .expect("connect");
+    client
+        .batch_execute("ALTER TABLE t ADD COLUMN note text")
+        .await
+        .expect("alter");
+    let first = lockplane(&ledger, &url, &["apply", plan_s]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let out = text(&first.stdout);
+    assert!(
+        out.contains("already applied") && out.contains("recorded as applied at seq"),
+        "{out}"
+    );
+    let second = lockplane(&ledger, &url, &["apply", plan_s]);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stdout).contains("nothing to do"),
+        "{}",
+        text(&second.stdout)
+    );
+}
+
+/// Ctrl-C at many points of `plan` (while its throwaway shadow cluster starts, runs, stops):
+/// no `lockplane-pg-*` directory is left behind.
+#[tokio::test]
+async fn ctrl_c_during_plan_leaves_no_directory() {
+    let url = database("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("tmp");
+    // The shadow's processes run as an unprivileged user: the directory must be reachable.
+    let _ = std::process::Command::new("chmod")
+        .args(["1777", tmp.to_str().expect("path")])
+        .status();
+    let doc = dir.path().join("schema.yaml");
+    std::fs::write(
+        &doc,
+        "version: 1\nschemas:\n  public:\n    tables:\n      t:\n        columns:\n          \
+         - { name: id, type: int, pk: true }\n          - { name: note, type: text }\n",
+    )
+    .expect("write");
+    let leftovers = || {
+        std::fs::read_dir(&tmp)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("lockplane-pg-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    for delay_ms in [150u64, 400, 700, 1000, 1500, 2200] {
+        let child = Command::new(env!("CARGO_BIN_EXE_lockplane"))
+            .args(["plan", "-f", doc.to_str().expect("path")])
+            .env("LOCKPLANE_LEDGER", dir.path().join("ledger"))
+            .env("DATABASE_URL", &url)
+            .env("TMPDIR", &tmp)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn plan");
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        interrupt(&child);
+        let _ = child.wait_with_output();
+    }
+    // The reaper notices its parent is gone within a second, stops the server, removes it.
+    let waited = std::time::Instant::now();
+    while leftovers() > 0 && waited.elapsed() < std::time::Duration::from_secs(15) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        leftovers(),
+        0,
+        "lockplane-pg-* directories left in {}",
+        tmp.display()
     );
 }

@@ -121,3 +121,46 @@ pub(crate) fn resume_point(
     })?;
     Ok(last)
 }
+
+/// The seq of the `PlanApplied` of `plan_id` on `database`, if the ledger records one.
+pub(crate) fn applied_at(
+    store: &dyn Store,
+    database: &str,
+    plan_id: &str,
+) -> Result<Option<u64>, CliError> {
+    let mut at = None;
+    lockplane_store::for_each_record(store, 1, |record| {
+        if record.stream != database {
+            return Ok(());
+        }
+        if let Event::PlanApplied(e) = decode(&record)? {
+            if e.plan_id == plan_id {
+                at = Some(record.seq);
+            }
+        }
+        Ok::<(), CliError>(())
+    })?;
+    Ok(at)
+}
+
+/// The seq of an `ApplyStarted` of `plan_id` on `database` that no outcome followed.
+pub(crate) fn open_apply(
+    store: &dyn Store,
+    database: &str,
+    plan_id: &str,
+) -> Result<Option<u64>, CliError> {
+    let mut open = None;
+    lockplane_store::for_each_record(store, 1, |record| {
+        if record.stream != database {
+            return Ok(());
+        }
+        match decode(&record)? {
+            Event::ApplyStarted(e) if e.plan_id == plan_id => open = Some(record.seq),
+            Event::PlanApplied(e) if e.plan_id == plan_id => open = None,
+            Event::ApplyFailed(e) if e.plan_id == plan_id => open = None,
+            _ => {}
+        }
+        Ok::<(), CliError>(())
+    })?;
+    Ok(open)
+}

@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +40,8 @@ pub(crate) struct PlanArgs {
     /// cluster started from the local Postgres binaries.
     #[arg(long)]
     shadow_url: Option<String>,
-    /// Skip the shadow dry run (not recommended).
+    /// Skip the shadow dry run (not recommended). A shadow is still used to materialise the
+    /// document (a throwaway cluster, or --shadow-url).
     #[arg(long)]
     no_shadow: bool,
     /// The database's id in the ledger; default `host:port/dbname`.
@@ -131,9 +133,24 @@ pub(crate) async fn run_plan(
         prove: !args.no_shadow,
         ..ProposeOptions::default()
     };
+    let shadow_given = args.shadow_url.is_some();
     let proposed = proposal::propose(&source, &loaded.catalog, &renames, &stats, target, &opts)
         .await
-        .map_err(failed)?;
+        .map_err(|e| {
+            let text = e.to_string();
+            if !shadow_given && text.contains("no Postgres server binaries") {
+                // Even without the dry run, the document is materialised on a shadow: that
+                // is how it becomes a catalog exactly as Postgres would store it.
+                CliError::Usage(format!(
+                    "{text}\nplanning needs a shadow server even with --no-shadow (which skips \
+                     only the dry run): the document is created there to read it back as \
+                     Postgres stores it. Pass --shadow-url postgres://USER@HOST/postgres (a \
+                     role that may create databases) to use an existing server instead"
+                ))
+            } else {
+                failed(e)
+            }
+        })?;
     let plan = proposed.plan;
     let shadow_line = match &proposed.report {
         _ if plan.steps.is_empty() => {
@@ -258,10 +275,8 @@ pub(crate) async fn run_apply(
             plan.plan_id
         )));
     }
-    // Refuse before touching anything (or the ledger) when confirmation is missing or wrong.
-    exec::check_confirmation(&plan, args.confirm.as_deref()).map_err(failed)?;
     let store = ledger::open(at)?;
-    let (mut client, _helper, default_id, _) = connect_pair(args.database_url.as_deref()).await?;
+    let (mut client, helper, default_id, _) = connect_pair(args.database_url.as_deref()).await?;
     let database = args.db_id.clone().unwrap_or(default_id);
     if !ledger::was_proposed(&store, &database, &plan.plan_id)? {
         return Err(CliError::Usage(format!(
@@ -272,6 +287,17 @@ pub(crate) async fn run_apply(
             at.path.display()
         )));
     }
+    // A plan whose target is live is applied, whatever the ledger knew: say so (and record
+    // it, when an interrupted apply finished on the server after its process stopped).
+    if !args.resume && plan.target_hash != plan.base_hash {
+        if let Some(live) = introspect_parallel_once(&mut client).await {
+            if live == plan.target_hash {
+                return already_applied(&store, actor, &database, &plan);
+            }
+        }
+    }
+    // Refuse before changing anything (or recording) when confirmation is missing or wrong.
+    exec::check_confirmation(&plan, args.confirm.as_deref()).map_err(failed)?;
 
     let resume = if args.resume {
         match ledger::resume_point(&store, &database, &plan.plan_id)? {
@@ -333,14 +359,56 @@ pub(crate) async fn run_apply(
             Ok(())
         }
     };
+    let stop = Arc::new(AtomicBool::new(false));
     let opts = ApplyOptions {
         lock_timeout: std::time::Duration::from_millis(args.lock_timeout_ms),
         progress: Some(Arc::new(recorder) as Arc<dyn ProgressSink>),
         resume_after: resume.clone(),
+        stop: Some(stop.clone()),
         ..ApplyOptions::default()
     };
+    let backend: Option<i32> = client
+        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+        .await
+        .ok()
+        .map(|r| r.get(0));
     shown.start();
-    let outcome = exec::apply(&mut client, &plan, &opts, args.confirm.as_deref()).await;
+    let watcher = backend.map(|pid| tokio::spawn(watch(helper, pid, shown.clone())));
+    let cancel = client.cancel_token();
+    let outcome = {
+        let apply = exec::apply(&mut client, &plan, &opts, args.confirm.as_deref());
+        tokio::pin!(apply);
+        let mut interrupt = std::pin::pin!(interrupted());
+        loop {
+            tokio::select! {
+                outcome = &mut apply => break outcome,
+                () = &mut interrupt, if !stop.load(Ordering::SeqCst) => {
+                    // The first interrupt stops the apply cleanly: the running statement is
+                    // cancelled on the server (a dropped client would leave it running), a
+                    // transaction rolls back, a failed index build is cleaned up, and the
+                    // outcome is recorded below. A second one exits at once.
+                    stop.store(true, Ordering::SeqCst);
+                    eprintln!(
+                        "lockplane: interrupted: cancelling the running statement on the server \
+                         and stopping; interrupt again to exit without waiting"
+                    );
+                    let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
+                    tokio::spawn(async {
+                        interrupted().await;
+                        eprintln!(
+                            "lockplane: exiting; the ledger keeps this apply open: run the same \
+                             apply again to record what the database reached"
+                        );
+                        std::process::exit(130);
+                    });
+                }
+            }
+        }
+    };
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    let was_interrupted = stop.load(Ordering::SeqCst);
     shown.finish(outcome.is_ok());
     let finished = events::now_micros();
     let timing = Timing::between(began, finished);
@@ -385,9 +453,14 @@ pub(crate) async fn run_apply(
                 after_hash,
                 error: error.to_string(),
                 receipt,
-                interrupted: false,
+                interrupted: was_interrupted,
             });
-            ledger::record(store.as_ref(), &failed_event, &[])?;
+            let seq = ledger::record(store.as_ref(), &failed_event, &[])?.seq;
+            if was_interrupted {
+                return Err(CliError::Usage(format!(
+                    "apply interrupted (recorded at seq {seq}): {error}"
+                )));
+            }
             Err(CliError::Usage(format!("apply failed: {error}")))
         }
     }
@@ -465,11 +538,17 @@ impl ApplyProgress {
             Some(bar) => bar.set_message(format!("step {}: {}", first + 1, self.steps[first].0)),
             // The transaction's steps are announced together: they run back to back and
             // commit (or roll back) as one.
-            None => {
+            None if end - first > 1 => {
+                eprintln!(
+                    "lockplane: steps {} in one transaction (committed together, or rolled \
+                     back together):",
+                    Self::range(first, end, n)
+                );
                 for (i, (summary, _)) in self.steps.iter().enumerate().take(end).skip(first) {
-                    eprintln!("lockplane: step {}/{n} {summary}", i + 1);
+                    eprintln!("lockplane:   {}/{n} {summary}", i + 1);
                 }
             }
+            None => eprintln!("lockplane: step {}/{n} {}", first + 1, self.steps[first].0),
         }
     }
 
@@ -482,6 +561,14 @@ impl ApplyProgress {
         }
     }
 
+    /// A line about the step running now.
+    fn note(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(line.to_owned()),
+            None => eprintln!("lockplane:   {line}"),
+        }
+    }
+
     fn finish(&self, ok: bool) {
         match &self.bar {
             Some(bar) => bar.finish_and_clear(),
@@ -490,6 +577,9 @@ impl ApplyProgress {
                     "lockplane: applied {n}/{n} steps, target hash verified",
                     n = self.steps.len()
                 )
+            }
+            None if !self.steps.is_empty() => {
+                eprintln!("lockplane: the apply stopped; what happened follows")
             }
             None => {}
         }
@@ -522,6 +612,110 @@ impl ProgressSink for ApplyProgress {
         // Showing progress never stops an apply.
         Ok(())
     }
+}
+
+/// While the apply's backend `pid` runs a statement for more than a few seconds, says so every
+/// few seconds with how long it has run and, for an index build, Postgres' own progress
+/// (`pg_stat_progress_create_index`). Reads on its own connection; stopped by the caller.
+async fn watch(client: Client, pid: i32, shown: Arc<ApplyProgress>) {
+    const EVERY: Duration = Duration::from_secs(3);
+    let query = "SELECT EXTRACT(EPOCH FROM pg_catalog.clock_timestamp() - a.query_start)::float8,                         pg_catalog.left(pg_catalog.regexp_replace(a.query, '\\s+', ' ', 'g'), 60),                         p.phase, p.blocks_done, p.blocks_total, p.tuples_done, p.tuples_total                  FROM pg_catalog.pg_stat_activity a                  LEFT JOIN pg_catalog.pg_stat_progress_create_index p ON p.pid = a.pid                  WHERE a.pid = $1 AND a.state = 'active'";
+    loop {
+        tokio::time::sleep(EVERY).await;
+        let Ok(Some(row)) = client.query_opt(query, &[&pid]).await else {
+            continue;
+        };
+        let seconds: f64 = row.get(0);
+        if seconds < EVERY.as_secs_f64() {
+            continue;
+        }
+        let statement: String = row.get(1);
+        let phase: Option<String> = row.get(2);
+        let mut line = format!("… {seconds:.0} s: {statement}");
+        if let Some(phase) = phase {
+            let (blocks, blocks_total): (Option<i64>, Option<i64>) = (row.get(3), row.get(4));
+            let (tuples, tuples_total): (Option<i64>, Option<i64>) = (row.get(5), row.get(6));
+            line.push_str(&format!(" — {phase}"));
+            match (blocks, blocks_total, tuples, tuples_total) {
+                (Some(done), Some(total), _, _) if total > 0 => {
+                    line.push_str(&format!(", {}% of blocks", done * 100 / total));
+                }
+                (_, _, Some(done), Some(total)) if total > 0 => {
+                    line.push_str(&format!(", {}% of tuples", done * 100 / total));
+                }
+                _ => {}
+            }
+        }
+        shown.note(&line);
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn interrupted() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// `apply` of a plan whose target the database is already at: nothing runs. When the ledger
+/// has not recorded it as applied (its apply was interrupted after the server had finished,
+/// or the same change was made another way), it is recorded now, marked recovered.
+fn already_applied(
+    store: &dyn lockplane_store::Store,
+    actor: &str,
+    database: &str,
+    plan: &Plan,
+) -> Result<(), CliError> {
+    if let Some(seq) = ledger::applied_at(store, database, &plan.plan_id)? {
+        return print(&format!(
+            "plan {} is already applied (recorded at seq {seq}); the database is at its \
+             target {}: nothing to do",
+            plan.plan_id, plan.target_hash
+        ));
+    }
+    let started_seq = match ledger::open_apply(store, database, &plan.plan_id)? {
+        Some(seq) => seq,
+        None => {
+            let started = Event::ApplyStarted(ApplyStarted {
+                actor: actor.to_owned(),
+                database: database.to_owned(),
+                plan_id: plan.plan_id.clone(),
+                base_hash: plan.base_hash.clone(),
+                approval: None,
+            });
+            ledger::record(store, &started, &[])?.seq
+        }
+    };
+    let now = events::now_micros();
+    let receipt = Receipt::seal(plan.plan_id.clone(), Vec::new(), Timing::between(now, now))
+        .map_err(failed)?;
+    let applied = Event::PlanApplied(PlanApplied {
+        actor: actor.to_owned(),
+        database: database.to_owned(),
+        plan_id: plan.plan_id.clone(),
+        started_seq,
+        before_hash: plan.base_hash.clone(),
+        after_hash: plan.target_hash.clone(),
+        approval: None,
+        receipt,
+        recovered: true,
+    });
+    let seq = ledger::record(store, &applied, &[])?.seq;
+    print(&format!(
+        "plan {} is already applied: the database is at its target {}; recorded as applied \
+         at seq {seq} (an earlier apply finished on the server after its process stopped, or \
+         the change was made another way)",
+        plan.plan_id, plan.target_hash
+    ))
 }
 
 /// The live hash after a failed apply, for the ledger (`None` if it cannot be read).

@@ -58,10 +58,33 @@ pub(super) struct HttpOptions {
     pub header_timeout: Duration,
 }
 
-/// The bearer token: the first line of `file`, or 32 random bytes (hex) printed once on
-/// standard error so the operator can hand it to the client.
+/// The bearer token: the first line of `file` (created with a new random token, readable by
+/// its owner only, when it does not exist yet, so that restarts keep the token clients are
+/// configured with), or 32 random bytes (hex) printed once on standard error.
 pub(super) fn token(file: Option<&Path>) -> Result<String, ServeError> {
     if let Some(file) = file {
+        if !file.exists() {
+            let token = random_token()?;
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    ServeError::Http(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(file)
+                .and_then(|mut f| writeln!(f, "{token}"))
+                .map_err(|e| ServeError::Http(format!("cannot write {}: {e}", file.display())))?;
+            eprintln!(
+                "lockplane: wrote a new bearer token to {} (kept across restarts)",
+                file.display()
+            );
+            return Ok(token);
+        }
         let text = std::fs::read_to_string(file)
             .map_err(|e| ServeError::Http(format!("cannot read {}: {e}", file.display())))?;
         let token = text.lines().next().unwrap_or("").trim().to_owned();
@@ -74,16 +97,21 @@ pub(super) fn token(file: Option<&Path>) -> Result<String, ServeError> {
         }
         return Ok(token);
     }
+    let token = random_token()?;
+    eprintln!(
+        "lockplane: bearer token (shown once, pass it as `Authorization: Bearer …`; use \
+         --token-file to keep one across restarts): {token}"
+    );
+    Ok(token)
+}
+
+fn random_token() -> Result<String, ServeError> {
     let mut bytes = [0u8; TOKEN_BYTES];
     use std::io::Read;
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|e| ServeError::Http(format!("cannot read /dev/urandom for a token: {e}")))?;
-    let token = hex::encode(bytes);
-    eprintln!(
-        "lockplane: bearer token (shown once, pass it as `Authorization: Bearer …`): {token}"
-    );
-    Ok(token)
+    Ok(hex::encode(bytes))
 }
 
 /// Loopback only, unless the operator said otherwise.
@@ -403,6 +431,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_token_file_is_created_once_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("conf").join("token");
+        let first = token(Some(&file)).expect("created");
+        assert_eq!(first.len(), TOKEN_BYTES * 2);
+        let mode = std::fs::metadata(&file).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "owner only");
+        assert_eq!(
+            token(Some(&file)).expect("read back"),
+            first,
+            "kept across restarts"
+        );
+    }
 
     #[test]
     fn tokens_compare_exactly() {
