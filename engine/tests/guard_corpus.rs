@@ -367,3 +367,48 @@ fn plan_expressions_pass_the_function_allow_list() {
         check_expressions(sql, AccessMode::Schema).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
+
+/// Every refused corpus statement of the form `SELECT expr` (a dangerous function, a protected
+/// catalog, …) is refused again when `expr` sits where a document puts expressions: a view's
+/// query, a policy, a default, a CHECK, a generated column, an index expression or predicate.
+#[test]
+fn every_refused_expression_is_refused_in_every_document_position() {
+    use lockplane_engine::guard::check_expressions;
+    let mut tried = 0;
+    for case in CASES {
+        let Expect::Refuse(_) = case.expect else {
+            continue;
+        };
+        let Some(expr) = case.sql.strip_prefix("SELECT ") else {
+            continue;
+        };
+        let upper = expr.to_uppercase();
+        if upper.contains(" FROM ") || upper.contains(';') || upper.contains(" INTO ") {
+            continue;
+        }
+        // Only expressions refused for what they call or read, not for the statement form.
+        if check(&format!("SELECT ({expr})"), AccessMode::Schema).is_ok() {
+            continue;
+        }
+        let positions = [
+            format!("CREATE VIEW v AS SELECT {expr}"),
+            format!("CREATE POLICY p ON t USING (({expr}) IS NOT NULL)"),
+            format!("CREATE TABLE t (id int, x text DEFAULT ({expr})::text)"),
+            format!("ALTER TABLE t ADD CONSTRAINT c CHECK (({expr}) IS NOT NULL)"),
+            format!("CREATE TABLE t (id int, x text GENERATED ALWAYS AS (({expr})::text) STORED)"),
+            format!("CREATE INDEX i ON t ((({expr})::text))"),
+            format!("CREATE INDEX i ON t (id) WHERE ({expr}) IS NOT NULL"),
+        ];
+        for sql in positions {
+            if pg_query::parse(&sql, 0).is_err() {
+                continue;
+            }
+            assert!(
+                check_expressions(&sql, AccessMode::Schema).is_err(),
+                "accepted in a plan: {sql}"
+            );
+            tried += 1;
+        }
+    }
+    assert!(tried >= 50, "only {tried} placements tried");
+}

@@ -908,6 +908,7 @@ impl Walker {
                 for (key, v) in map {
                     match key.as_str() {
                         "FuncCall" => self.function_call(v, location(v).or(here))?,
+                        "AExpr" => operator(v, location(v).or(here))?,
                         "RangeVar" => protected_catalog(v, here)?,
                         // Generic nodes come wrapped (`{"node": {"TypeName": …}}`), struct
                         // fields bare (`"type_name": {…}` of a cast or a column).
