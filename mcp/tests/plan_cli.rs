@@ -115,7 +115,9 @@ async fn plan_dry_runs_then_apply_needs_the_exact_confirmation() {
         text(&changed.stderr)
     );
 
-    let applied = lockplane(&ledger, &url, &["apply", plan_s, "--confirm", &plan_id]);
+    // The short id `audit log` shows confirms as well as the whole one.
+    let short = plan_id["sha3-256:".len()..][..12].to_owned();
+    let applied = lockplane(&ledger, &url, &["apply", plan_s, "--confirm", &short]);
     assert!(applied.status.success(), "{}", text(&applied.stderr));
     let target = plan["target_hash"].as_str().expect("target");
     assert!(text(&applied.stdout).contains(&format!("resulting hash {target}")));
@@ -498,6 +500,14 @@ async fn a_plan_whose_target_is_live_is_recorded_as_applied_not_stale() {
         &["plan", "-f", doc.to_str().expect("path"), "--out", plan_s],
     );
     assert!(planned.status.success(), "{}", text(&planned.stderr));
+    // A confirmation that is not this plan's id is refused, even where none is needed.
+    let wrong = lockplane(&ledger, &url, &["apply", plan_s, "--confirm", "WRONG"]);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains("is not this plan's id"),
+        "{}",
+        text(&wrong.stderr)
+    );
     // The change reaches the database without Lockplane recording it (a process that died
     // after COMMIT looks the same to the ledger).
     let cluster = testkit::shared_cluster().expect("cluster");

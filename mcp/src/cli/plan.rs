@@ -296,8 +296,19 @@ pub(crate) async fn run_apply(
             }
         }
     }
+    // The id as `audit log` shows it (12 digits), or the bare hex, stands for the plan's id.
+    let confirm = args.confirm.as_deref().map(|c| expand_id(c, &plan.plan_id));
+    if let Some(given) = &confirm {
+        if given != &plan.plan_id {
+            return Err(CliError::Usage(format!(
+                "--confirm {given} is not this plan's id ({}); a confirmation names exactly \
+                 the plan it approves",
+                plan.plan_id
+            )));
+        }
+    }
     // Refuse before changing anything (or recording) when confirmation is missing or wrong.
-    exec::check_confirmation(&plan, args.confirm.as_deref()).map_err(failed)?;
+    exec::check_confirmation(&plan, confirm.as_deref()).map_err(failed)?;
 
     let resume = if args.resume {
         match ledger::resume_point(&store, &database, &plan.plan_id)? {
@@ -316,7 +327,7 @@ pub(crate) async fn run_apply(
     };
     let store = Arc::new(store);
 
-    let approval = match &args.confirm {
+    let approval = match &confirm {
         Some(plan_id) if plan.requires_confirmation => {
             let confirmed = Event::PlanConfirmed(PlanConfirmed {
                 actor: actor.to_owned(),
@@ -376,7 +387,7 @@ pub(crate) async fn run_apply(
     let watcher = backend.map(|pid| tokio::spawn(watch(helper, pid, shown.clone())));
     let cancel = client.cancel_token();
     let outcome = {
-        let apply = exec::apply(&mut client, &plan, &opts, args.confirm.as_deref());
+        let apply = exec::apply(&mut client, &plan, &opts, confirm.as_deref());
         tokio::pin!(apply);
         let mut interrupt = std::pin::pin!(interrupted());
         loop {
@@ -650,6 +661,19 @@ async fn watch(client: Client, pid: i32, shown: Arc<ApplyProgress>) {
     }
 }
 
+/// `given` as the full plan id when it is the id's short form (`audit log` shows the first
+/// 12 hex digits; at least 8 are needed) or its bare hex; otherwise `given` unchanged.
+fn expand_id(given: &str, plan_id: &str) -> String {
+    let given = given.trim();
+    let hex = plan_id.strip_prefix("sha3-256:").unwrap_or(plan_id);
+    let bare = given.strip_prefix("sha3-256:").unwrap_or(given);
+    if bare.len() >= 8 && bare.chars().all(|c| c.is_ascii_hexdigit()) && hex.starts_with(bare) {
+        plan_id.to_owned()
+    } else {
+        given.to_owned()
+    }
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 async fn interrupted() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -724,4 +748,22 @@ async fn introspect_parallel_once(client: &mut Client) -> Option<lockplane_engin
         .await
         .ok()?;
     catalog_hash(&catalog).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn short_and_bare_ids_stand_for_the_plan() {
+        let id = format!("sha3-256:{}", "ab12".repeat(16));
+        assert_eq!(super::expand_id(&id, &id), id);
+        assert_eq!(super::expand_id("ab12ab12ab12", &id), id);
+        assert_eq!(super::expand_id(&"ab12".repeat(16), &id), id);
+        assert_eq!(super::expand_id("sha3-256:ab12ab12", &id), id);
+        assert_eq!(
+            super::expand_id("ab12", &id),
+            "ab12",
+            "too short to be unique"
+        );
+        assert_eq!(super::expand_id("ffffffff", &id), "ffffffff");
+    }
 }
