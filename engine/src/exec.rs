@@ -634,7 +634,7 @@ fn step_failed_message(
 ) -> String {
     let state = if rolled_back {
         "the transaction was rolled back: nothing of this phase was applied, the database is \
-         as before it"
+         as it was before this phase"
             .to_owned()
     } else {
         format!(

@@ -182,7 +182,10 @@ pub enum ShadowError {
         live: CatalogHash,
     },
     /// Re-creating a catalog on an empty shadow failed ([`materialize`]).
-    #[error("re-creating the schema on the shadow failed: {0}")]
+    #[error(
+        "creating the desired schema on the shadow failed: the document asks for something \
+         this Postgres refuses (fix the document): {0}"
+    )]
     Reproduce(#[source] ApplyError),
     /// The plan failed on the shadow: the real apply would fail the same way.
     #[error("the plan fails on the shadow database: {0}")]

@@ -589,3 +589,93 @@ async fn ctrl_c_during_plan_leaves_no_directory() {
         tmp.display()
     );
 }
+
+/// Each class of CLI failure has its own code and exit status, and its message is printed
+/// once; the id to confirm is on a line of its own, unwrapped.
+#[tokio::test]
+async fn each_failure_class_has_its_code_and_exit_status() {
+    let url = database("CREATE TABLE t (id int PRIMARY KEY, legacy text)").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let write = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).expect("write");
+        path.to_str().expect("path").to_owned()
+    };
+    let drop_doc = write(
+        "drop.yaml",
+        "version: 1\nschemas:\n  public:\n    tables:\n      t:\n        columns:\n          \
+         - { name: id, type: int, pk: true }\n",
+    );
+    let plan_file = dir.path().join("plan.json");
+    let plan_s = plan_file.to_str().expect("path");
+    let planned = lockplane(&ledger, &url, &["plan", "-f", &drop_doc, "--out", plan_s]);
+    assert!(planned.status.success(), "{}", text(&planned.stderr));
+    let plan: Value =
+        serde_json::from_slice(&std::fs::read(&plan_file).expect("plan")).expect("json");
+    let plan_id = plan["plan_id"].as_str().expect("id").to_owned();
+    let short = plan_id["sha3-256:".len()..][..12].to_owned();
+
+    // needs confirmation: 3, the command to run with the short id on a line of its own.
+    let out = lockplane(&ledger, &url, &["apply", plan_s]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("lockplane::needs_confirmation"), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l
+            .trim()
+            .trim_start_matches(['│', '|'])
+            .trim()
+            .ends_with(&format!("--confirm {short}"))),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("needs confirmation because").count(),
+        1,
+        "{stderr}"
+    );
+
+    // invalid document: 7.
+    let bad = write("bad.yaml", "version: 1\nschemas: 5\n");
+    let out = lockplane(&ledger, &url, &["plan", "-f", &bad]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("lockplane::dsl"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // refused (a plan file changed after planning): 5.
+    let tampered = write(
+        "tampered.json",
+        &std::fs::read_to_string(&plan_file)
+            .expect("plan")
+            .replace("legacy", "legacz"),
+    );
+    let out = lockplane(&ledger, &url, &["apply", &tampered, "--confirm", &plan_id]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("lockplane::refused"));
+
+    // stale: 4 (the database moved since the plan).
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let client = cluster
+        .connect(url.rsplit('/').next().expect("db"))
+        .await
+        .expect("connect");
+    client
+        .batch_execute("ALTER TABLE t ADD COLUMN other int")
+        .await
+        .expect("drift");
+    let out = lockplane(&ledger, &url, &["apply", plan_s, "--confirm", &plan_id]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("lockplane::stale"), "{stderr}");
+
+    // connection: 6.
+    let out = lockplane(
+        &ledger,
+        "postgres://nobody@127.0.0.1:1/none",
+        &["plan", "-f", &drop_doc],
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+}

@@ -151,6 +151,10 @@ impl miette::Diagnostic for DslError {
 }
 
 impl miette::Diagnostic for DslErrors {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        Some(Box::new("lockplane::dsl"))
+    }
+
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
     }

@@ -150,10 +150,63 @@ pub(crate) enum CliError {
     #[error("{0}")]
     #[diagnostic(code(lockplane::usage))]
     Usage(String),
+    /// The plan needs a confirmation (or got one for another plan): nothing ran.
+    #[error("{message}")]
+    #[diagnostic(code(lockplane::needs_confirmation))]
+    NeedsConfirmation {
+        message: String,
+        /// What to run, with the id to confirm on a line of its own.
+        #[help]
+        help: String,
+    },
+    /// The database is no longer at the plan's base: nothing ran.
+    #[error("{0}")]
+    #[diagnostic(
+        code(lockplane::stale),
+        help("plan again against the live schema (lockplane plan -f DOCUMENT --out PLAN.json)")
+    )]
+    Stale(String),
+    /// The plan (or its document) is refused as it is: changed after planning, not planned
+    /// here, SQL the planner does not write, a feature the server lacks, …
+    #[error("{0}")]
+    #[diagnostic(code(lockplane::refused))]
+    Refused(String),
+    /// The apply ran and failed; the message says what is committed and what to do.
+    #[error("{0}")]
+    #[diagnostic(code(lockplane::apply_failed))]
+    ApplyFailed(String),
+    /// Interrupted by a signal; the outcome is recorded.
+    #[error("{0}")]
+    #[diagnostic(code(lockplane::interrupted))]
+    Interrupted(String),
     /// `lockplane serve` failed to start or stopped with an error.
     #[error(transparent)]
     #[diagnostic(transparent)]
     Serve(Box<crate::serve::ServeError>),
+}
+
+impl CliError {
+    /// The process exit status of each class of failure (documented in the README): scripts
+    /// tell them apart without reading the message.
+    pub(crate) fn exit_status(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::Read { .. } => 2,
+            CliError::NeedsConfirmation { .. } => 3,
+            CliError::Stale(_) => 4,
+            CliError::Refused(_) => 5,
+            CliError::Connect(_) => 6,
+            CliError::Dsl(_) => 7,
+            CliError::ApplyFailed(_) => 8,
+            CliError::Interrupted(_) => 130,
+            CliError::Introspect(_)
+            | CliError::Cluster(_)
+            | CliError::Output(_)
+            | CliError::Ledger { .. }
+            | CliError::Event { .. }
+            | CliError::VerifyFailed(_)
+            | CliError::Serve(_) => 1,
+        }
+    }
 }
 
 impl From<crate::serve::ServeError> for CliError {

@@ -89,6 +89,31 @@ async fn connect_pair(
     Ok((a?, b?, id, config))
 }
 
+/// An executor error as the CLI class it belongs to.
+fn apply_error(e: exec::ApplyError, plan_file: &Path, plan_id: &str) -> CliError {
+    use exec::ApplyError as A;
+    let short = events::short(plan_id);
+    match e {
+        A::ConfirmationRequired { .. } | A::WrongConfirmation { .. } => {
+            CliError::NeedsConfirmation {
+                message: e.to_string(),
+                help: format!(
+                    "review the hazards (lockplane plan prints them), then apply with the \
+                     plan's id (its first 12 digits, as audit log shows it, are enough):\n\n  \
+                     lockplane apply {} --confirm {short}\n",
+                    plan_file.display()
+                ),
+            }
+        }
+        A::Stale { .. } => CliError::Stale(e.to_string()),
+        A::PlanTampered { .. } | A::Foreign(_) | A::InvalidResume { .. } => {
+            CliError::Refused(e.to_string())
+        }
+        A::Interrupted { .. } => CliError::Interrupted(e.to_string()),
+        other => CliError::ApplyFailed(other.to_string()),
+    }
+}
+
 fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::Usage(e.to_string())
 }
@@ -148,7 +173,13 @@ pub(crate) async fn run_plan(
                      role that may create databases) to use an existing server instead"
                 ))
             } else {
-                failed(e)
+                use proposal::ProposeError as P;
+                match e {
+                    P::MissingRoles { .. } | P::Unsupported { .. } | P::Guarded(_) | P::Plan(_) => {
+                        CliError::Refused(text)
+                    }
+                    _ => failed(e),
+                }
             }
         })?;
     let plan = proposed.plan;
@@ -268,7 +299,7 @@ pub(crate) async fn run_apply(
         .map_err(|e| CliError::Usage(format!("{} is not a plan: {e}", args.plan.display())))?;
     let computed = plan.computed_id().map_err(failed)?;
     if computed != plan.plan_id {
-        return Err(CliError::Usage(format!(
+        return Err(CliError::Refused(format!(
             "{} was changed after it was planned: its content hashes to {computed}, not to its \
              plan_id {}; plan again",
             args.plan.display(),
@@ -279,7 +310,7 @@ pub(crate) async fn run_apply(
     let (mut client, helper, default_id, _) = connect_pair(args.database_url.as_deref()).await?;
     let database = args.db_id.clone().unwrap_or(default_id);
     if !ledger::was_proposed(&store, &database, &plan.plan_id)? {
-        return Err(CliError::Usage(format!(
+        return Err(CliError::Refused(format!(
             "plan {} was never proposed for {database} in this ledger ({}): Lockplane applies \
              only plans it made and proved against this database; plan it here first \
              (lockplane plan -f DOCUMENT --out PLAN.json)",
@@ -300,15 +331,19 @@ pub(crate) async fn run_apply(
     let confirm = args.confirm.as_deref().map(|c| expand_id(c, &plan.plan_id));
     if let Some(given) = &confirm {
         if given != &plan.plan_id {
-            return Err(CliError::Usage(format!(
-                "--confirm {given} is not this plan's id ({}); a confirmation names exactly \
+            return Err(CliError::NeedsConfirmation {
+                help: "drop --confirm, or pass this plan's id".into(),
+                message: format!(
+                    "--confirm {given} is not this plan's id ({}); a confirmation names exactly \
                  the plan it approves",
-                plan.plan_id
-            )));
+                    plan.plan_id
+                ),
+            });
         }
     }
     // Refuse before changing anything (or recording) when confirmation is missing or wrong.
-    exec::check_confirmation(&plan, confirm.as_deref()).map_err(failed)?;
+    exec::check_confirmation(&plan, confirm.as_deref())
+        .map_err(|e| apply_error(e, &args.plan, &plan.plan_id))?;
 
     let resume = if args.resume {
         match ledger::resume_point(&store, &database, &plan.plan_id)? {
@@ -468,11 +503,16 @@ pub(crate) async fn run_apply(
             });
             let seq = ledger::record(store.as_ref(), &failed_event, &[])?.seq;
             if was_interrupted {
-                return Err(CliError::Usage(format!(
+                return Err(CliError::Interrupted(format!(
                     "apply interrupted (recorded at seq {seq}): {error}"
                 )));
             }
-            Err(CliError::Usage(format!("apply failed: {error}")))
+            Err(match apply_error(error, &args.plan, &plan.plan_id) {
+                CliError::ApplyFailed(message) => CliError::ApplyFailed(format!(
+                    "apply failed (recorded at seq {seq}): {message}"
+                )),
+                other => other,
+            })
         }
     }
 }
