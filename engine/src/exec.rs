@@ -65,7 +65,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::error::{ErrorPosition, SqlState};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::catalog::Catalog;
 use crate::events::{Receipt, StepApplied, StepOutcome, StepReceipt, Timing};
@@ -821,7 +821,7 @@ pub async fn run_with_timeout(
         Err(_) => {
             // The cancel travels on its own connection; if even that fails, the server-side
             // statement_timeout is the remaining guard.
-            let _ = token.cancel_query(NoTls).await;
+            crate::connect::cancel_query(&token).await;
             Err(PgFailure::timed_out(timeout))
         }
     }

@@ -89,7 +89,7 @@ pub struct LiveSource<'a> {
     /// A connection to it (roles and the server version are read through it).
     pub client: &'a Client,
     /// How to connect to it: `pg_dump` connects with these settings.
-    pub config: &'a tokio_postgres::Config,
+    pub config: &'a crate::connect::ConnTarget,
     /// Its catalog as last introspected (the shadow reads it again on pg_dump's snapshot).
     pub catalog: &'a Catalog,
 }
@@ -126,12 +126,12 @@ pub enum ShadowError {
     #[error("cannot set up the shadow database: {0}")]
     Cluster(#[from] ClusterError),
     /// The shadow server given by URL could not be reached or used.
-    #[error("cannot use the shadow server {shown}: {source}")]
+    #[error("cannot use the shadow server {shown}: {}", crate::connect::describe_error(.error))]
     Server {
         /// The server (without password).
         shown: String,
         /// Why.
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
     /// The shadow URL could not be read.
     #[error(transparent)]
@@ -200,12 +200,12 @@ pub enum ShadowError {
     #[error(transparent)]
     Canonical(#[from] CanonicalError),
     /// A shadow setup statement failed.
-    #[error("preparing the shadow database failed ({what}): {source}")]
+    #[error("preparing the shadow database failed ({what}): {}", crate::connect::describe_error(.error))]
     Setup {
         /// What was being done.
         what: &'static str,
         /// The error.
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
 }
 
@@ -234,7 +234,7 @@ struct Scratch<'a> {
     owned: Option<Cluster>,
     borrowed: Option<&'a Cluster>,
     /// Maintenance connection settings for a URL target.
-    server: Option<tokio_postgres::Config>,
+    server: Option<crate::connect::ConnTarget>,
     name: String,
     client: Client,
 }
@@ -288,12 +288,12 @@ impl<'a> Scratch<'a> {
             }
             ShadowTarget::Url(url) => {
                 let config = crate::connect::resolve(Some(url))?;
-                let shown = crate::connect::describe(&config);
-                let server_err = |source| ShadowError::Server {
+                let shown = config.describe();
+                let server_err = |error| ShadowError::Server {
                     shown: shown.clone(),
-                    source,
+                    error,
                 };
-                let admin = crate::connect::connect(&config).await.map_err(server_err)?;
+                let admin = crate::connect::connect(&config).await?;
                 admin
                     .batch_execute(&format!(
                         "CREATE DATABASE {} TEMPLATE template0",
@@ -302,8 +302,8 @@ impl<'a> Scratch<'a> {
                     .await
                     .map_err(server_err)?;
                 let mut db = config.clone();
-                db.dbname(&name);
-                let client = crate::connect::connect(&db).await.map_err(server_err)?;
+                db.pg.dbname(&name);
+                let client = crate::connect::connect(&db).await?;
                 Ok(Scratch {
                     owned: None,
                     borrowed: None,
@@ -371,7 +371,7 @@ pub(crate) fn roles_of(catalog: &Catalog) -> Vec<String> {
 /// Prepares a fresh shadow database for `catalog`: Lockplane's helpers (policies may call
 /// them) and the roles it names.
 async fn prepare(client: &Client, catalog: &Catalog) -> Result<(), ShadowError> {
-    let setup = |what| move |source| ShadowError::Setup { what, source };
+    let setup = |what| move |error| ShadowError::Setup { what, error };
     client
         .batch_execute(&crate::dsl::helpers::install_sql())
         .await
@@ -448,17 +448,17 @@ pub async fn materialize(
 enum Server<'a> {
     Owned(Cluster),
     Borrowed(&'a Cluster),
-    Url(tokio_postgres::Config),
+    Url(crate::connect::ConnTarget),
 }
 
 impl Server<'_> {
-    fn config(&self, dbname: &str) -> tokio_postgres::Config {
+    fn config(&self, dbname: &str) -> crate::connect::ConnTarget {
         match self {
-            Server::Owned(c) => c.config(dbname),
-            Server::Borrowed(c) => c.config(dbname),
+            Server::Owned(c) => c.config(dbname).into(),
+            Server::Borrowed(c) => c.config(dbname).into(),
             Server::Url(config) => {
                 let mut config = config.clone();
-                config.dbname(dbname);
+                config.pg.dbname(dbname);
                 config
             }
         }
@@ -467,7 +467,7 @@ impl Server<'_> {
     /// The maintenance database: where databases are created and dropped from.
     fn admin_db(&self) -> String {
         match self {
-            Server::Url(config) => config.get_dbname().unwrap_or("postgres").to_owned(),
+            Server::Url(config) => config.pg.get_dbname().unwrap_or("postgres").to_owned(),
             _ => "postgres".to_owned(),
         }
     }
@@ -481,13 +481,7 @@ impl Server<'_> {
     }
 
     async fn connect(&self, dbname: &str) -> Result<Client, ShadowError> {
-        let config = self.config(dbname);
-        crate::connect::connect(&config)
-            .await
-            .map_err(|source| ShadowError::Server {
-                shown: crate::connect::describe(&config),
-                source,
-            })
+        Ok(crate::connect::connect(&self.config(dbname)).await?)
     }
 
     async fn create_database(&self, name: &str, template: &str) -> Result<(), ShadowError> {
@@ -499,9 +493,9 @@ impl Server<'_> {
                 quote_ident(template)
             ))
             .await
-            .map_err(|source| ShadowError::Setup {
+            .map_err(|error| ShadowError::Setup {
                 what: "creating a shadow database",
-                source,
+                error,
             })
     }
 
@@ -549,7 +543,7 @@ impl<'a> Shadow<'a> {
         target: ShadowTarget<'a>,
         lock_wait: Duration,
     ) -> Result<Shadow<'a>, ShadowError> {
-        let setup = |what| move |source| ShadowError::Setup { what, source };
+        let setup = |what| move |error| ShadowError::Setup { what, error };
         let live_major: u32 = live
             .client
             .query_one(
@@ -598,7 +592,7 @@ impl<'a> Shadow<'a> {
         live_major: u32,
         lock_wait: Duration,
     ) -> Result<(), ShadowError> {
-        let setup = |what| move |source| ShadowError::Setup { what, source };
+        let setup = |what| move |error| ShadowError::Setup { what, error };
         let tools = PgBinaries::pg_dump_for(live_major, self.server.binaries())?;
         let admin = self.server.connect(&self.server.admin_db()).await?;
         let shadow_version: String = admin
@@ -648,13 +642,11 @@ impl<'a> Shadow<'a> {
 
         // Dump and read live on one snapshot, so the reproduction is compared with exactly
         // the catalog it was dumped from, however busy live is.
-        let live_err = |source| ShadowError::Server {
-            shown: crate::connect::describe(live.config),
-            source,
+        let live_err = |error| ShadowError::Server {
+            shown: live.config.describe(),
+            error,
         };
-        let snap = crate::connect::connect(live.config)
-            .await
-            .map_err(live_err)?;
+        let snap = crate::connect::connect(live.config).await?;
         snap.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(live_err)?;
@@ -891,9 +883,9 @@ async fn create_roles(admin: &Client, roles: &[String]) -> Result<(), ShadowErro
         admin
             .batch_execute(&sql)
             .await
-            .map_err(|source| ShadowError::Setup {
+            .map_err(|error| ShadowError::Setup {
                 what: "creating live's roles on the shadow server",
-                source,
+                error,
             })?;
     }
     Ok(())
@@ -909,7 +901,7 @@ fn tool_name(tools: &PgBinaries) -> String {
 /// `pg_dump --schema-only` of the database `config` points at.
 async fn pg_dump(
     tools: &PgBinaries,
-    config: &tokio_postgres::Config,
+    config: &crate::connect::ConnTarget,
     lock_wait: Duration,
     snapshot: &str,
 ) -> Result<String, ShadowError> {
@@ -962,7 +954,7 @@ fn restorable(dump: &str, settings: &BTreeSet<String>) -> String {
 /// Restores a plain dump with psql, all or nothing.
 async fn psql_restore(
     tools: &PgBinaries,
-    config: &tokio_postgres::Config,
+    config: &crate::connect::ConnTarget,
     script: String,
 ) -> Result<(), String> {
     let mut cmd = tools.client_command("psql");

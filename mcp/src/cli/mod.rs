@@ -176,6 +176,18 @@ impl From<StoreError> for CliError {
     }
 }
 
+/// [`lockplane_engine::connect::resolve`], telling the user on standard error what it
+/// noticed (a password file skipped because others can read it).
+pub(crate) fn resolve_target(
+    url: Option<&str>,
+) -> Result<lockplane_engine::connect::ConnTarget, ConnectError> {
+    let target = lockplane_engine::connect::resolve(url)?;
+    for warning in &target.warnings {
+        eprintln!("lockplane: warning: {warning}");
+    }
+    Ok(target)
+}
+
 /// Parses the command line and runs the command.
 pub(crate) async fn run() -> Result<(), CliError> {
     let cli = Cli::parse();
