@@ -631,6 +631,11 @@ impl Cluster {
         self.port
     }
 
+    /// The data directory (where [`ClusterSetup::files`] were written).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
     /// Major version of the server.
     pub fn major_version(&self) -> u32 {
         self.bins.major
