@@ -213,7 +213,7 @@ pub fn resolve(url: Option<&str>) -> Result<ConnTarget, ConnectError> {
 ///
 /// 1. the string: `url` if given, else `DATABASE_URL`; without either, the `PG*` variables
 ///    alone (at least one of `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE` must be set);
-/// 2. what the string leaves out comes from `PGHOST` (default `localhost`), `PGPORT`,
+/// 2. what the string leaves out comes from `PGHOST` (default `localhost`), `PGHOSTADDR`, `PGPORT`,
 ///    `PGUSER` (default: the operating-system user), `PGDATABASE` (default: the user),
 ///    `PGPASSWORD`, `PGAPPNAME` (default `lockplane`), `PGSSLMODE` (default `prefer`),
 ///    `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY` (defaults: `root.crt`, `postgresql.crt`,
@@ -266,9 +266,20 @@ pub fn resolve_with(
     };
 
     if pg.get_hosts().is_empty() && pg.get_hostaddrs().is_empty() {
-        let hosts = var("PGHOST").unwrap_or_else(|| "localhost".into());
-        for host in hosts.split(',') {
+        let hosts =
+            var("PGHOST").or_else(|| var("PGHOSTADDR").is_none().then(|| "localhost".into()));
+        for host in hosts.iter().flat_map(|h| h.split(',')) {
             pg.host(host);
+        }
+    }
+    if pg.get_hostaddrs().is_empty() {
+        if let Some(addrs) = var("PGHOSTADDR") {
+            for addr in addrs.split(',') {
+                let addr = addr.parse().map_err(|_| {
+                    invalid(format!("PGHOSTADDR `{addrs}` is not a numeric IP address"))
+                })?;
+                pg.hostaddr(addr);
+            }
         }
     }
     if pg.get_ports().is_empty() {
@@ -433,6 +444,37 @@ pub fn host_port(config: &Config) -> (String, u16) {
     let port = config.get_ports().first().copied().unwrap_or(5432);
     (host, port)
 }
+
+/// libpq's connection variables: a client program started for a [`libpq_env`] target has
+/// these removed from what it inherits first, so that only the target decides where and how it
+/// connects (a user's `PGHOSTADDR` or `PGSSLROOTCERT` meant for live must not reach the psql
+/// restoring into a shadow).
+pub const LIBPQ_VARIABLES: &[&str] = &[
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGOPTIONS",
+    "PGAPPNAME",
+    "PGSSLMODE",
+    "PGREQUIRESSL",
+    "PGSSLNEGOTIATION",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLROOTCERT",
+    "PGSSLCRL",
+    "PGSSLCRLDIR",
+    "PGSSLSNI",
+    "PGCONNECT_TIMEOUT",
+    "PGCHANNELBINDING",
+    "PGTARGETSESSIONATTRS",
+    "PGLOADBALANCEHOSTS",
+];
 
 /// The libpq environment (`PGHOST`, `PGHOSTADDR`, `PGPORT`, `PGUSER`, `PGPASSWORD`,
 /// `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`,

@@ -906,6 +906,9 @@ async fn pg_dump(
     snapshot: &str,
 ) -> Result<String, ShadowError> {
     let mut cmd = tools.client_command("pg_dump");
+    for name in crate::connect::LIBPQ_VARIABLES {
+        cmd.env_remove(name);
+    }
     cmd.envs(crate::connect::libpq_env(config));
     cmd.arg(format!("--snapshot={snapshot}"));
     cmd.args([
@@ -958,6 +961,9 @@ async fn psql_restore(
     script: String,
 ) -> Result<(), String> {
     let mut cmd = tools.client_command("psql");
+    for name in crate::connect::LIBPQ_VARIABLES {
+        cmd.env_remove(name);
+    }
     cmd.envs(crate::connect::libpq_env(config));
     cmd.args([
         "--no-psqlrc",

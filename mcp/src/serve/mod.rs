@@ -204,9 +204,11 @@ async fn serve_stdio(shared: Shared) -> Result<(), ServeError> {
 
 /// The connection string to attach: the flag, `DATABASE_URL`, or a libpq key/value string
 /// built from the `PG*` variables (the runtime attaches by string, and resolves it again with
-/// the same environment). Warnings of the resolution are printed here, once.
+/// the same environment). The resolution's warnings (a password file skipped) are not
+/// printed here: the attach error carries them when the connection fails for want of a
+/// password.
 fn database_target(flag: Option<&str>) -> Result<String, ServeError> {
-    let target = crate::cli::resolve_target(flag)?;
+    let target = lockplane_engine::connect::resolve(flag)?;
     if let Some(url) = flag {
         return Ok(url.to_owned());
     }
