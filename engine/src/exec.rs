@@ -289,7 +289,7 @@ impl PgFailure {
             },
             None => PgFailure {
                 sqlstate: None,
-                message: e.to_string(),
+                message: crate::connect::describe_error(e),
                 detail: None,
                 hint: None,
                 position: None,
@@ -561,12 +561,12 @@ pub enum ApplyError {
     #[error(transparent)]
     Canonical(#[from] CanonicalError),
     /// A statement of the executor itself (locking, settings) failed.
-    #[error("{what} failed: {source}")]
+    #[error("{what} failed: {}", crate::connect::describe_error(.error))]
     Session {
         /// What was being done.
         what: &'static str,
         /// The error.
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
 }
 
@@ -629,7 +629,7 @@ fn step_failed_message(
 }
 
 fn session(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> ApplyError {
-    move |source| ApplyError::Session { what, source }
+    move |error| ApplyError::Session { what, error }
 }
 
 fn millis(d: Duration) -> u64 {

@@ -97,12 +97,15 @@ pub enum ProposeError {
     #[error(transparent)]
     Guarded(#[from] crate::guard::GuardedStep),
     /// Reading the live server (roles, helpers) failed.
-    #[error("reading {what} from the live database failed: {source}")]
+    #[error(
+        "reading {what} from the live database failed: {}",
+        crate::connect::describe_error(.error)
+    )]
     Live {
         /// What was read.
         what: &'static str,
         /// The error.
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
 }
 
@@ -214,9 +217,9 @@ async fn missing_roles(client: &Client, catalog: &Catalog) -> Result<Vec<String>
             &[&named],
         )
         .await
-        .map_err(|source| ProposeError::Live {
+        .map_err(|error| ProposeError::Live {
             what: "the roles",
-            source,
+            error,
         })?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
@@ -235,9 +238,9 @@ async fn has_helpers(client: &Client) -> Result<bool, ProposeError> {
             &[&crate::dsl::helpers::HELPER_SCHEMA, &names],
         )
         .await
-        .map_err(|source| ProposeError::Live {
+        .map_err(|error| ProposeError::Live {
             what: "Lockplane's helper functions",
-            source,
+            error,
         })?;
     let found: i32 = row.get(0);
     Ok(usize::try_from(found).unwrap_or(0) == names.len())
