@@ -448,7 +448,7 @@ pub async fn materialize(
 enum Server<'a> {
     Owned(Cluster),
     Borrowed(&'a Cluster),
-    Url(crate::connect::ConnTarget),
+    Url(Box<crate::connect::ConnTarget>),
 }
 
 impl Server<'_> {
@@ -457,7 +457,7 @@ impl Server<'_> {
             Server::Owned(c) => c.config(dbname).into(),
             Server::Borrowed(c) => c.config(dbname).into(),
             Server::Url(config) => {
-                let mut config = config.clone();
+                let mut config = (**config).clone();
                 config.pg.dbname(dbname);
                 config
             }
@@ -568,7 +568,7 @@ impl<'a> Shadow<'a> {
                 Server::Owned(cluster)
             }
             ShadowTarget::Cluster(cluster) => Server::Borrowed(cluster),
-            ShadowTarget::Url(url) => Server::Url(crate::connect::resolve(Some(url))?),
+            ShadowTarget::Url(url) => Server::Url(Box::new(crate::connect::resolve(Some(url))?)),
         };
         let mut shadow = Shadow {
             server,
