@@ -634,7 +634,9 @@ pub(crate) async fn propose(
         .await
         .map_err(|e| match e {
             ProposeError::Plan(e) => Error::Plan(e.to_string()),
-            ProposeError::MissingRoles { .. } => Error::Plan(e.to_string()),
+            ProposeError::MissingRoles { .. } | ProposeError::Unsupported { .. } => {
+                Error::Plan(e.to_string())
+            }
             ProposeError::Guarded(step) => Error::Guarded(step),
             other => Error::Shadow(other.to_string()),
         })?;

@@ -466,6 +466,9 @@ impl Cluster {
         }
         let data = root.join("data");
         let data_str = data.to_string_lossy().into_owned();
+        // The reaper first: an interrupt during initdb or start-up (Ctrl-C reaches our whole
+        // process group) must not leave the directory behind.
+        let reaper = spawn_reaper(&data, &root).ok();
         bins.run(
             &bins.program("initdb"),
             &[
@@ -490,7 +493,7 @@ impl Cluster {
             data,
             port: 0,
             run_as,
-            reaper: None,
+            reaper,
             settings: setup.settings.clone(),
         };
         for (name, contents) in &setup.files {
@@ -506,10 +509,7 @@ impl Cluster {
             cluster.port = free_port()?;
             cluster.write_config()?;
             match cluster.pg_ctl_start() {
-                Ok(()) => {
-                    cluster.reaper = cluster.spawn_reaper().ok();
-                    return Ok(cluster);
-                }
+                Ok(()) => return Ok(cluster),
                 Err(e) if attempt >= 5 => return Err(e),
                 Err(_) => continue,
             }
@@ -589,9 +589,12 @@ impl Cluster {
             other => other,
         })
     }
+}
 
-    /// Starts the process that cleans up if this process dies without dropping the cluster.
-    fn spawn_reaper(&self) -> Result<Child, ClusterError> {
+/// Starts the process that cleans up `root` (stopping the server of `data` first, if one
+/// runs) when this process dies without dropping the cluster.
+fn spawn_reaper(data: &Path, root: &Path) -> Result<Child, ClusterError> {
+    {
         let script = r#"
             parent="$1"; data="$2"; root="$3"
             while kill -0 "$parent" 2>/dev/null; do sleep 1; done
@@ -607,8 +610,8 @@ impl Cluster {
             .arg(script)
             .arg("lockplane-reaper")
             .arg(std::process::id().to_string())
-            .arg(&self.data)
-            .arg(self.root())
+            .arg(data)
+            .arg(root)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -625,7 +628,9 @@ impl Cluster {
             source,
         })
     }
+}
 
+impl Cluster {
     /// The loopback port the server listens on.
     pub fn port(&self) -> u16 {
         self.port

@@ -561,12 +561,12 @@ pub enum ApplyError {
     #[error(transparent)]
     Canonical(#[from] CanonicalError),
     /// A statement of the executor itself (locking, settings) failed.
-    #[error("{what} failed: {}", crate::connect::describe_error(.error))]
+    #[error("{what} failed: {}", crate::connect::describe_error(.source))]
     Session {
         /// What was being done.
         what: &'static str,
         /// The error.
-        error: tokio_postgres::Error,
+        source: tokio_postgres::Error,
     },
 }
 
@@ -629,7 +629,7 @@ fn step_failed_message(
 }
 
 fn session(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> ApplyError {
-    move |error| ApplyError::Session { what, error }
+    move |source| ApplyError::Session { what, source }
 }
 
 fn millis(d: Duration) -> u64 {

@@ -23,7 +23,7 @@ use crate::normalize::{self, NormalizeError};
 #[derive(Debug, thiserror::Error)]
 pub enum IntrospectError {
     /// A catalog query failed.
-    #[error("reading {what} failed: {source}")]
+    #[error("reading {what} failed: {}", server_says(.source))]
     Query {
         /// Which part of the catalog was being read.
         what: &'static str,
@@ -44,6 +44,30 @@ pub enum IntrospectError {
     /// The server is older than the oldest supported version.
     #[error("Postgres {0} is not supported (14 or newer is)")]
     UnsupportedVersion(String),
+}
+
+/// The server's own words for a failed catalog query (tokio-postgres' Display says only
+/// "db error"), and what to do when another session's lock was in the way.
+fn server_says(e: &tokio_postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else {
+        return match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        };
+    };
+    let mut out = format!("{} ({})", db.message(), db.code().code());
+    if let Some(detail) = db.detail() {
+        out.push_str(&format!("; {detail}"));
+    }
+    if db.code() == &tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE {
+        out.push_str(&format!(
+            "; another session holds a lock on a table whose definition is being read, and \
+             Lockplane waits at most {} s for one: try again when that transaction ends \
+             (pg_locks shows who holds it)",
+            crate::connect::SESSION_LOCK_TIMEOUT_MS / 1000
+        ));
+    }
+    out
 }
 
 /// What to read.

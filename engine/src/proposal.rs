@@ -96,16 +96,28 @@ pub enum ProposeError {
     /// [`ProposeOptions::guard`]).
     #[error(transparent)]
     Guarded(#[from] crate::guard::GuardedStep),
+    /// The document uses what the live server's version lacks.
+    #[error(
+        "the live server runs Postgres {major}, which lacks what the document uses: {}; \
+         change the document or upgrade the server",
+        features.join("; ")
+    )]
+    Unsupported {
+        /// The server's major version.
+        major: u32,
+        /// Each use, with the version it needs.
+        features: Vec<String>,
+    },
     /// Reading the live server (roles, helpers) failed.
     #[error(
         "reading {what} from the live database failed: {}",
-        crate::connect::describe_error(.error)
+        crate::connect::describe_error(.source)
     )]
     Live {
         /// What was read.
         what: &'static str,
         /// The error.
-        error: tokio_postgres::Error,
+        source: tokio_postgres::Error,
     },
 }
 
@@ -193,6 +205,29 @@ pub async fn prove_plan(
 /// `client` is connected to: missing roles are refused ([`ProposeError::MissingRoles`]); the
 /// helper installation steps are returned when `target` calls a helper live lacks.
 pub async fn prerequisites(client: &Client, target: &Catalog) -> Result<Vec<Step>, ProposeError> {
+    let version: i32 = client
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version_num')::int",
+            &[],
+        )
+        .await
+        .map_err(|source| ProposeError::Live {
+            what: "the server version",
+            source,
+        })?
+        .get(0);
+    let major = u32::try_from(version / 10_000).unwrap_or(0);
+    let lacking: Vec<String> = features_needed(target)
+        .into_iter()
+        .filter(|(_, _, since)| major < *since)
+        .map(|(path, feature, since)| format!("{path}: {feature} needs Postgres {since}"))
+        .collect();
+    if !lacking.is_empty() {
+        return Err(ProposeError::Unsupported {
+            major,
+            features: lacking,
+        });
+    }
     let missing = missing_roles(client, target).await?;
     if !missing.is_empty() {
         return Err(ProposeError::MissingRoles { roles: missing });
@@ -202,6 +237,53 @@ pub async fn prerequisites(client: &Client, target: &Catalog) -> Result<Vec<Step
     } else {
         Ok(Vec::new())
     }
+}
+
+/// What `catalog` uses that not every supported server has: `(object path, feature, first
+/// major version with it)`.
+pub fn features_needed(catalog: &Catalog) -> Vec<(String, &'static str, u32)> {
+    use crate::catalog::ConstraintDef;
+    let mut out = Vec::new();
+    for (schema_name, schema) in &catalog.schemas {
+        for (table_name, table) in &schema.tables {
+            for (name, constraint) in &table.constraints {
+                if let ConstraintDef::Unique {
+                    nulls_not_distinct: true,
+                    ..
+                } = &constraint.definition
+                {
+                    out.push((
+                        format!("{schema_name}.{table_name}.constraints.{name}"),
+                        "UNIQUE NULLS NOT DISTINCT",
+                        15,
+                    ));
+                }
+            }
+            for (name, index) in &table.indexes {
+                if index.nulls_not_distinct {
+                    out.push((
+                        format!("{schema_name}.{table_name}.indexes.{name}"),
+                        "an index with NULLS NOT DISTINCT",
+                        15,
+                    ));
+                }
+            }
+        }
+        for (name, view) in &schema.views {
+            if view
+                .options
+                .iter()
+                .any(|o| o.starts_with("security_invoker"))
+            {
+                out.push((
+                    format!("{schema_name}.views.{name}"),
+                    "the view option security_invoker",
+                    15,
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// The roles `catalog` grants to or names in a policy that the live server lacks.
@@ -217,9 +299,9 @@ async fn missing_roles(client: &Client, catalog: &Catalog) -> Result<Vec<String>
             &[&named],
         )
         .await
-        .map_err(|error| ProposeError::Live {
+        .map_err(|source| ProposeError::Live {
             what: "the roles",
-            error,
+            source,
         })?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
@@ -238,9 +320,9 @@ async fn has_helpers(client: &Client) -> Result<bool, ProposeError> {
             &[&crate::dsl::helpers::HELPER_SCHEMA, &names],
         )
         .await
-        .map_err(|error| ProposeError::Live {
+        .map_err(|source| ProposeError::Live {
             what: "Lockplane's helper functions",
-            error,
+            source,
         })?;
     let found: i32 = row.get(0);
     Ok(usize::try_from(found).unwrap_or(0) == names.len())

@@ -23,6 +23,9 @@
 //!   back, `READ ONLY` as a second fence. `ANALYZE` executes the statement, so it is accepted
 //!   only for statements the guard calls read-only; a plain `EXPLAIN` of a write plans it and
 //!   never executes it.
+//! - Before either runs, the server parses the text once with the extended protocol, which
+//!   refuses more than one command: the text is the one statement the guard saw, whatever the
+//!   server's lexing settings (which [`crate::connect`] also pins).
 //! - [`run_sql`] requires two-phase confirmation for statements the guard calls destructive
 //!   (the id to pass is [`confirmation_id`] of the exact text), then runs the statement in a
 //!   transaction with `SET LOCAL statement_timeout` (and a client-side backstop that cancels on
@@ -62,12 +65,14 @@ pub const MAX_RESULT_ROWS: usize = 1000;
 /// marked (the server still computed it whole; only the answer is bounded).
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
-/// At most this many bytes of values are returned in one answer; rows after the one that
+/// At most this many bytes of values are returned in one answer (1 MiB: an MCP answer
+/// carries them twice, as structured content and as text, under common clients' 10 MiB read
+/// buffer and the server's answer cap); rows after the one that
 /// crosses it are counted but not returned. Together with [`MAX_RESULT_ROWS`] and
 /// [`MAX_VALUE_BYTES`] this bounds what one call holds in memory and puts into an agent's
 /// context, whatever the statement returns: rows are read from the server as they stream in
 /// and dropped once a bound is reached.
-pub const MAX_RESULT_BYTES: usize = 2 * 1024 * 1024;
+pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
 
 /// Who an agent acts as when its SQL runs: the role and the two settings policies read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -419,6 +424,7 @@ pub async fn run_sql(
     let result = async {
         enter(client, ctx).await?;
         server_sees_one(client, sql, backstop(timeout)).await?;
+        no_shadowing(client, &checked.creates).await?;
         let started_at = crate::events::now_micros();
         let clock = Instant::now();
         let collected = collect_with_timeout(client, sql, backstop(timeout), MAX_VALUE_BYTES)
@@ -506,6 +512,40 @@ async fn server_sees_one(
             })
         }
     }
+}
+
+/// Refuses a relation whose name another schema on the session's search path already holds:
+/// created earlier on the path it would capture every unqualified reference to the existing
+/// one (an agent could slip a table of its own under an application's queries); created
+/// later, it is shadowed itself. Checked inside the transaction, under the agent's role, so
+/// the search path is the one that role resolves (`"$user"` included).
+async fn no_shadowing(client: &Client, creates: &[(String, String)]) -> Result<(), SessionError> {
+    let sql = "SELECT n.nspname::text || '.' || c.relname::text,                       pg_catalog.array_to_string(pg_catalog.current_schemas(false), ', ')                FROM pg_catalog.pg_class c                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace                WHERE c.relname = $2                  AND n.nspname = ANY (pg_catalog.current_schemas(false))                  AND n.nspname <> COALESCE(NULLIF($1, ''), pg_catalog.current_schema())                  AND COALESCE(NULLIF($1, ''), pg_catalog.current_schema())                      = ANY (pg_catalog.current_schemas(false))                  AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')";
+    for (schema, name) in creates {
+        let rows = client
+            .query(sql, &[schema, name])
+            .await
+            .map_err(|e| postgres(&e, sql))?;
+        if let Some(row) = rows.first() {
+            let existing: String = row.get(0);
+            let path: String = row.get(1);
+            let target = if schema.is_empty() {
+                "the first schema of the search path".to_owned()
+            } else {
+                format!("schema {schema}")
+            };
+            return Err(SessionError::Refused {
+                reason: format!(
+                    "a relation `{name}` in {target} would stand beside {existing} on the \
+                     search path ({path}), and unqualified references to `{name}` would \
+                     resolve to whichever comes first; choose another name, or qualify it \
+                     into a schema that is not on the search path"
+                ),
+                position: None,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What a statement returned, within the bounds.

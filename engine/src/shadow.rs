@@ -126,12 +126,12 @@ pub enum ShadowError {
     #[error("cannot set up the shadow database: {0}")]
     Cluster(#[from] ClusterError),
     /// The shadow server given by URL could not be reached or used.
-    #[error("cannot use the shadow server {shown}: {}", crate::connect::describe_error(.error))]
+    #[error("cannot use the shadow server {shown}: {}", crate::connect::describe_error(.source))]
     Server {
         /// The server (without password).
         shown: String,
         /// Why.
-        error: tokio_postgres::Error,
+        source: tokio_postgres::Error,
     },
     /// The shadow URL could not be read.
     #[error(transparent)]
@@ -200,12 +200,12 @@ pub enum ShadowError {
     #[error(transparent)]
     Canonical(#[from] CanonicalError),
     /// A shadow setup statement failed.
-    #[error("preparing the shadow database failed ({what}): {}", crate::connect::describe_error(.error))]
+    #[error("preparing the shadow database failed ({what}): {}", crate::connect::describe_error(.source))]
     Setup {
         /// What was being done.
         what: &'static str,
         /// The error.
-        error: tokio_postgres::Error,
+        source: tokio_postgres::Error,
     },
 }
 
@@ -289,9 +289,9 @@ impl<'a> Scratch<'a> {
             ShadowTarget::Url(url) => {
                 let config = crate::connect::resolve(Some(url))?;
                 let shown = config.describe();
-                let server_err = |error| ShadowError::Server {
+                let server_err = |source| ShadowError::Server {
                     shown: shown.clone(),
-                    error,
+                    source,
                 };
                 let admin = crate::connect::connect(&config).await?;
                 admin
@@ -371,7 +371,7 @@ pub(crate) fn roles_of(catalog: &Catalog) -> Vec<String> {
 /// Prepares a fresh shadow database for `catalog`: Lockplane's helpers (policies may call
 /// them) and the roles it names.
 async fn prepare(client: &Client, catalog: &Catalog) -> Result<(), ShadowError> {
-    let setup = |what| move |error| ShadowError::Setup { what, error };
+    let setup = |what| move |source| ShadowError::Setup { what, source };
     client
         .batch_execute(&crate::dsl::helpers::install_sql())
         .await
@@ -493,9 +493,9 @@ impl Server<'_> {
                 quote_ident(template)
             ))
             .await
-            .map_err(|error| ShadowError::Setup {
+            .map_err(|source| ShadowError::Setup {
                 what: "creating a shadow database",
-                error,
+                source,
             })
     }
 
@@ -543,7 +543,7 @@ impl<'a> Shadow<'a> {
         target: ShadowTarget<'a>,
         lock_wait: Duration,
     ) -> Result<Shadow<'a>, ShadowError> {
-        let setup = |what| move |error| ShadowError::Setup { what, error };
+        let setup = |what| move |source| ShadowError::Setup { what, source };
         let live_major: u32 = live
             .client
             .query_one(
@@ -592,7 +592,7 @@ impl<'a> Shadow<'a> {
         live_major: u32,
         lock_wait: Duration,
     ) -> Result<(), ShadowError> {
-        let setup = |what| move |error| ShadowError::Setup { what, error };
+        let setup = |what| move |source| ShadowError::Setup { what, source };
         let tools = PgBinaries::pg_dump_for(live_major, self.server.binaries())?;
         let admin = self.server.connect(&self.server.admin_db()).await?;
         let shadow_version: String = admin
@@ -642,9 +642,9 @@ impl<'a> Shadow<'a> {
 
         // Dump and read live on one snapshot, so the reproduction is compared with exactly
         // the catalog it was dumped from, however busy live is.
-        let live_err = |error| ShadowError::Server {
+        let live_err = |source| ShadowError::Server {
             shown: live.config.describe(),
-            error,
+            source,
         };
         let snap = crate::connect::connect(live.config).await?;
         snap.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -883,9 +883,9 @@ async fn create_roles(admin: &Client, roles: &[String]) -> Result<(), ShadowErro
         admin
             .batch_execute(&sql)
             .await
-            .map_err(|error| ShadowError::Setup {
+            .map_err(|source| ShadowError::Setup {
                 what: "creating live's roles on the shadow server",
-                error,
+                source,
             })?;
     }
     Ok(())

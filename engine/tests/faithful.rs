@@ -358,6 +358,40 @@ async fn the_readme_example_and_pagila_on_every_postgres_version() {
                 config: &db.config,
                 catalog: &catalog,
             };
+            if name == "readme" {
+                // A feature newer than the server is refused at plan time, naming it and the
+                // version it needs; on a server that has it, it plans.
+                let newer = dsl::load(
+                    "newer.yaml",
+                    "version: 1\nschemas:\n  public:\n    tables:\n      n:\n        \
+                     columns:\n          - { name: id, type: int, pk: true }\n          \
+                     - { name: code, type: text }\n        unique:\n          \
+                     - { name: n_code, columns: [code], nulls_not_distinct: true }\n",
+                    Format::Yaml,
+                )
+                .expect("document");
+                let outcome = proposal::propose(
+                    &source,
+                    &newer.catalog,
+                    &dsl::renames(&newer.document),
+                    &stats,
+                    ShadowTarget::Throwaway,
+                    &ProposeOptions::default(),
+                )
+                .await;
+                match outcome {
+                    Err(e @ proposal::ProposeError::Unsupported { .. }) if major < 15 => {
+                        let text = e.to_string();
+                        assert!(
+                            text.contains("public.n.constraints.n_code")
+                                && text.contains("NULLS NOT DISTINCT needs Postgres 15"),
+                            "{text}"
+                        );
+                    }
+                    Ok(p) if major >= 15 => assert!(!p.plan.steps.is_empty()),
+                    other => panic!("Postgres {major}: NULLS NOT DISTINCT: {other:?}"),
+                }
+            }
             let proposed = proposal::propose(
                 &source,
                 &loaded.catalog,

@@ -334,3 +334,36 @@ fn kinds_have_names_and_modes() {
         serde_json::json!("read-only")
     );
 }
+
+/// Plans pass the same function and catalog rules as agent SQL, wherever the expression sits.
+#[test]
+fn plan_expressions_pass_the_function_allow_list() {
+    use lockplane_engine::guard::check_expressions;
+    let refused = [
+        "CREATE VIEW v AS SELECT pg_read_file('/etc/passwd') AS x",
+        "CREATE TABLE t (id int, x text DEFAULT pg_read_file('/etc/passwd'))",
+        "ALTER TABLE t ALTER COLUMN x SET DEFAULT lo_import('/etc/passwd')::text",
+        "ALTER TABLE t ADD CONSTRAINT c CHECK (pg_terminate_backend(1))",
+        "CREATE TABLE t (id int, x text GENERATED ALWAYS AS (pg_ls_dir('.')) STORED)",
+        "CREATE INDEX i ON t ((query_to_xml('select 1', true, true, '')::text))",
+        "CREATE POLICY p ON t USING (pg_read_file('/etc/passwd') IS NOT NULL)",
+        "CREATE VIEW v AS SELECT rolpassword FROM pg_authid",
+        "CREATE VIEW v AS SELECT * FROM pg_catalog.pg_shadow",
+        "CREATE VIEW v AS SELECT public.my_function(1)",
+        "ALTER TABLE t ALTER COLUMN x TYPE int USING dblink_exec('x')::int",
+    ];
+    for sql in refused {
+        let e = check_expressions(sql, AccessMode::Schema).expect_err(sql);
+        assert!(e.position.is_some() || !e.reason.is_empty(), "{sql}: {e}");
+    }
+    let accepted = [
+        "CREATE VIEW v AS SELECT lower(name) AS n, now() AS at FROM users",
+        "CREATE TABLE t (id bigint DEFAULT nextval('t_id_seq'::regclass), u uuid DEFAULT gen_random_uuid())",
+        "CREATE POLICY p ON t USING (tenant = lockplane.tenant_id())",
+        "CREATE INDEX i ON t (lower(email)) WHERE deleted_at IS NULL",
+        "DROP TABLE t",
+    ];
+    for sql in accepted {
+        check_expressions(sql, AccessMode::Schema).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}

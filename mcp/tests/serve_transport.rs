@@ -505,6 +505,9 @@ async fn answers_over_the_cap_are_cut_with_a_note() {
     let (mut server, _dir) =
         StdioServer::start("tr_cap", &["--max-result-bytes", &cap.to_string()]).await;
     server.handshake();
+    // Agent SQL runs under the allowed role (the server has an allow-list).
+    let (reply, _) = server.call(20, "set_context", json!({"role": common::ROLE}));
+    assert_eq!(reply["result"]["isError"], false, "{reply}");
     // Small answers pass whole.
     let (reply, _) = server.call(2, "apply_sql", json!({"sql": "SELECT 1 AS one"}));
     assert_eq!(
@@ -529,7 +532,7 @@ async fn answers_over_the_cap_are_cut_with_a_note() {
         "{message}"
     );
     assert_eq!(error["partial"]["rows"], 200, "{error}");
-    assert!(error["partial"]["resulting_hash"].is_string(), "{error}");
+    assert!(error["partial"]["seq"].is_u64(), "{error}");
     assert!(error["next"].as_str().unwrap_or("").contains("LIMIT"));
     let texts: Vec<&str> = result["content"]
         .as_array()

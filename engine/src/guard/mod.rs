@@ -1,5 +1,6 @@
 //! The SQL guard: decides whether a statement an agent sends to `apply_sql` or `explain_sql` may
-//! run, and whether it needs two-phase confirmation.
+//! run, and whether it needs two-phase confirmation; and whether the expressions of a plan an
+//! agent proposes or applies may be created.
 //!
 //! [`check`] parses the text with pg_query (Postgres' own parser), requires exactly one
 //! statement, and walks the *whole* parse tree in its JSON form. Every node, wherever it sits
@@ -24,6 +25,13 @@
 //!   materialized views are refused in v1: they are not objects Lockplane manages.
 //! - **EXPLAIN** is refused: `explain_sql` adds it itself, and `EXPLAIN ANALYZE` would execute.
 //! - **TRUNCATE** is a data-mode statement (it is DELETE without WHERE, faster), and destructive.
+//! - **Widening access needs confirmation**: a permissive CREATE POLICY (permissive policies
+//!   are OR-ed, so a new one only admits more), every GRANT, DISABLE / NO FORCE ROW LEVEL
+//!   SECURITY. So does any `MERGE … THEN DELETE`: which rows a MERGE join matches is not
+//!   bounded the way a WHERE is.
+//! - Statements over [`MAX_STATEMENT_BYTES`] are refused before parsing.
+//! - [`check_expressions`] / [`check_plan`] apply the function and catalog rules to the
+//!   expressions a plan carries (see the runtime: every plan an agent proposes or applies).
 //! - **ALTER POLICY** always needs confirmation: it can widen or narrow who sees which rows, and
 //!   the guard cannot tell which.
 //! - **SELECT … FOR UPDATE/SHARE** takes row locks, a write: refused in read-only mode,
@@ -264,6 +272,11 @@ pub struct Checked {
     pub destructive: Option<String>,
     /// The functions the statement calls, resolved (`pg_catalog.` removed), sorted, unique.
     pub functions: Vec<String>,
+    /// The relations the statement creates or renames to, as `(schema, name)` with the schema
+    /// empty when the statement leaves it to the search path. The caller checks them against
+    /// the database: a new relation whose name another schema on the search path already
+    /// holds would shadow it (or be shadowed) for unqualified references.
+    pub creates: Vec<(String, String)>,
 }
 
 /// Why a statement was refused. The reason says what was refused, why, and what to do instead.
@@ -295,7 +308,25 @@ fn refuse(reason: impl Into<String>, position: Option<usize>) -> Refusal {
 /// Accepts exactly one statement whose every node type and every function is on the
 /// allow-lists for `mode`; refuses everything else with a [`Refusal`] that says why.
 pub fn check(sql: &str, mode: AccessMode) -> Result<Checked, Refusal> {
-    check_tree(&parse_tree(sql)?, mode)
+    let tree = parse_tree(sql)?;
+    let checked = check_tree(&tree, mode);
+    drop(tree);
+    release_if_large(sql.len());
+    checked
+}
+
+/// The parse tree of a large statement takes hundreds of times its size; glibc keeps freed
+/// memory in its arenas, so a long-running server would keep the peak of its largest
+/// statement resident forever. Hand it back to the system after large checks.
+fn release_if_large(len: usize) {
+    if len > 64 * 1024 {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free memory to the system; it touches no live
+        // allocation and is safe to call at any time from any thread.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
 }
 
 /// Checks a parse tree in the JSON form [`parse_tree`] returns. [`check`] is `parse_tree`
@@ -353,6 +384,7 @@ pub fn check_tree(tree: &Value, mode: AccessMode) -> Result<Checked, Refusal> {
             Some(walker.destructive.join("; "))
         },
         functions: walker.functions.into_iter().collect(),
+        creates: created_relations(ty, body, ""),
     })
 }
 
@@ -376,7 +408,10 @@ pub fn check_expressions(sql: &str, mode: AccessMode) -> Result<Vec<String>, Ref
         destructive: Vec::new(),
         writes: false,
     };
-    walker.expressions(&tree, None)?;
+    let walked = walker.expressions(&tree, None);
+    drop(tree);
+    release_if_large(sql.len());
+    walked?;
     Ok(walker.functions.into_iter().collect())
 }
 
@@ -658,6 +693,48 @@ fn object_names(objects: &[Value]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The relations a statement of type `ty` creates (see [`Checked::creates`]); `schema` is the
+/// schema of an enclosing `CREATE SCHEMA`.
+fn created_relations(ty: &str, body: &Value, schema: &str) -> Vec<(String, String)> {
+    let named = |rv: Option<&Value>| -> Vec<(String, String)> {
+        rv.map(|rv| {
+            let own = text(rv, "schemaname");
+            vec![(
+                if own.is_empty() { schema } else { own }.to_owned(),
+                text(rv, "relname").to_owned(),
+            )]
+        })
+        .unwrap_or_default()
+    };
+    match ty {
+        "CreateStmt" => named(body.get("relation")),
+        "ViewStmt" => named(body.get("view")),
+        "CreateSeqStmt" => named(body.get("sequence")),
+        "CreateTableAsStmt" => named(body.get("into").and_then(|i| i.get("rel"))),
+        "RenameStmt"
+            if matches!(
+                Obj::try_from(int(body, "rename_type")),
+                Ok(Obj::ObjectTable | Obj::ObjectView | Obj::ObjectSequence)
+            ) =>
+        {
+            let own = body
+                .get("relation")
+                .map(|rv| text(rv, "schemaname"))
+                .unwrap_or("");
+            vec![(own.to_owned(), text(body, "newname").to_owned())]
+        }
+        "CreateSchemaStmt" => {
+            let inner = text(body, "schemaname");
+            list(body, "schema_elts")
+                .iter()
+                .filter_map(|elt| as_node(elt.as_object()?).flatten())
+                .flat_map(|(ty, body)| created_relations(ty, body, inner))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn relation_name(rv: &Value) -> String {

@@ -92,6 +92,11 @@ fn next_step(code: &str) -> Option<&'static str> {
         "not_pending" => "call list_plans to see where the plan stands",
         "tampered" => "call verify_ledger and stop applying until it is resolved",
         "busy" => "another apply holds the database's lock: wait, then call apply_plan again",
+        "access_denied" => {
+            "review the plan (list_plans); a server in schema access mode, or an operator with \
+             the lockplane CLI, applies it"
+        }
+        "role_required" => "call set_context with role set to one of the allowed roles",
         "needs_session" => {
             "pass `context` to policy_evaluate instead, or connect with a protocol version \
              that has sessions (2025-11-25 or earlier) to use set_context"
@@ -395,7 +400,7 @@ pub struct ApplySqlOutput {
     pub rows: u64,
     /// Column names, when the statement returned rows.
     pub columns: Vec<String>,
-    /// Result rows (at most 1000 and 2 MiB; values over 64 KiB cut), values as Postgres
+    /// Result rows (at most 1000 and 1 MiB; values over 64 KiB cut), values as Postgres
     /// prints them.
     pub result: Vec<Vec<Option<String>>>,
     /// What was left out of `result` and why, when anything was.

@@ -43,8 +43,14 @@ const NOTE = "{ name: note, type: text }";
 
 /** A desired schema: `items` with the given columns, and tables `extra_<name>` for each of
  * `extras` (independent changes that merge). */
+// The role set_context may switch to (the server's --allowed-role), set from the config.
+let ROLE = "";
+
 function doc(columns, extras = []) {
   const cols = columns.map((c) => `          - ${c}`).join("\n");
+  const grants = ["select", "insert", "delete"]
+    .map((p) => `          - { role: ${ROLE}, privilege: ${p} }`)
+    .join("\n");
   const more = extras
     .map((t) => `      ${t}:\n        columns:\n          - ${ID}\n`)
     .join("");
@@ -56,6 +62,8 @@ schemas:
       items:
         columns:
 ${cols}
+        grants:
+${grants}
 ${more}`;
 }
 
@@ -172,6 +180,9 @@ async function workflow(cfg) {
     const dropped = await ok(client, "apply_plan", { plan_id: drop.plan_id, confirm: refused.confirmation });
     assert.equal(dropped.resulting_hash, drop.predicted_hash);
 
+    // With an allow-list, agent SQL runs only under an allowed role: none set is refused.
+    await fail("apply_sql", { sql: "SELECT 1" }, "role_required");
+    await ok(client, "set_context", { role: ROLE });
     // Two-phase confirmation of a destructive statement: DELETE without WHERE.
     const inserted = await ok(client, "apply_sql", {
       sql: "INSERT INTO items (id, name) VALUES (1, 'a'), (2, 'b')",
@@ -209,7 +220,7 @@ async function workflow(cfg) {
     // The other tools, each with valid input.
     const drift = await ok(client, "check_drift");
     assert.equal(drift.drifted, false);
-    const ctx = await ok(client, "set_context", { tenant_id: "t-1", user_id: "u-1" });
+    const ctx = await ok(client, "set_context", { role: ROLE, tenant_id: "t-1", user_id: "u-1" });
     assert.equal(ctx.context.tenant_id, "t-1");
     const seen = await ok(client, "apply_sql", { sql: "SELECT current_setting('app.tenant_id', true) AS t" });
     assert.deepEqual(seen.result, [["t-1"]]);
@@ -260,10 +271,11 @@ async function workflow(cfg) {
     await fail("policy_evaluate", { table: "nope", command: "SELECT" }, "policy");
 
     // An answer over the server's cap (4 MiB by default): cut, with a clear note, the small
-    // fields of what ran, and the beginning of the answer.
+    // fields of what ran, and the beginning of the answer. (apply_sql keeps at most 1 MiB of
+    // values, but a control character takes six bytes in JSON.)
     const big = await client.callTool({
       name: "apply_sql",
-      arguments: { sql: "SELECT repeat('x', 100000) FROM generate_series(1, 45)" },
+      arguments: { sql: "SELECT repeat(chr(1), 60000) FROM generate_series(1, 45)" },
     });
     assert.equal(big.isError, true);
     const cut = big.structuredContent.error;
@@ -286,5 +298,6 @@ async function workflow(cfg) {
 const SCENARIOS = { schemas, workflow };
 
 const cfg = JSON.parse(process.argv[2]);
+ROLE = cfg.role ?? "";
 const result = await SCENARIOS[cfg.scenario](cfg);
 console.log(JSON.stringify({ ok: true, scenario: cfg.scenario, ...result }));

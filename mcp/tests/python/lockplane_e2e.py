@@ -70,6 +70,7 @@ schemas:
         grants:
           - {{ role: {role}, privilege: select }}
           - {{ role: {role}, privilege: insert }}
+          - {{ role: {role}, privilege: delete }}
         rls:
           enabled: true
           policies:
@@ -279,8 +280,12 @@ async def workflow(cfg):
         assert override["allowed"] is True, override
         await fails(client, "policy_evaluate", {"table": "nope", "command": "SELECT", "row": {}}, "policy")
 
-        # A destructive statement: refused with a confirmation id bound to its text, then run.
-        await ok(client, "set_context", {})
+        # With an allow-list, a context without a role is refused: agent SQL never runs as
+        # the server's own (owner) connection.
+        await fails_with(client, "set_context", {}, "role_required")
+        # A destructive statement: refused with a confirmation id bound to its text, then run
+        # (under the role and tenant t-a, which sees one row).
+        await ok(client, "set_context", {"role": role, "tenant_id": "t-a"})
         err = await fails_with(client, "apply_sql", {"sql": "DELETE FROM todos"}, "needs_confirmation")
         assert err.get("confirmation") and "apply_sql" in err["next"], err
         # The confirmation is bound to the exact text: another statement needs its own.
@@ -313,14 +318,17 @@ async def tenant_of(client):
 async def contexts(cfg):
     """Two (then three) sessions on one server: each sees its own context, never another's."""
     async with connect(cfg) as a, connect(cfg) as b:
-        await ok(a, "set_context", {"tenant_id": "tenant-a", "user_id": "alice"})
-        await ok(b, "set_context", {"tenant_id": "tenant-b", "user_id": "bob"})
+        role = cfg["role"]
+        await ok(a, "set_context", {"role": role, "tenant_id": "tenant-a", "user_id": "alice"})
+        await ok(b, "set_context", {"role": role, "tenant_id": "tenant-b", "user_id": "bob"})
         seen_a, seen_b = await asyncio.gather(tenant_of(a), tenant_of(b))
         assert (seen_a, seen_b) == ("tenant-a", "tenant-b"), (seen_a, seen_b)
-        await ok(a, "set_context", {"tenant_id": "tenant-a2"})
+        await ok(a, "set_context", {"role": role, "tenant_id": "tenant-a2"})
         assert await tenant_of(b) == "tenant-b"
         assert await tenant_of(a) == "tenant-a2"
         async with connect(cfg) as c:
+            await fails_with(c, "apply_sql", {"sql": "SELECT 1"}, "role_required")
+            await ok(c, "set_context", {"role": role})
             fresh = await tenant_of(c)
             assert fresh in ("", None), f"a new session sees {fresh!r}"
         user = await ok(b, "apply_sql", {"sql": "SELECT current_setting('app.user_id', true)"})
