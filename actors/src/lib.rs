@@ -228,7 +228,7 @@ impl Lockplane {
         })?;
         let id = id
             .map(str::to_owned)
-            .unwrap_or_else(|| events::database_id(&pg));
+            .unwrap_or_else(|| events::database_id(&pg.pg));
         let db = Db { id: id.clone(), pg };
         let addr = self.inner.registry.send(Attach(db.clone())).await?;
         self.databases().insert(id.clone(), (db, addr));

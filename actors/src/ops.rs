@@ -43,7 +43,7 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 pub(crate) struct Db {
     pub(crate) id: String,
-    pub(crate) pg: tokio_postgres::Config,
+    pub(crate) pg: connect::ConnTarget,
 }
 
 /// The shadow server, started the first time a plan needs one.
@@ -199,12 +199,8 @@ fn db_error(db: &Db, message: impl std::fmt::Display) -> Error {
 }
 
 pub(crate) async fn connect(db: &Db) -> Result<Client, Error> {
-    connect::connect(&db.pg).await.map_err(|e| {
-        db_error(
-            db,
-            format!("cannot connect to {}: {e}", connect::describe(&db.pg)),
-        )
-    })
+    // The error names the server and carries its whole cause (`connect::describe_error`).
+    connect::connect(&db.pg).await.map_err(|e| db_error(db, e))
 }
 
 /// Appends `event` through the single writer, after storing `blobs`.

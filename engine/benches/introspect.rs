@@ -69,7 +69,7 @@ async fn main() {
         cluster.major_version()
     );
 
-    let config = cluster.config("bench");
+    let config = cluster.config("bench").into();
     let connect = || async {
         lockplane_engine::connect::connect(&config)
             .await

@@ -85,9 +85,24 @@ pub enum ClusterError {
         /// The pg_dump versions found, with their directories.
         found: String,
     },
+    /// A statement on the cluster failed.
+    #[error("the throwaway cluster: {}", crate::connect::describe_error(.0))]
+    Connect(tokio_postgres::Error),
     /// Connecting to the cluster failed.
-    #[error("cannot connect to the throwaway cluster: {0}")]
-    Connect(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Unreachable(crate::connect::ConnectError),
+}
+
+impl From<tokio_postgres::Error> for ClusterError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ClusterError::Connect(e)
+    }
+}
+
+impl From<crate::connect::ConnectError> for ClusterError {
+    fn from(e: crate::connect::ConnectError) -> Self {
+        ClusterError::Unreachable(e)
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
@@ -411,12 +426,35 @@ pub struct Cluster {
     port: u16,
     run_as: Option<RunAs>,
     reaper: Option<Child>,
+    settings: Vec<String>,
+}
+
+/// What a cluster starts with beyond the defaults ([`Cluster::start_with`]), for tests that
+/// need a server set up like a production one: TLS, password authentication.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSetup {
+    /// Lines added to the server configuration (`ssl = on`, `ssl_cert_file = 'server.crt'`).
+    pub settings: Vec<String>,
+    /// Files written into the data directory before the server starts, owned by the server's
+    /// user with mode 0600 (certificates and keys, named relative to the data directory in
+    /// `settings`).
+    pub files: Vec<(String, Vec<u8>)>,
+    /// The whole `pg_hba.conf`, replacing initdb's (which trusts every local connection).
+    /// [`Cluster::connect`] connects over TCP to 127.0.0.1 as [`SUPERUSER`] without a
+    /// password, so it must still let that through (e.g. `hostssl all postgres
+    /// 127.0.0.1/32 trust`).
+    pub hba: Option<String>,
 }
 
 impl Cluster {
     /// Initialises and starts a cluster with `bins`. Blocking: it runs `initdb` and waits for
     /// the server to accept connections (a second or two).
     pub fn start(bins: &PgBinaries) -> Result<Cluster, ClusterError> {
+        Cluster::start_with(bins, &ClusterSetup::default())
+    }
+
+    /// [`Cluster::start`], with extra settings, files and client authentication rules.
+    pub fn start_with(bins: &PgBinaries, setup: &ClusterSetup) -> Result<Cluster, ClusterError> {
         let run_as = RunAs::needed()?;
         let dir = tempfile::Builder::new()
             .prefix("lockplane-pg-")
@@ -456,7 +494,14 @@ impl Cluster {
             port: 0,
             run_as,
             reaper,
+            settings: setup.settings.clone(),
         };
+        for (name, contents) in &setup.files {
+            cluster.write_private(name, contents)?;
+        }
+        if let Some(hba) = &setup.hba {
+            cluster.write_private("pg_hba.conf", hba.as_bytes())?;
+        }
         // A port found free can be taken before the server binds it; try a few.
         let mut attempt = 0;
         loop {
@@ -480,9 +525,22 @@ impl Cluster {
         self.data.parent().unwrap_or(Path::new("/"))
     }
 
+    /// Writes `name` in the data directory, readable by the server's user only.
+    fn write_private(&self, name: &str, contents: &[u8]) -> Result<(), ClusterError> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.data.join(name);
+        let what = format!("cannot write {}", path.display());
+        fs::write(&path, contents).map_err(io_err(what.clone()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io_err(what))?;
+        if let Some(user) = &self.run_as {
+            chown(&path, user)?;
+        }
+        Ok(())
+    }
+
     fn write_config(&self) -> Result<(), ClusterError> {
         // postgresql.auto.conf is read after postgresql.conf and rewritten whole on each try.
-        let conf = format!(
+        let mut conf = format!(
             "listen_addresses = '127.0.0.1'\n\
              port = {port}\n\
              unix_socket_directories = '{root}'\n\
@@ -494,6 +552,10 @@ impl Cluster {
             port = self.port,
             root = self.root().display(),
         );
+        for line in &self.settings {
+            conf.push_str(line);
+            conf.push('\n');
+        }
         let path = self.data.join("postgresql.auto.conf");
         let mut file = fs::File::create(&path).map_err(io_err("cannot write server config"))?;
         file.write_all(conf.as_bytes())
@@ -574,6 +636,11 @@ impl Cluster {
         self.port
     }
 
+    /// The data directory (where [`ClusterSetup::files`] were written).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
     /// Major version of the server.
     pub fn major_version(&self) -> u32 {
         self.bins.major
@@ -603,7 +670,7 @@ impl Cluster {
 
     /// Connects to database `dbname`; the connection is driven on the current tokio runtime.
     pub async fn connect(&self, dbname: &str) -> Result<tokio_postgres::Client, ClusterError> {
-        Ok(crate::connect::connect(&self.config(dbname)).await?)
+        Ok(crate::connect::connect(&self.config(dbname).into()).await?)
     }
 
     /// Creates an empty database (from `template0`, so nothing added to `template1` leaks in).

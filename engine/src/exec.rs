@@ -66,7 +66,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::error::{ErrorPosition, SqlState};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::catalog::Catalog;
 use crate::events::{Receipt, StepApplied, StepOutcome, StepReceipt, Timing};
@@ -301,7 +301,7 @@ impl PgFailure {
             },
             None => PgFailure {
                 sqlstate: None,
-                message: e.to_string(),
+                message: crate::connect::describe_error(e),
                 detail: None,
                 hint: None,
                 position: None,
@@ -588,7 +588,7 @@ pub enum ApplyError {
     #[error(transparent)]
     Canonical(#[from] CanonicalError),
     /// A statement of the executor itself (locking, settings) failed.
-    #[error("{what} failed: {source}")]
+    #[error("{what} failed: {}", crate::connect::describe_error(.source))]
     Session {
         /// What was being done.
         what: &'static str,
@@ -861,7 +861,7 @@ pub async fn run_with_timeout(
         Err(_) => {
             // The cancel travels on its own connection; if even that fails, the server-side
             // statement_timeout is the remaining guard.
-            let _ = token.cancel_query(NoTls).await;
+            crate::connect::cancel_query(&token).await;
             Err(PgFailure::timed_out(timeout))
         }
     }

@@ -109,7 +109,10 @@ pub enum ProposeError {
         features: Vec<String>,
     },
     /// Reading the live server (roles, helpers) failed.
-    #[error("reading {what} from the live database failed: {source}")]
+    #[error(
+        "reading {what} from the live database failed: {}",
+        crate::connect::describe_error(.source)
+    )]
     Live {
         /// What was read.
         what: &'static str,

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::events::{StepOutcome, StepReceipt};
 use crate::exec::{run_with_timeout, PgFailure};
@@ -505,7 +505,7 @@ async fn server_sees_one(
             })
         }
         Err(_) => {
-            let _ = client.cancel_token().cancel_query(NoTls).await;
+            crate::connect::cancel_query(&client.cancel_token()).await;
             Err(SessionError::Postgres {
                 failure: Box::new(timed_out(timeout)),
                 sql: text.to_owned(),
@@ -675,7 +675,7 @@ async fn collect_with_timeout(
         Ok(result) => result,
         Err(_) => {
             // A dropped future leaves the statement running on the server; cancel it there.
-            let _ = token.cancel_query(NoTls).await;
+            crate::connect::cancel_query(&token).await;
             Err(timed_out(timeout))
         }
     }

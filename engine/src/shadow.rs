@@ -89,7 +89,7 @@ pub struct LiveSource<'a> {
     /// A connection to it (roles and the server version are read through it).
     pub client: &'a Client,
     /// How to connect to it: `pg_dump` connects with these settings.
-    pub config: &'a tokio_postgres::Config,
+    pub config: &'a crate::connect::ConnTarget,
     /// Its catalog as last introspected (the shadow reads it again on pg_dump's snapshot).
     pub catalog: &'a Catalog,
 }
@@ -126,7 +126,7 @@ pub enum ShadowError {
     #[error("cannot set up the shadow database: {0}")]
     Cluster(#[from] ClusterError),
     /// The shadow server given by URL could not be reached or used.
-    #[error("cannot use the shadow server {shown}: {source}")]
+    #[error("cannot use the shadow server {shown}: {}", crate::connect::describe_error(.source))]
     Server {
         /// The server (without password).
         shown: String,
@@ -203,7 +203,7 @@ pub enum ShadowError {
     #[error(transparent)]
     Canonical(#[from] CanonicalError),
     /// A shadow setup statement failed.
-    #[error("preparing the shadow database failed ({what}): {source}")]
+    #[error("preparing the shadow database failed ({what}): {}", crate::connect::describe_error(.source))]
     Setup {
         /// What was being done.
         what: &'static str,
@@ -237,7 +237,7 @@ struct Scratch<'a> {
     owned: Option<Cluster>,
     borrowed: Option<&'a Cluster>,
     /// Maintenance connection settings for a URL target.
-    server: Option<tokio_postgres::Config>,
+    server: Option<crate::connect::ConnTarget>,
     name: String,
     client: Client,
 }
@@ -291,12 +291,12 @@ impl<'a> Scratch<'a> {
             }
             ShadowTarget::Url(url) => {
                 let config = crate::connect::resolve(Some(url))?;
-                let shown = crate::connect::describe(&config);
+                let shown = config.describe();
                 let server_err = |source| ShadowError::Server {
                     shown: shown.clone(),
                     source,
                 };
-                let admin = crate::connect::connect(&config).await.map_err(server_err)?;
+                let admin = crate::connect::connect(&config).await?;
                 admin
                     .batch_execute(&format!(
                         "CREATE DATABASE {} TEMPLATE template0",
@@ -305,8 +305,8 @@ impl<'a> Scratch<'a> {
                     .await
                     .map_err(server_err)?;
                 let mut db = config.clone();
-                db.dbname(&name);
-                let client = crate::connect::connect(&db).await.map_err(server_err)?;
+                db.pg.dbname(&name);
+                let client = crate::connect::connect(&db).await?;
                 Ok(Scratch {
                     owned: None,
                     borrowed: None,
@@ -451,17 +451,17 @@ pub async fn materialize(
 enum Server<'a> {
     Owned(Cluster),
     Borrowed(&'a Cluster),
-    Url(tokio_postgres::Config),
+    Url(Box<crate::connect::ConnTarget>),
 }
 
 impl Server<'_> {
-    fn config(&self, dbname: &str) -> tokio_postgres::Config {
+    fn config(&self, dbname: &str) -> crate::connect::ConnTarget {
         match self {
-            Server::Owned(c) => c.config(dbname),
-            Server::Borrowed(c) => c.config(dbname),
+            Server::Owned(c) => c.config(dbname).into(),
+            Server::Borrowed(c) => c.config(dbname).into(),
             Server::Url(config) => {
-                let mut config = config.clone();
-                config.dbname(dbname);
+                let mut config = (**config).clone();
+                config.pg.dbname(dbname);
                 config
             }
         }
@@ -470,7 +470,7 @@ impl Server<'_> {
     /// The maintenance database: where databases are created and dropped from.
     fn admin_db(&self) -> String {
         match self {
-            Server::Url(config) => config.get_dbname().unwrap_or("postgres").to_owned(),
+            Server::Url(config) => config.pg.get_dbname().unwrap_or("postgres").to_owned(),
             _ => "postgres".to_owned(),
         }
     }
@@ -484,13 +484,7 @@ impl Server<'_> {
     }
 
     async fn connect(&self, dbname: &str) -> Result<Client, ShadowError> {
-        let config = self.config(dbname);
-        crate::connect::connect(&config)
-            .await
-            .map_err(|source| ShadowError::Server {
-                shown: crate::connect::describe(&config),
-                source,
-            })
+        Ok(crate::connect::connect(&self.config(dbname)).await?)
     }
 
     async fn create_database(&self, name: &str, template: &str) -> Result<(), ShadowError> {
@@ -577,7 +571,7 @@ impl<'a> Shadow<'a> {
                 Server::Owned(cluster)
             }
             ShadowTarget::Cluster(cluster) => Server::Borrowed(cluster),
-            ShadowTarget::Url(url) => Server::Url(crate::connect::resolve(Some(url))?),
+            ShadowTarget::Url(url) => Server::Url(Box::new(crate::connect::resolve(Some(url))?)),
         };
         let mut shadow = Shadow {
             server,
@@ -652,12 +646,10 @@ impl<'a> Shadow<'a> {
         // Dump and read live on one snapshot, so the reproduction is compared with exactly
         // the catalog it was dumped from, however busy live is.
         let live_err = |source| ShadowError::Server {
-            shown: crate::connect::describe(live.config),
+            shown: live.config.describe(),
             source,
         };
-        let snap = crate::connect::connect(live.config)
-            .await
-            .map_err(live_err)?;
+        let snap = crate::connect::connect(live.config).await?;
         snap.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(live_err)?;
@@ -912,11 +904,14 @@ fn tool_name(tools: &PgBinaries) -> String {
 /// `pg_dump --schema-only` of the database `config` points at.
 async fn pg_dump(
     tools: &PgBinaries,
-    config: &tokio_postgres::Config,
+    config: &crate::connect::ConnTarget,
     lock_wait: Duration,
     snapshot: &str,
 ) -> Result<String, ShadowError> {
     let mut cmd = tools.client_command("pg_dump");
+    for name in crate::connect::LIBPQ_VARIABLES {
+        cmd.env_remove(name);
+    }
     cmd.envs(crate::connect::libpq_env(config));
     cmd.arg(format!("--snapshot={snapshot}"));
     cmd.args([
@@ -965,10 +960,13 @@ fn restorable(dump: &str, settings: &BTreeSet<String>) -> String {
 /// Restores a plain dump with psql, all or nothing.
 async fn psql_restore(
     tools: &PgBinaries,
-    config: &tokio_postgres::Config,
+    config: &crate::connect::ConnTarget,
     script: String,
 ) -> Result<(), String> {
     let mut cmd = tools.client_command("psql");
+    for name in crate::connect::LIBPQ_VARIABLES {
+        cmd.env_remove(name);
+    }
     cmd.envs(crate::connect::libpq_env(config));
     cmd.args([
         "--no-psqlrc",

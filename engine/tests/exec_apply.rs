@@ -55,7 +55,7 @@ async fn connect_as(db: &str, application_name: &str) -> Client {
     let cluster = testkit::shared_cluster().expect("cluster");
     let mut config = cluster.config(db);
     config.application_name(application_name);
-    lockplane_engine::connect::connect(&config)
+    lockplane_engine::connect::connect(&config.into())
         .await
         .expect("connect")
 }

@@ -18,7 +18,7 @@ use tokio_postgres::Client;
 
 /// A live database: its connection settings, a client, its catalog.
 struct Live {
-    config: tokio_postgres::Config,
+    config: lockplane_engine::connect::ConnTarget,
     client: Client,
     catalog: Catalog,
 }
@@ -55,7 +55,10 @@ async fn live_database(sql: &str) -> Live {
     let (name, mut client) = database_with(sql).await;
     client.batch_execute("ANALYZE").await.expect("analyze");
     let catalog = read(&mut client).await;
-    let config = testkit::shared_cluster().expect("cluster").config(&name);
+    let config = testkit::shared_cluster()
+        .expect("cluster")
+        .config(&name)
+        .into();
     Live {
         config,
         client,

@@ -27,13 +27,16 @@ use tokio_postgres::Client;
 
 /// A live database on the shared cluster.
 struct Live {
-    config: tokio_postgres::Config,
+    config: lockplane_engine::connect::ConnTarget,
     client: Client,
 }
 
 async fn live(sql: &str) -> Live {
     let (name, client) = database_with(sql).await;
-    let config = testkit::shared_cluster().expect("cluster").config(&name);
+    let config = testkit::shared_cluster()
+        .expect("cluster")
+        .config(&name)
+        .into();
     Live { config, client }
 }
 
@@ -339,7 +342,7 @@ async fn the_readme_example_and_pagila_on_every_postgres_version() {
                 .await
                 .unwrap_or_else(|e| panic!("Postgres {major}: setup: {e}"));
             let mut db = Live {
-                config: cluster.config(name),
+                config: cluster.config(name).into(),
                 client,
             };
             let document = if name == "readme" {

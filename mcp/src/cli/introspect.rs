@@ -2,7 +2,7 @@
 //! reading in the ledger.
 
 use clap::ValueEnum;
-use lockplane_engine::connect::{self, ConnectError};
+use lockplane_engine::connect;
 use lockplane_engine::events::{self, CatalogIntrospected, Event};
 use lockplane_engine::{introspect_parallel, IntrospectOptions, Manifest};
 
@@ -43,16 +43,9 @@ pub(crate) async fn run(at: &ledger::LedgerAt, actor: &str, args: Args) -> Resul
     } else {
         Some(ledger::open(at)?)
     };
-    let config = connect::resolve(args.database_url.as_deref())?;
+    let config = super::resolve_target(args.database_url.as_deref())?;
     // Two connections sharing one snapshot: the server reads the catalog with two backends.
-    let connect_one = || async {
-        connect::connect(&config)
-            .await
-            .map_err(|source| ConnectError::Connect {
-                shown: connect::describe(&config),
-                source,
-            })
-    };
+    let connect_one = || connect::connect(&config);
     let (client, helper) = tokio::join!(connect_one(), connect_one());
     let (mut client, mut helper) = (client?, helper?);
     let server_version = client
@@ -83,7 +76,7 @@ pub(crate) async fn run(at: &ledger::LedgerAt, actor: &str, args: Args) -> Resul
             database: args
                 .db_id
                 .clone()
-                .unwrap_or_else(|| events::database_id(&config)),
+                .unwrap_or_else(|| events::database_id(&config.pg)),
             catalog_hash: manifest.catalog_hash.clone(),
             manifest: address.clone(),
             schemas: args.schemas,

@@ -229,6 +229,19 @@ impl From<StoreError> for CliError {
     }
 }
 
+/// [`lockplane_engine::connect::resolve`], telling the user on standard error what it
+/// noticed (a password file skipped because others can read it). Said here, the warnings are
+/// not repeated in a connection error.
+pub(crate) fn resolve_target(
+    url: Option<&str>,
+) -> Result<lockplane_engine::connect::ConnTarget, ConnectError> {
+    let mut target = lockplane_engine::connect::resolve(url)?;
+    for warning in target.warnings.drain(..) {
+        eprintln!("lockplane: warning: {warning}");
+    }
+    Ok(target)
+}
+
 /// Parses the command line and runs the command.
 pub(crate) async fn run() -> Result<(), CliError> {
     let cli = Cli::parse();

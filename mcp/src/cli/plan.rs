@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockplane_engine::connect::{self, ConnectError};
+use lockplane_engine::connect;
 use lockplane_engine::events::{
     self, ApplyFailed, ApplyStarted, Approval, Event, PlanApplied, PlanConfirmed, PlanProposed,
     PlanSummary, Receipt, Timing,
@@ -74,18 +74,11 @@ pub(crate) struct ApplyArgs {
 
 async fn connect_pair(
     url: Option<&str>,
-) -> Result<(Client, Client, String, tokio_postgres::Config), CliError> {
-    let config = connect::resolve(url)?;
-    let one = || async {
-        connect::connect(&config)
-            .await
-            .map_err(|source| ConnectError::Connect {
-                shown: connect::describe(&config),
-                source,
-            })
-    };
+) -> Result<(Client, Client, String, connect::ConnTarget), CliError> {
+    let config = super::resolve_target(url)?;
+    let one = || connect::connect(&config);
     let (a, b) = tokio::join!(one(), one());
-    let id = events::database_id(&config);
+    let id = events::database_id(&config.pg);
     Ok((a?, b?, id, config))
 }
 
@@ -438,7 +431,7 @@ pub(crate) async fn run_apply(
                         "lockplane: interrupted: cancelling the running statement on the server \
                          and stopping; interrupt again to exit without waiting"
                     );
-                    let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
+                    lockplane_engine::connect::cancel_query(&cancel).await;
                     tokio::spawn(async {
                         interrupted().await;
                         eprintln!(

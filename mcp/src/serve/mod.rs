@@ -101,17 +101,18 @@ fn max_result_bytes(text: &str) -> Result<usize, String> {
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub(crate) enum ServeError {
-    /// The runtime failed to open the ledger or attach the database.
+    /// The runtime failed to open the ledger or attach the database. (Not a `source`: the
+    /// message already holds the whole cause, and a renderer walking sources would repeat it.)
     #[error("{0}")]
     #[diagnostic(code(lockplane::serve::runtime))]
-    Runtime(#[from] lockplane_actors::Error),
-    /// No database to manage.
+    Runtime(lockplane_actors::Error),
+    /// No database to manage, or its connection string is wrong.
     #[error("{0}")]
     #[diagnostic(
         code(lockplane::serve::database),
         help("pass --database-url, or set DATABASE_URL or the PG* variables")
     )]
-    Database(#[from] lockplane_engine::connect::ConnectError),
+    Database(lockplane_engine::connect::ConnectError),
     /// The MCP transport failed.
     #[error("MCP transport: {0}")]
     #[diagnostic(code(lockplane::serve::transport))]
@@ -120,6 +121,18 @@ pub(crate) enum ServeError {
     #[error("{0}")]
     #[diagnostic(code(lockplane::serve::http))]
     Http(String),
+}
+
+impl From<lockplane_actors::Error> for ServeError {
+    fn from(e: lockplane_actors::Error) -> Self {
+        ServeError::Runtime(e)
+    }
+}
+
+impl From<lockplane_engine::connect::ConnectError> for ServeError {
+    fn from(e: lockplane_engine::connect::ConnectError) -> Self {
+        ServeError::Database(e)
+    }
 }
 
 /// Runs `lockplane serve` until the client disconnects (stdio) or the process is interrupted.
@@ -190,43 +203,17 @@ async fn serve_stdio(shared: Shared) -> Result<(), ServeError> {
 }
 
 /// The connection string to attach: the flag, `DATABASE_URL`, or a libpq key/value string
-/// built from the `PG*` variables (the runtime attaches by string).
+/// built from the `PG*` variables (the runtime attaches by string, and resolves it again with
+/// the same environment). The resolution's warnings (a password file skipped) are not
+/// printed here: the attach error carries them when the connection fails for want of a
+/// password.
 fn database_target(flag: Option<&str>) -> Result<String, ServeError> {
+    let target = lockplane_engine::connect::resolve(flag)?;
     if let Some(url) = flag {
-        lockplane_engine::connect::resolve(Some(url))?;
         return Ok(url.to_owned());
     }
     if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
-        lockplane_engine::connect::resolve(Some(&url))?;
         return Ok(url);
     }
-    let config = lockplane_engine::connect::resolve(None)?;
-    Ok(key_value(&config))
-}
-
-/// `config` as a libpq key/value connection string, each value quoted.
-fn key_value(config: &tokio_postgres::Config) -> String {
-    fn quote(value: &str) -> String {
-        format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
-    }
-    let mut parts = Vec::new();
-    let (host, port) = lockplane_engine::connect::host_port(config);
-    parts.push(format!("host={}", quote(&host)));
-    parts.push(format!("port={port}"));
-    if let Some(user) = config.get_user() {
-        parts.push(format!("user={}", quote(user)));
-    }
-    if let Some(dbname) = config.get_dbname() {
-        parts.push(format!("dbname={}", quote(dbname)));
-    }
-    if let Some(password) = config.get_password() {
-        parts.push(format!(
-            "password={}",
-            quote(&String::from_utf8_lossy(password))
-        ));
-    }
-    if let Some(app) = config.get_application_name() {
-        parts.push(format!("application_name={}", quote(app)));
-    }
-    parts.join(" ")
+    Ok(target.to_key_value())
 }
