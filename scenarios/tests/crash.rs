@@ -30,6 +30,8 @@ impl Lcg {
 
 fn config(ledger: &std::path::Path) -> Config {
     let mut config = Config::new(ledger);
+    // The killed process may still be releasing the ledger's lock.
+    config.ledger_wait = std::time::Duration::from_secs(30);
     config.shadow = ShadowConfig::Url(testkit::shared_cluster().expect("cluster").url("postgres"));
     config
 }

@@ -53,6 +53,8 @@ impl Args {
 
 fn config(args: &Args) -> Result<Config, String> {
     let mut config = Config::new(args.get("ledger")?);
+    // A process killed a moment ago may still be releasing the ledger's lock.
+    config.ledger_wait = std::time::Duration::from_secs(30);
     if let Ok(url) = args.get("shadow-url") {
         config.shadow = ShadowConfig::Url(url.to_owned());
     }
