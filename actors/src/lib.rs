@@ -4,7 +4,7 @@
 //! else is an `async` method on the handle, usable from any tokio runtime. The actors behind it
 //! are an implementation detail:
 //!
-//! - one [`actix`] `System` on its own thread, owned by the handle and stopped with its last
+//! - one [actix](https://docs.rs/actix) `System` on its own thread, owned by the handle and stopped with its last
 //!   clone;
 //! - one **ledger writer** (a sync actor on its own thread: appends block until sled flushed
 //!   them) that feeds every appended event to the **projection actor**, which answers reads
