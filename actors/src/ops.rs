@@ -1018,24 +1018,18 @@ fn resume_point(
     db: &Db,
     plan_id: &str,
 ) -> Result<Option<exec::ResumePoint>, Error> {
-    let mut last = None;
+    let mut progress = lockplane_engine::projection::PlanProgress::default();
     lockplane_store::for_each_record(shared.store.as_ref(), 1, |record| {
-        if record.stream != db.id {
-            return Ok(());
-        }
-        match events::decode_record_payload(&record.kind, &record.stream, &record.payload) {
-            Ok(Event::StepApplied(e)) if e.plan_id == plan_id => {
-                last = e.catalog_hash.map(|catalog_hash| exec::ResumePoint {
-                    step_id: e.step_id,
-                    catalog_hash,
-                });
+        if record.stream == db.id {
+            if let Ok(event) =
+                events::decode_record_payload(&record.kind, &record.stream, &record.payload)
+            {
+                progress.take(record.seq, &event, plan_id);
             }
-            Ok(Event::PlanApplied(e)) if e.plan_id == plan_id => last = None,
-            _ => {}
         }
         Ok::<(), Error>(())
     })?;
-    Ok(last)
+    Ok(progress.resume_point)
 }
 
 /// Applies `plan` with `ApplyStarted` recorded before, each committed phase (`StepApplied`)

@@ -35,6 +35,44 @@ use serde::{Deserialize, Serialize};
 use crate::events::{Approval, Event, PlanSummary};
 use crate::hash::CatalogHash;
 
+/// Where an apply of one plan on one database stands, folded from that database's events in
+/// log order: the CLI (reading the ledger file) and the runtime (reading its store) share
+/// this rule rather than each keeping a copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanProgress {
+    /// The phase to resume after: the plan's last `StepApplied` since it was last applied.
+    pub resume_point: Option<crate::exec::ResumePoint>,
+    /// Seq of the plan's last `PlanApplied`.
+    pub applied_at: Option<u64>,
+    /// Seq of an `ApplyStarted` no outcome followed.
+    pub open_apply: Option<u64>,
+}
+
+impl PlanProgress {
+    /// Takes the event at `seq` into account; events of other plans change nothing.
+    pub fn take(&mut self, seq: u64, event: &Event, plan_id: &str) {
+        match event {
+            Event::StepApplied(e) if e.plan_id == plan_id => {
+                self.resume_point =
+                    e.catalog_hash
+                        .clone()
+                        .map(|catalog_hash| crate::exec::ResumePoint {
+                            step_id: e.step_id.clone(),
+                            catalog_hash,
+                        });
+            }
+            Event::ApplyStarted(e) if e.plan_id == plan_id => self.open_apply = Some(seq),
+            Event::ApplyFailed(e) if e.plan_id == plan_id => self.open_apply = None,
+            Event::PlanApplied(e) if e.plan_id == plan_id => {
+                self.resume_point = None;
+                self.open_apply = None;
+                self.applied_at = Some(seq);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// All projections of one ledger.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Projections {

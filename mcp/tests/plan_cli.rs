@@ -564,6 +564,9 @@ async fn ctrl_c_during_plan_leaves_no_directory() {
             .unwrap_or(0)
     };
     for delay_ms in [150u64, 400, 700, 1000, 1500, 2200] {
+        // Its own process group, interrupted as a whole: what Ctrl-C in a terminal does
+        // (initdb, pg_ctl and the server it starts get the signal too).
+        use std::os::unix::process::CommandExt;
         let child = Command::new(env!("CARGO_BIN_EXE_lockplane"))
             .args(["plan", "-f", doc.to_str().expect("path")])
             .env("LOCKPLANE_LEDGER", dir.path().join("ledger"))
@@ -571,10 +574,15 @@ async fn ctrl_c_during_plan_leaves_no_directory() {
             .env("TMPDIR", &tmp)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("spawn plan");
         tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-        interrupt(&child);
+        let group = i32::try_from(child.id()).expect("pid");
+        // SAFETY: killpg(2) on the group we just created; no memory is involved.
+        unsafe {
+            libc::killpg(group, libc::SIGINT);
+        }
         let _ = child.wait_with_output();
     }
     // The reaper notices its parent is gone within a second, stops the server, removes it.

@@ -92,75 +92,19 @@ pub(crate) fn was_proposed(
     Ok(found)
 }
 
-/// Where an interrupted apply of `plan_id` on `database` stopped: its last `StepApplied`,
-/// unless the plan was applied since. `None` when there is
-/// nothing to resume.
-pub(crate) fn resume_point(
+/// Where the applies of `plan_id` on `database` stand, from the ledger (see
+/// [`lockplane_engine::projection::PlanProgress`]).
+pub(crate) fn plan_progress(
     store: &dyn Store,
     database: &str,
     plan_id: &str,
-) -> Result<Option<lockplane_engine::exec::ResumePoint>, CliError> {
-    let mut last = None;
+) -> Result<lockplane_engine::projection::PlanProgress, CliError> {
+    let mut progress = lockplane_engine::projection::PlanProgress::default();
     lockplane_store::for_each_record(store, 1, |record| {
-        if record.stream != database {
-            return Ok(());
-        }
-        match decode(&record)? {
-            Event::StepApplied(e) if e.plan_id == plan_id => {
-                last = e
-                    .catalog_hash
-                    .map(|catalog_hash| lockplane_engine::exec::ResumePoint {
-                        step_id: e.step_id,
-                        catalog_hash,
-                    });
-            }
-            Event::PlanApplied(e) if e.plan_id == plan_id => last = None,
-            _ => {}
+        if record.stream == database {
+            progress.take(record.seq, &decode(&record)?, plan_id);
         }
         Ok::<(), CliError>(())
     })?;
-    Ok(last)
-}
-
-/// The seq of the `PlanApplied` of `plan_id` on `database`, if the ledger records one.
-pub(crate) fn applied_at(
-    store: &dyn Store,
-    database: &str,
-    plan_id: &str,
-) -> Result<Option<u64>, CliError> {
-    let mut at = None;
-    lockplane_store::for_each_record(store, 1, |record| {
-        if record.stream != database {
-            return Ok(());
-        }
-        if let Event::PlanApplied(e) = decode(&record)? {
-            if e.plan_id == plan_id {
-                at = Some(record.seq);
-            }
-        }
-        Ok::<(), CliError>(())
-    })?;
-    Ok(at)
-}
-
-/// The seq of an `ApplyStarted` of `plan_id` on `database` that no outcome followed.
-pub(crate) fn open_apply(
-    store: &dyn Store,
-    database: &str,
-    plan_id: &str,
-) -> Result<Option<u64>, CliError> {
-    let mut open = None;
-    lockplane_store::for_each_record(store, 1, |record| {
-        if record.stream != database {
-            return Ok(());
-        }
-        match decode(&record)? {
-            Event::ApplyStarted(e) if e.plan_id == plan_id => open = Some(record.seq),
-            Event::PlanApplied(e) if e.plan_id == plan_id => open = None,
-            Event::ApplyFailed(e) if e.plan_id == plan_id => open = None,
-            _ => {}
-        }
-        Ok::<(), CliError>(())
-    })?;
-    Ok(open)
+    Ok(progress)
 }

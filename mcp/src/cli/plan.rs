@@ -339,7 +339,7 @@ pub(crate) async fn run_apply(
         .map_err(|e| apply_error(e, &args.plan, &plan.plan_id))?;
 
     let resume = if args.resume {
-        match ledger::resume_point(&store, &database, &plan.plan_id)? {
+        match ledger::plan_progress(&store, &database, &plan.plan_id)?.resume_point {
             Some(point) => Some(point),
             None => {
                 return Err(CliError::Usage(format!(
@@ -732,14 +732,15 @@ fn already_applied(
     database: &str,
     plan: &Plan,
 ) -> Result<(), CliError> {
-    if let Some(seq) = ledger::applied_at(store, database, &plan.plan_id)? {
+    let progress = ledger::plan_progress(store, database, &plan.plan_id)?;
+    if let Some(seq) = progress.applied_at {
         return print(&format!(
             "plan {} is already applied (recorded at seq {seq}); the database is at its \
              target {}: nothing to do",
             plan.plan_id, plan.target_hash
         ));
     }
-    let started_seq = match ledger::open_apply(store, database, &plan.plan_id)? {
+    let started_seq = match progress.open_apply {
         Some(seq) => seq,
         None => {
             let started = Event::ApplyStarted(ApplyStarted {
