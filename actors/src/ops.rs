@@ -1204,9 +1204,9 @@ pub(crate) async fn apply_sql(
     session::validate_context(ctx, &shared.config.allowed_roles)?;
     // A statement that can write takes the apply lock, like a plan: another process's apply
     // never runs beside it, and its before/after hashes are the statement's alone.
-    let writes = !lockplane_engine::guard::check(sql, shared.config.access_mode)
-        .map_err(session::SessionError::from)?
-        .read_only;
+    let checked = lockplane_engine::guard::check(sql, shared.config.access_mode)
+        .map_err(session::SessionError::from)?;
+    let writes = !checked.read_only;
     let mut client = connect(db).await?;
     let key = if writes {
         Some(exec::acquire_lock(&client, shared.config.lock_wait).await?)
@@ -1222,11 +1222,11 @@ pub(crate) async fn apply_sql(
         } else {
             None
         };
-        let outcome = session::run_sql(
+        let outcome = session::run_checked(
             &mut client,
             sql,
+            &checked,
             ctx,
-            shared.config.access_mode,
             confirmation,
             shared.config.statement_timeout,
         )

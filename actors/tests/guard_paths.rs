@@ -278,7 +278,12 @@ async fn every_statement_path_is_guarded_in_every_mode() {
                     code(&e)
                 ),
             }
-            let _ = lp.explain_sql(&db, &sql, &ctx, true).await;
+            // EXPLAIN ANALYZE executes: only the one-statement reading of the stacked text
+            // (a read) may get a plan.
+            match lp.explain_sql(&db, &sql, &ctx, true).await {
+                Ok(_) => assert!(sql.starts_with("select 'a"), "[{mode}] explained {sql}"),
+                Err(e) => assert_eq!(code(&e), "sql_refused", "[{mode}] explain {sql}: {e}"),
+            }
         }
     }
     w.assert_untouched().await;

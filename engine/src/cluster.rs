@@ -594,40 +594,38 @@ impl Cluster {
 /// Starts the process that cleans up `root` (stopping the server of `data` first, if one
 /// runs) when this process dies without dropping the cluster.
 fn spawn_reaper(data: &Path, root: &Path) -> Result<Child, ClusterError> {
-    {
-        let script = r#"
-            parent="$1"; data="$2"; root="$3"
-            while kill -0 "$parent" 2>/dev/null; do sleep 1; done
-            pm=$(head -n 1 "$data/postmaster.pid" 2>/dev/null)
-            if [ -n "$pm" ]; then
-              kill -QUIT "$pm" 2>/dev/null
-              while kill -0 "$pm" 2>/dev/null; do sleep 0.1; done
-            fi
-            rm -rf "$root"
-        "#;
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(script)
-            .arg("lockplane-reaper")
-            .arg(std::process::id().to_string())
-            .arg(data)
-            .arg(root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe; it detaches the reaper from our process group so
-        // a Ctrl-C aimed at us does not kill it before it has cleaned up.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        cmd.spawn().map_err(|source| ClusterError::Spawn {
-            program: PathBuf::from("sh"),
-            source,
-        })
+    let script = r#"
+        parent="$1"; data="$2"; root="$3"
+        while kill -0 "$parent" 2>/dev/null; do sleep 1; done
+        pm=$(head -n 1 "$data/postmaster.pid" 2>/dev/null)
+        if [ -n "$pm" ]; then
+          kill -QUIT "$pm" 2>/dev/null
+          while kill -0 "$pm" 2>/dev/null; do sleep 0.1; done
+        fi
+        rm -rf "$root"
+    "#;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .arg("lockplane-reaper")
+        .arg(std::process::id().to_string())
+        .arg(data)
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe; it detaches the reaper from our process group so
+    // a Ctrl-C aimed at us does not kill it before it has cleaned up.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
     }
+    cmd.spawn().map_err(|source| ClusterError::Spawn {
+        program: PathBuf::from("sh"),
+        source,
+    })
 }
 
 impl Cluster {

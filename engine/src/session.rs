@@ -418,7 +418,20 @@ pub async fn run_sql(
     timeout: Duration,
 ) -> Result<SqlOutcome, SessionError> {
     let checked = guard::check(sql, mode)?;
-    confirm(sql, &checked, confirmation)?;
+    run_checked(client, sql, &checked, ctx, confirmation, timeout).await
+}
+
+/// [`run_sql`] for a statement the caller already ran through [`guard::check`] (the runtime
+/// checks once to decide how to route the call): the guard's verdict is not computed twice.
+pub async fn run_checked(
+    client: &mut Client,
+    sql: &str,
+    checked: &Checked,
+    ctx: &SessionContext,
+    confirmation: Option<&str>,
+    timeout: Duration,
+) -> Result<SqlOutcome, SessionError> {
+    confirm(sql, checked, confirmation)?;
 
     begin(client, checked.read_only, timeout, sql).await?;
     let result = async {
@@ -465,7 +478,7 @@ pub async fn run_sql(
     Ok(SqlOutcome {
         kind: checked.kind,
         rows,
-        destructive: checked.destructive,
+        destructive: checked.destructive.clone(),
         step,
         duration,
         columns: collected.columns,

@@ -311,12 +311,21 @@ pub(crate) async fn run_apply(
             at.path.display()
         )));
     }
-    // A plan whose target is live is applied, whatever the ledger knew: say so (and record
-    // it, when an interrupted apply finished on the server after its process stopped).
-    if !args.resume && plan.target_hash != plan.base_hash {
-        if let Some(live) = introspect_parallel_once(&mut client).await {
-            if live == plan.target_hash {
-                return already_applied(&store, actor, &database, &plan);
+    // A plan the ledger records as applied is not applied again. One whose apply the ledger
+    // left open (its process stopped) may have finished on the server: if its target is
+    // live, that is recorded now. (A target reached any other way shows up as the executor's
+    // stale refusal, handled with the outcome below: no extra catalog read on the usual path.)
+    let progress = ledger::plan_progress(&store, &database, &plan.plan_id)?;
+    if !args.resume {
+        if let Some(seq) = progress.applied_at {
+            return print(&format!(
+                "plan {} is already applied (recorded at seq {seq}): nothing to do",
+                plan.plan_id
+            ));
+        }
+        if let Some(open) = progress.open_apply {
+            if introspect_parallel_once(&mut client).await.as_ref() == Some(&plan.target_hash) {
+                return record_recovered(&store, actor, &database, &plan, open);
             }
         }
     }
@@ -339,7 +348,7 @@ pub(crate) async fn run_apply(
         .map_err(|e| apply_error(e, &args.plan, &plan.plan_id))?;
 
     let resume = if args.resume {
-        match ledger::plan_progress(&store, &database, &plan.plan_id)?.resume_point {
+        match progress.resume_point {
             Some(point) => Some(point),
             None => {
                 return Err(CliError::Usage(format!(
@@ -478,6 +487,9 @@ pub(crate) async fn run_apply(
             }
             s.push_str(&format!("resulting hash {}", report.resulting_hash));
             print(&s)
+        }
+        Err(exec::ApplyError::Stale { live, .. }) if live == plan.target_hash => {
+            record_recovered(store.as_ref(), actor, &database, &plan, started_seq)
         }
         Err(error) => {
             let after_hash = introspect_parallel_once(&mut client).await;
@@ -723,36 +735,16 @@ async fn interrupted() {
     }
 }
 
-/// `apply` of a plan whose target the database is already at: nothing runs. When the ledger
-/// has not recorded it as applied (its apply was interrupted after the server had finished,
-/// or the same change was made another way), it is recorded now, marked recovered.
-fn already_applied(
+/// Records `PlanApplied {recovered}` for the apply started at `started_seq` of a plan whose
+/// target is live although nothing here applied it (an earlier apply finished on the server
+/// after its process stopped, or the change was made another way).
+fn record_recovered(
     store: &dyn lockplane_store::Store,
     actor: &str,
     database: &str,
     plan: &Plan,
+    started_seq: u64,
 ) -> Result<(), CliError> {
-    let progress = ledger::plan_progress(store, database, &plan.plan_id)?;
-    if let Some(seq) = progress.applied_at {
-        return print(&format!(
-            "plan {} is already applied (recorded at seq {seq}); the database is at its \
-             target {}: nothing to do",
-            plan.plan_id, plan.target_hash
-        ));
-    }
-    let started_seq = match progress.open_apply {
-        Some(seq) => seq,
-        None => {
-            let started = Event::ApplyStarted(ApplyStarted {
-                actor: actor.to_owned(),
-                database: database.to_owned(),
-                plan_id: plan.plan_id.clone(),
-                base_hash: plan.base_hash.clone(),
-                approval: None,
-            });
-            ledger::record(store, &started, &[])?.seq
-        }
-    };
     let now = events::now_micros();
     let receipt = Receipt::seal(plan.plan_id.clone(), Vec::new(), Timing::between(now, now))
         .map_err(failed)?;
