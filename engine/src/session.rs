@@ -396,8 +396,6 @@ pub struct SqlOutcome {
     pub columns: Vec<String>,
     /// Up to [`MAX_RESULT_ROWS`] result rows, as Postgres prints the values (NULL is `None`).
     pub result: Vec<Vec<Option<String>>>,
-    /// Whether rows were left out of `result` or values cut (see `truncation`).
-    pub truncated: bool,
     /// What was left out and why, when anything was: rows beyond [`MAX_RESULT_ROWS`] or
     /// [`MAX_RESULT_BYTES`], values longer than [`MAX_VALUE_BYTES`].
     pub truncation: Option<String>,
@@ -483,7 +481,6 @@ pub async fn run_checked(
         duration,
         columns: collected.columns,
         result: collected.result,
-        truncated: truncation.is_some(),
         truncation,
     })
 }
