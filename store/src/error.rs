@@ -85,6 +85,11 @@ pub enum StoreError {
     #[error("ledger refuses appends after an earlier failure: {0}")]
     Poisoned(String),
 
+    /// The process holding the ledger (reached through its hub, see [`crate::hub`]) failed
+    /// the operation or went away; the message says which and what to do.
+    #[error("ledger holder: {0}")]
+    Remote(String),
+
     /// The store's writer has shut down.
     #[error("ledger writer has stopped")]
     Closed,

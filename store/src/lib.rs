@@ -32,6 +32,7 @@
 
 mod error;
 pub mod hash;
+pub mod hub;
 mod memory;
 pub mod record;
 pub mod sled_store;
@@ -40,6 +41,7 @@ mod verify;
 
 pub use error::{Holder, StoreError};
 pub use hash::{sha3_256, BlobHash, Hash, ParseHashError, GENESIS_HASH};
+pub use hub::{open_dir, DirLedger, HUB_SOCKET_NAME};
 pub use memory::MemoryStore;
 pub use record::{DecodeError, Head, NewRecord, RawRecord, Record, FORMAT_VERSION};
 pub use sled_store::{SledStore, LOCK_FILE_NAME, SLED_DIR_NAME};

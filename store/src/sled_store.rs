@@ -82,8 +82,14 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
-struct Shared {
+/// What every handle of one open ledger shares (named for the hub, which keeps it weakly).
+pub(crate) type SharedHandle = Shared;
+
+pub(crate) struct Shared {
     path: PathBuf,
+    /// The listener serving this ledger to other processes ([`crate::hub`]); stopped first
+    /// when the ledger closes.
+    hub: Mutex<Option<crate::hub::HubServer>>,
     head: Arc<Mutex<HeadState>>,
     /// Commit groups made durable (one flush each), for [`SledStore::commit_groups`].
     commits: Arc<AtomicU64>,
@@ -170,6 +176,7 @@ impl SledStore {
 
         let shared = Arc::new(Shared {
             path: path.clone(),
+            hub: Mutex::new(None),
             head,
             commits,
             tx: Some(tx),
@@ -181,8 +188,15 @@ impl SledStore {
                 _lock: lock,
             }),
         });
-        open.insert(path, Arc::downgrade(&shared));
+        open.insert(path.clone(), Arc::downgrade(&shared));
+        let hub = crate::hub::HubServer::start(&path, Arc::downgrade(&shared));
+        *shared.hub.lock().unwrap_or_else(|p| p.into_inner()) = hub;
         Ok(SledStore { shared })
+    }
+
+    /// A handle from the hub's weak reference, while the ledger is still open.
+    pub(crate) fn from_weak(shared: &Weak<Shared>) -> Option<SledStore> {
+        shared.upgrade().map(|shared| SledStore { shared })
     }
 
     /// Like [`SledStore::open`], but while another process holds the ledger, retries until
@@ -247,6 +261,8 @@ impl Drop for Shared {
         if open.get(&self.path).is_some_and(|w| w.strong_count() == 0) {
             open.remove(&self.path);
         }
+        // No other process reaches the ledger once this one lets go of it.
+        drop(self.hub.get_mut().unwrap_or_else(|p| p.into_inner()).take());
         // Closing the channel ends the writer after it has answered everything queued.
         drop(self.tx.take());
         if let Some(writer) = self.writer.take() {
