@@ -1114,4 +1114,42 @@ mod tests {
             Some(4)
         );
     }
+
+    #[test]
+    fn manifests_are_found_by_hash_in_any_database() {
+        let mut p = Projections::new();
+        let mut with_manifests = plan("p", 1, 2, false);
+        with_manifests.base_manifest = Some(BlobRef::of(b"base"));
+        with_manifests.target_manifest = Some(BlobRef::of(b"target"));
+        p.apply(1, 0, DB, &introspected(1));
+        p.apply(2, 0, DB, &proposed(with_manifests));
+        p.apply(
+            3,
+            0,
+            DB,
+            &Event::DriftDetected(DriftDetected {
+                actor: A.into(),
+                database: DB.into(),
+                expected_hash: h(2),
+                live_hash: h(3),
+                manifest: Some(BlobRef::of(b"drift")),
+            }),
+        );
+        p.apply(4, 0, "db2", &{
+            let Event::CatalogIntrospected(mut e) = introspected(4) else {
+                unreachable!()
+            };
+            e.database = "db2".into();
+            e.schemas = vec!["app".into()];
+            Event::CatalogIntrospected(e)
+        });
+        // The first manifest recorded for a hash is kept.
+        assert_eq!(p.manifest(DB, &h(1)), Some(&BlobRef::of(&[1])));
+        assert_eq!(p.manifest(DB, &h(2)), Some(&BlobRef::of(b"target")));
+        assert_eq!(p.manifest(DB, &h(3)), Some(&BlobRef::of(b"drift")));
+        // A limited introspection of another database is found too (same hash, same catalog).
+        assert_eq!(p.manifest(DB, &h(4)), Some(&BlobRef::of(&[4])));
+        assert_eq!(p.manifest(DB, &h(9)), None);
+        assert_eq!(p.manifest("nowhere", &h(1)), Some(&BlobRef::of(&[1])));
+    }
 }
