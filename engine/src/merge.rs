@@ -8,6 +8,12 @@
 //! target `T`, is rebased onto the live catalog `L` by `merge(B0, T, L)`. Objects only live
 //! changed flow into the result; objects only the proposal changed keep the proposal's version.
 //!
+//! **A document read at a base** is the same rule with the document as ours and live as theirs
+//! ([`rebase_document`]): the planner aims a document whose `base:` is no longer live at
+//! `rebase_document(base, materialised document, live)`, so what others changed since the
+//! document was read is kept, not reverted. [`ConflictSides`] words the message for either
+//! use, each object with both versions ([`Conflict::describe`]).
+//!
 //! # What an object is
 //!
 //! Each entry of a keyed collection of the model is one object, and the rule for it is: if ours
