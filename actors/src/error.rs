@@ -1,7 +1,7 @@
 //! The runtime's one error type: what went wrong, and what the caller should do next.
 
 use lockplane_engine::exec::ApplyError;
-use lockplane_engine::merge::Conflict;
+use lockplane_engine::merge::{Conflict, ConflictSides};
 use lockplane_engine::session::SessionError;
 use lockplane_engine::CatalogHash;
 
@@ -62,12 +62,26 @@ pub enum Error {
         /// Objects changed both by the plan and on the live database since its base.
         conflicts: Vec<Conflict>,
     },
-    /// Two proposals change the same objects differently.
-    #[error("the plans conflict on {}: {}; resolve by proposing one document with the change you want",
-        .conflicts.len(), .conflicts.iter().map(|c| c.path.as_str()).collect::<Vec<_>>().join(", "))]
+    /// Two proposals change the same objects differently, or a document read at a base and
+    /// the live database since that base do ([`ConflictSides`] says which).
+    #[error("{}", .sides.message(.conflicts))]
     Conflict {
         /// Each conflicting object, with both sides.
         conflicts: Vec<Conflict>,
+        /// What the two sides are.
+        sides: ConflictSides,
+    },
+    /// A document's `base:` names a catalog the ledger holds no manifest of.
+    #[error(
+        "the document's base {base} is not in the ledger: no introspection or plan recorded a \
+         catalog with that hash, so there is nothing to merge the document against. Introspect \
+         again (`lockplane introspect --format yaml` writes the hash it read as `base:`) and \
+         redo the change on that document, or remove `base:` to plan the document \
+         declaratively (live is then made to match it, dropping what it does not mention)"
+    )]
+    UnknownBase {
+        /// The hash the document named.
+        base: CatalogHash,
     },
     /// The plans cannot be merged for a reason other than a conflict.
     #[error("cannot merge: {0}")]
@@ -150,6 +164,7 @@ impl Error {
             Error::WrongConfirmation { .. } => "wrong_confirmation",
             Error::Stale { .. } => "stale_plan",
             Error::Conflict { .. } => "conflict",
+            Error::UnknownBase { .. } => "unknown_base",
             Error::CannotMerge(_) => "cannot_merge",
             Error::NotPending { .. } => "not_pending",
             Error::Tampered { .. } => "tampered",

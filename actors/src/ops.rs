@@ -604,7 +604,26 @@ async fn record_plan(
         .seq)
 }
 
-/// `propose`: the desired document against the live database → a recorded, proven plan.
+/// The catalog a document's `base:` names, from the ledger: any manifest recorded with that
+/// hash (an introspection, a drift finding, a plan's base or target), checked to hash to it.
+async fn base_catalog(shared: &Shared, db: &Db, base: &CatalogHash) -> Result<Catalog, Error> {
+    let (id, hash) = (db.id.clone(), base.clone());
+    let address = read(shared, move |p| p.manifest(&id, &hash).cloned())
+        .await?
+        .ok_or_else(|| Error::UnknownBase { base: base.clone() })?;
+    let catalog = load_catalog(shared, &address)?;
+    let found = catalog_hash(&catalog).map_err(|e| Error::Plan(e.to_string()))?;
+    if &found != base {
+        return Err(Error::Stopped(format!(
+            "the ledger's manifest {address} of {base} hashes to {found}: run verify_ledger"
+        )));
+    }
+    Ok(catalog)
+}
+
+/// `propose`: the desired document against the live database → a recorded, proven plan. A
+/// document with `base:` is merged three ways (base, document, live) when live has moved on
+/// since its base ([`proposal::propose_with_base`]); its base must be in the ledger.
 pub(crate) async fn propose(
     shared: &Shared,
     db: &Db,
@@ -615,6 +634,12 @@ pub(crate) async fn propose(
     let loaded =
         dsl::load_file_text(name, text).map_err(|e| Error::InvalidDocument(e.to_string()))?;
     let (seen, client) = introspect_and_record(shared, db, actor).await?;
+    // Looked up after recording live, so a base that is live is always found (and the
+    // engine then plans declaratively: the merge would be the identity).
+    let read_at = match &loaded.document.base {
+        Some(base) => Some(base_catalog(shared, db, base).await?),
+        None => None,
+    };
     let live = seen.catalog;
     let stats = stats(&client, db).await?;
     let renames = dsl::renames(&loaded.document);
@@ -630,16 +655,32 @@ pub(crate) async fn propose(
         guard: true,
         ..ProposeOptions::default()
     };
-    let proposed = proposal::propose(&source, &loaded.catalog, &renames, &stats, target, &opts)
-        .await
-        .map_err(|e| match e {
-            ProposeError::Plan(e) => Error::Plan(e.to_string()),
-            ProposeError::MissingRoles { .. } | ProposeError::Unsupported { .. } => {
-                Error::Plan(e.to_string())
-            }
-            ProposeError::Guarded(step) => Error::Guarded(step),
-            other => Error::Shadow(other.to_string()),
-        })?;
+    let proposed = proposal::propose_with_base(
+        &source,
+        &loaded.catalog,
+        read_at.as_ref(),
+        &renames,
+        &stats,
+        target,
+        &opts,
+    )
+    .await
+    .map_err(|e| match e {
+        ProposeError::Conflict {
+            base,
+            live,
+            conflicts,
+        } => Error::Conflict {
+            conflicts,
+            sides: lockplane_engine::merge::ConflictSides::Document { base, live },
+        },
+        ProposeError::Plan(e) => Error::Plan(e.to_string()),
+        ProposeError::MissingRoles { .. } | ProposeError::Unsupported { .. } => {
+            Error::Plan(e.to_string())
+        }
+        ProposeError::Guarded(step) => Error::Guarded(step),
+        other => Error::Shadow(other.to_string()),
+    })?;
     let shadow = match &proposed.report {
         Some(report) => shadow_line(report),
         None if proposed.plan.steps.is_empty() => "nothing to prove: the plan is empty".into(),
@@ -729,6 +770,7 @@ pub(crate) async fn merge(
     };
     let conflict = |c: lockplane_engine::merge::MergeConflicts| Error::Conflict {
         conflicts: c.conflicts,
+        sides: lockplane_engine::merge::ConflictSides::Plans,
     };
     // Proposals on different bases (the database moved between them) are both carried onto
     // the live catalog first, under the same rule as a rebase on apply.

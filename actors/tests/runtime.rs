@@ -237,7 +237,7 @@ async fn disjoint_proposals_merge_and_conflicting_ones_name_the_column() {
         .merge(&f.db, &c.plan.plan_id, &d.plan.plan_id, "merger")
         .await;
     match conflict {
-        Err(Error::Conflict { conflicts }) => {
+        Err(Error::Conflict { conflicts, .. }) => {
             assert_eq!(conflicts.len(), 1, "{conflicts:?}");
             assert_eq!(conflicts[0].path, "column app.items.price");
             assert!(conflicts[0].ours.is_some() && conflicts[0].theirs.is_some());

@@ -21,6 +21,17 @@ pub const HASH_PREFIX: &str = "sha3-256:";
 #[serde(transparent)]
 pub struct CatalogHash(pub String);
 
+impl CatalogHash {
+    /// `text` as a catalog hash when it is one: [`HASH_PREFIX`] then 64 lower-case hex digits,
+    /// exactly as [`catalog_hash`] writes it. Nothing else is accepted (no upper case, no
+    /// whitespace), so a hash read back compares equal to the one computed.
+    pub fn parse(text: &str) -> Option<CatalogHash> {
+        let hex = text.strip_prefix(HASH_PREFIX)?;
+        (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| CatalogHash(text.to_owned()))
+    }
+}
+
 impl fmt::Display for CatalogHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -572,6 +583,24 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn parses_only_hashes_as_written() {
+        let good = format!("{HASH_PREFIX}{}", "0a".repeat(32));
+        assert_eq!(CatalogHash::parse(&good), Some(CatalogHash(good.clone())));
+        for bad in [
+            String::new(),
+            "sha3-256:".into(),
+            "0a".repeat(32),
+            format!("{HASH_PREFIX}{}", "0A".repeat(32)),
+            format!("{HASH_PREFIX}{}", "0a".repeat(31)),
+            format!("{HASH_PREFIX}{}0", "0a".repeat(32)),
+            format!("sha256:{}", "0a".repeat(32)),
+            format!("{good} "),
+        ] {
+            assert_eq!(CatalogHash::parse(&bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn sorts_keys_and_strips_whitespace() {

@@ -8,6 +8,12 @@
 //! target `T`, is rebased onto the live catalog `L` by `merge(B0, T, L)`. Objects only live
 //! changed flow into the result; objects only the proposal changed keep the proposal's version.
 //!
+//! **A document read at a base** is the same rule with the document as ours and live as theirs
+//! ([`rebase_document`]): the planner aims a document whose `base:` is no longer live at
+//! `rebase_document(base, materialised document, live)`, so what others changed since the
+//! document was read is kept, not reverted. [`ConflictSides`] words the message for either
+//! use, each object with both versions ([`Conflict::describe`]).
+//!
 //! # What an object is
 //!
 //! Each entry of a keyed collection of the model is one object, and the rule for it is: if ours
@@ -45,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::catalog::{Catalog, Rls, Schema, Table};
+use crate::hash::CatalogHash;
 
 /// One object changed differently on the two sides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +75,97 @@ impl fmt::Display for Conflict {
             (Some(_), Some(_), Some(_)) => "changed differently on both sides",
         };
         write!(f, "{}: {what}", self.path)
+    }
+}
+
+impl Conflict {
+    /// The conflict with each side's version, `ours` and `theirs` naming the sides: `column
+    /// public.items.price: changed by the document and on live (the document: {"data_type":
+    /// "bigint", …}; live: {"data_type":"numeric", …}; base: {"data_type":"integer", …})`.
+    /// Each version is its compact JSON without `null` fields and empty lists, cut at 300
+    /// characters; `absent` where the object does not exist.
+    pub fn describe(&self, ours: &str, theirs: &str) -> String {
+        let what = match (&self.base, &self.ours, &self.theirs) {
+            (None, _, _) => format!("added by {ours} and by {theirs} with different content"),
+            (Some(_), None, _) => format!("deleted by {ours}, changed by {theirs}"),
+            (Some(_), _, None) => format!("changed by {ours}, deleted by {theirs}"),
+            (Some(_), Some(_), Some(_)) => format!("changed differently by {ours} and {theirs}"),
+        };
+        format!(
+            "{}: {what} ({ours}: {}; {theirs}: {}; base: {})",
+            self.path,
+            brief(self.ours.as_ref()),
+            brief(self.theirs.as_ref()),
+            brief(self.base.as_ref()),
+        )
+    }
+}
+
+/// One side of a conflict for a message: compact JSON without `null` fields and empty lists
+/// (at the top level), cut at 300 characters.
+fn brief(value: Option<&Value>) -> String {
+    const LIMIT: usize = 300;
+    let Some(value) = value else {
+        return "absent".into();
+    };
+    let shown = match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    };
+    let text = shown.to_string();
+    match text.char_indices().nth(LIMIT) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
+}
+
+/// The two sides of a conflict, for its message: two plans merged, or a document and live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConflictSides {
+    /// Two proposals merged (`merge`): ours is the first plan, theirs the second.
+    Plans,
+    /// A document read at `base` (ours), and the live database (theirs), now at `live`.
+    Document {
+        /// The document's `base:`.
+        base: CatalogHash,
+        /// The live hash.
+        live: CatalogHash,
+    },
+}
+
+impl ConflictSides {
+    /// What went wrong and what to do, each conflict with both sides' versions
+    /// ([`Conflict::describe`]).
+    pub fn message(&self, conflicts: &[Conflict]) -> String {
+        let n = conflicts.len();
+        let objects = if n == 1 { "object" } else { "objects" };
+        match self {
+            ConflictSides::Plans => format!(
+                "the plans conflict on {n} {objects}: {}; resolve by proposing one document with \
+                 the change you want",
+                conflicts
+                    .iter()
+                    .map(|c| c.describe("the first plan", "the second plan"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            ConflictSides::Document { base, live } => format!(
+                "the document conflicts with changes made on the live database since its base \
+                 {base} (live is now {live}) on {n} {objects}: {}; edit the document to keep \
+                 the version you want (introspect again to start from live), or remove \
+                 `base:` to make live match the document as written",
+                conflicts
+                    .iter()
+                    .map(|c| c.describe("the document", "live"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }
     }
 }
 
@@ -133,6 +231,24 @@ pub fn merge(base: &Catalog, ours: &Catalog, theirs: &Catalog) -> Result<Catalog
             conflicts: m.conflicts,
         })
     }
+}
+
+/// The catalog a document read at `base` asks for, now that live is `live`: the three-way
+/// [`merge`] with the document as ours and live as theirs.
+///
+/// `document` must be in Postgres' canonical form (the planner materialises a document on a
+/// shadow database before comparing; `base` and `live` are introspected). Object by object:
+/// what the document left as it was in `base` takes live's state (changes made since the
+/// base are kept, not reverted), what only the document changed takes the document's, and
+/// what both changed differently is a [`Conflict`] (ours = the document, theirs = live).
+/// When live is still the base the result is the document; when the document is the base
+/// the result is live.
+pub fn rebase_document(
+    base: &Catalog,
+    document: &Catalog,
+    live: &Catalog,
+) -> Result<Catalog, MergeConflicts> {
+    merge(base, document, live)
 }
 
 /// Merges the inside of an object both sides changed differently, instead of conflicting.

@@ -23,6 +23,11 @@
 //! - `ApplyStarted` → `applying`; `PlanApplied` → `applied`; `ApplyFailed` → `failed`;
 //!   `PlansMerged` → each source `merged` (into the new plan). These are not re-evaluated.
 //!
+//! Every manifest the ledger holds for a database is indexed by its catalog hash
+//! ([`DatabaseView::manifests`], [`Projections::manifest`]): whole or limited introspections,
+//! drift findings that kept the manifest, and plans' base and target catalogs. That is how a
+//! document's `base:` is found again.
+//!
 //! The live hash moves on: a whole-database introspection, a step or apply that recorded its
 //! resulting hash, `apply_sql` with a known resulting hash, and a drift finding (the hash
 //! found live). An introspection limited to some schemas does not move it.
@@ -32,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Approval, Event, PlanSummary};
+use crate::events::{Approval, BlobRef, Event, PlanSummary};
 use crate::hash::CatalogHash;
 
 /// Where an apply of one plan on one database stands, folded from that database's events in
@@ -110,6 +115,10 @@ pub struct DatabaseView {
     pub drift: Option<DriftView>,
     /// The session context as last set.
     pub context: Option<ContextView>,
+    /// The manifest blob of every catalog hash the ledger holds a manifest of for this
+    /// database, the first recorded kept.
+    #[serde(default)]
+    pub manifests: BTreeMap<CatalogHash, BlobRef>,
 }
 
 /// A catalog hash and the event that recorded it.
@@ -334,6 +343,19 @@ impl Projections {
         self.databases.get(id)
     }
 
+    /// The manifest blob of the catalog whose hash is `hash`: recorded for `database`, else
+    /// for any database of the ledger (a manifest is addressed by its content: the same hash
+    /// is the same catalog). The caller should check the blob still hashes to `hash`.
+    pub fn manifest(&self, database: &str, hash: &CatalogHash) -> Option<&BlobRef> {
+        self.database(database)
+            .and_then(|db| db.manifests.get(hash))
+            .or_else(|| {
+                self.databases
+                    .values()
+                    .find_map(|db| db.manifests.get(hash))
+            })
+    }
+
     /// Plan `plan_id` of database `database`.
     pub fn plan(&self, database: &str, plan_id: &str) -> Option<&PlanView> {
         self.databases.get(database)?.plans.get(plan_id)
@@ -389,6 +411,7 @@ impl DatabaseView {
     fn fold(&mut self, seq: u64, at: i64, event: &Event, anomalies: &mut Vec<String>) {
         match event {
             Event::CatalogIntrospected(e) => {
+                self.keep_manifest(&e.catalog_hash, Some(&e.manifest));
                 if e.schemas.is_empty() {
                     self.introspections += 1;
                     self.set_live(&e.catalog_hash, seq, at, event.kind());
@@ -587,6 +610,7 @@ impl DatabaseView {
                 });
             }
             Event::DriftDetected(e) => {
+                self.keep_manifest(&e.live_hash, e.manifest.as_ref());
                 self.drift = Some(DriftView {
                     seq,
                     at,
@@ -598,6 +622,14 @@ impl DatabaseView {
         }
     }
 
+    fn keep_manifest(&mut self, hash: &CatalogHash, manifest: Option<&BlobRef>) {
+        if let Some(manifest) = manifest {
+            self.manifests
+                .entry(hash.clone())
+                .or_insert_with(|| manifest.clone());
+        }
+    }
+
     fn propose(
         &mut self,
         plan: &PlanSummary,
@@ -606,6 +638,8 @@ impl DatabaseView {
         at: i64,
         anomalies: &mut Vec<String>,
     ) {
+        self.keep_manifest(&plan.base_hash, plan.base_manifest.as_ref());
+        self.keep_manifest(&plan.target_hash, plan.target_manifest.as_ref());
         if let Some(existing) = self.plans.get(&plan.plan_id) {
             if !existing.status.is_pending() {
                 anomalies.push(format!(
@@ -1079,5 +1113,43 @@ mod tests {
             p.database(DB).and_then(|d| d.live.as_ref()).map(|l| l.seq),
             Some(4)
         );
+    }
+
+    #[test]
+    fn manifests_are_found_by_hash_in_any_database() {
+        let mut p = Projections::new();
+        let mut with_manifests = plan("p", 1, 2, false);
+        with_manifests.base_manifest = Some(BlobRef::of(b"base"));
+        with_manifests.target_manifest = Some(BlobRef::of(b"target"));
+        p.apply(1, 0, DB, &introspected(1));
+        p.apply(2, 0, DB, &proposed(with_manifests));
+        p.apply(
+            3,
+            0,
+            DB,
+            &Event::DriftDetected(DriftDetected {
+                actor: A.into(),
+                database: DB.into(),
+                expected_hash: h(2),
+                live_hash: h(3),
+                manifest: Some(BlobRef::of(b"drift")),
+            }),
+        );
+        p.apply(4, 0, "db2", &{
+            let Event::CatalogIntrospected(mut e) = introspected(4) else {
+                unreachable!()
+            };
+            e.database = "db2".into();
+            e.schemas = vec!["app".into()];
+            Event::CatalogIntrospected(e)
+        });
+        // The first manifest recorded for a hash is kept.
+        assert_eq!(p.manifest(DB, &h(1)), Some(&BlobRef::of(&[1])));
+        assert_eq!(p.manifest(DB, &h(2)), Some(&BlobRef::of(b"target")));
+        assert_eq!(p.manifest(DB, &h(3)), Some(&BlobRef::of(b"drift")));
+        // A limited introspection of another database is found too (same hash, same catalog).
+        assert_eq!(p.manifest(DB, &h(4)), Some(&BlobRef::of(&[4])));
+        assert_eq!(p.manifest(DB, &h(9)), None);
+        assert_eq!(p.manifest("nowhere", &h(1)), Some(&BlobRef::of(&[1])));
     }
 }

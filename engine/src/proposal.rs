@@ -11,7 +11,11 @@
 //!    when a policy (or default, check, view) calls `tenant_id()`/`user_id()` and live lacks
 //!    them.
 //! 4. The document is materialised on a clone of the shadow, and the plan is made from live
-//!    to what Postgres stored.
+//!    to what Postgres stored. A document read at a base that is no longer live
+//!    ([`propose_with_base`]) aims instead at the three-way merge of that base, what Postgres
+//!    stored and live ([`crate::merge::rebase_document`]): what the document did not change
+//!    keeps what others changed since; both changing an object differently is
+//!    [`ProposeError::Conflict`].
 //! 5. Unless proving is switched off, the plan runs on a clone of the shadow, forward and
 //!    back; its target becomes the hash the shadow reached and each phase carries the hash
 //!    the executor must find before committing it ([`Plan::with_proof`]).
@@ -21,8 +25,9 @@ use tokio_postgres::Client;
 use crate::catalog::Catalog;
 use crate::diff::Renames;
 use crate::exec::ApplyOptions;
-use crate::hash::CanonicalError;
+use crate::hash::{catalog_hash, CanonicalError, CatalogHash};
 use crate::ident::quote_ident;
+use crate::merge::Conflict;
 use crate::plan::{plan, LockLevel, Plan, PlanError, Step, TableStats};
 use crate::shadow::{LiveSource, Shadow, ShadowError, ShadowOptions, ShadowReport, ShadowTarget};
 
@@ -108,6 +113,21 @@ pub enum ProposeError {
         /// Each use, with the version it needs.
         features: Vec<String>,
     },
+    /// The document was read at `base`, live has moved on since, and both changed the same
+    /// objects differently (ours = the document, theirs = live).
+    #[error(
+        "{}",
+        crate::merge::ConflictSides::Document { base: base.clone(), live: live.clone() }
+            .message(conflicts)
+    )]
+    Conflict {
+        /// The document's base.
+        base: CatalogHash,
+        /// The live catalog's hash.
+        live: CatalogHash,
+        /// Each object changed both ways, with the base's, the document's and live's version.
+        conflicts: Vec<Conflict>,
+    },
     /// Reading the live server (roles, helpers) failed.
     #[error(
         "reading {what} from the live database failed: {}",
@@ -127,10 +147,29 @@ impl From<CanonicalError> for ProposeError {
     }
 }
 
-/// Plans `document` (a DSL document's catalog) against `live` (see the module docs).
+/// Plans `document` (a DSL document's catalog) against `live` (see the module docs): live is
+/// made to match the document.
 pub async fn propose(
     live: &LiveSource<'_>,
     document: &Catalog,
+    renames: &Renames,
+    stats: &TableStats,
+    target: ShadowTarget<'_>,
+    opts: &ProposeOptions,
+) -> Result<Proposed, ProposeError> {
+    propose_with_base(live, document, None, renames, stats, target, opts).await
+}
+
+/// [`propose`] for a document read at `read_at` (the catalog its `base:` names, which the
+/// caller looked up): when live is no longer that catalog, the plan aims at
+/// `rebase_document(read_at, materialised document, live)`, so the changes made live since
+/// the document was read are kept rather than reverted, and an object both changed
+/// differently is [`ProposeError::Conflict`]. When live is still `read_at`, or without one,
+/// this is [`propose`].
+pub async fn propose_with_base(
+    live: &LiveSource<'_>,
+    document: &Catalog,
+    read_at: Option<&Catalog>,
     renames: &Renames,
     stats: &TableStats,
     target: ShadowTarget<'_>,
@@ -142,7 +181,14 @@ pub async fn propose(
         let base = shadow.base();
         let wanted = crate::dsl::scope_to_live(document, base);
         let leading = prerequisites(live.client, &wanted).await?;
-        plan_on(&shadow, base, &wanted, renames, stats, &leading, opts).await
+        let desired = shadow.materialize(&wanted, renames, &leading).await?;
+        // What the merge takes from live needs nothing live lacks: the prerequisites of
+        // the document's part were checked above.
+        let desired = match read_at {
+            Some(read_at) => rebased(read_at, desired, base)?,
+            None => desired,
+        };
+        plan_on(&shadow, base, desired, renames, stats, &leading, opts).await
     }
     .await;
     let dump_tool = shadow.dump_tool().to_owned();
@@ -158,16 +204,30 @@ pub async fn propose(
     })
 }
 
+/// What a document materialised as `desired`, read at `read_at`, asks of `live`: `desired`
+/// itself when live is still `read_at`, else the three-way merge.
+fn rebased(read_at: &Catalog, desired: Catalog, live: &Catalog) -> Result<Catalog, ProposeError> {
+    let (base_hash, live_hash) = (catalog_hash(read_at)?, catalog_hash(live)?);
+    if base_hash == live_hash {
+        return Ok(desired);
+    }
+    crate::merge::rebase_document(read_at, &desired, live).map_err(|e| ProposeError::Conflict {
+        base: base_hash,
+        live: live_hash,
+        conflicts: e.conflicts,
+    })
+}
+
+/// Plans `live` → `desired` (a materialised catalog), and proves the plan unless told not to.
 async fn plan_on(
     shadow: &Shadow<'_>,
     live: &Catalog,
-    wanted: &Catalog,
+    desired: Catalog,
     renames: &Renames,
     stats: &TableStats,
     leading: &[Step],
     opts: &ProposeOptions,
 ) -> Result<(Plan, Catalog, Option<ShadowReport>), ProposeError> {
-    let desired = shadow.materialize(wanted, renames, leading).await?;
     let mut made = plan(live, &desired, renames, stats, &opts.created_by)?;
     if opts.guard {
         crate::guard::check_plan(&made)?;

@@ -4,7 +4,8 @@ use lockplane_engine::catalog::{
     Catalog, Column, Constraint, ConstraintDef, Grant, Index, IndexKey, Schema, Table,
     UnsupportedObject, View,
 };
-use lockplane_engine::merge::{merge, Conflict, MergeConflicts};
+use lockplane_engine::merge::{merge, rebase_document, Conflict, ConflictSides, MergeConflicts};
+use lockplane_engine::CatalogHash;
 use serde_json::json;
 
 fn column(data_type: &str) -> Column {
@@ -365,4 +366,42 @@ fn conflicts_serialise_with_both_sides() {
     assert_eq!(value["conflicts"][0]["ours"]["comment"], json!("a"));
     assert_eq!(value["conflicts"][0]["theirs"]["comment"], json!("b"));
     assert_eq!(value["conflicts"][0]["base"]["comment"], json!(null));
+}
+
+#[test]
+fn a_conflict_describes_both_sides_under_their_names() {
+    let ours = edit(|c| {
+        table(c, "users").columns.remove("email");
+    });
+    let theirs = edit(|c| {
+        if let Some(email) = table(c, "users").columns.get_mut("email") {
+            email.data_type = "character varying(320)".into();
+        }
+    });
+    let found = conflicts(rebase_document(&base(), &ours, &theirs));
+    assert_eq!(
+        found[0].describe("the document", "live"),
+        "column public.users.email: deleted by the document, changed by live (the document: \
+         absent; live: {\"not_null\":false,\"type\":\"character varying(320)\"}; base: \
+         {\"not_null\":false,\"type\":\"text\"})"
+    );
+    let sides = ConflictSides::Document {
+        base: CatalogHash("sha3-256:b".into()),
+        live: CatalogHash("sha3-256:l".into()),
+    };
+    let message = sides.message(&found);
+    assert!(message.starts_with("the document conflicts with changes made on the live database since its base sha3-256:b (live is now sha3-256:l) on 1 object: column public.users.email: deleted by the document"), "{message}");
+    assert!(ConflictSides::Plans
+        .message(&found)
+        .contains("deleted by the first plan, changed by the second plan"));
+
+    // A long side is cut.
+    let long = edit(|c| {
+        if let Some(email) = table(c, "users").columns.get_mut("email") {
+            email.comment = Some("x".repeat(1000));
+        }
+    });
+    let found = conflicts(merge(&base(), &ours, &long));
+    let text = found[0].describe("a", "b");
+    assert!(text.contains('…') && text.len() < 800, "{text}");
 }

@@ -1,4 +1,5 @@
-//! Laws of the three-way catalog merge, over random bounded catalogs. Pure: no server.
+//! Laws of the three-way catalog merge, over random bounded catalogs, and of
+//! `rebase_document` (a document read at a base, planned against live). Pure: no server.
 //!
 //! Catalogs are built by applying random edits to the empty catalog, and the two sides of a
 //! merge by applying more edits to the base. Names come from small pools so that the two sides
@@ -10,7 +11,7 @@ use lockplane_engine::catalog::{
     Catalog, Column, Constraint, ConstraintDef, EnumType, Extension, Grant, Index, IndexKey,
     Policy, PolicyCommand, Sequence, SequenceOptions, UnsupportedObject, View,
 };
-use lockplane_engine::merge::{merge, Conflict, MergeConflicts};
+use lockplane_engine::merge::{merge, rebase_document, Conflict, MergeConflicts};
 use proptest::prelude::*;
 
 const SCHEMAS: &[&str] = &["public", "app"];
@@ -310,6 +311,28 @@ proptest! {
     #[test]
     fn the_same_change_on_both_sides_gives_it((b, x, _) in triple()) {
         prop_assert_eq!(merge(&b, &x, &x), Ok(x));
+    }
+
+    /// A document read at `b` and left as it was asks for live as it is: planning it reverts
+    /// nothing others changed since.
+    #[test]
+    fn an_untouched_document_asks_for_live((b, live, _) in triple()) {
+        prop_assert_eq!(rebase_document(&b, &b, &live), Ok(live));
+    }
+
+    /// While live is still the base, a document asks for exactly itself (declarative).
+    #[test]
+    fn on_an_unmoved_base_a_document_asks_for_itself((b, doc, _) in triple()) {
+        prop_assert_eq!(rebase_document(&b, &doc, &b), Ok(doc));
+    }
+
+    /// Once the merged catalog is live, the same document (same base) asks for it again:
+    /// proposing a document a second time after applying it plans nothing.
+    #[test]
+    fn a_document_applied_asks_for_nothing_more((b, doc, live) in triple()) {
+        if let Ok(merged) = rebase_document(&b, &doc, &live) {
+            prop_assert_eq!(rebase_document(&b, &doc, &merged), Ok(merged));
+        }
     }
 
     #[test]

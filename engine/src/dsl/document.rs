@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::catalog::{ForeignKeyAction, ForeignKeyMatch, IdentityGeneration, PolicyCommand};
+use crate::hash::CatalogHash;
 
 /// The version of the DSL this module reads and writes.
 pub const DSL_VERSION: u32 = 1;
@@ -59,6 +60,12 @@ pub struct Document {
     pub file: String,
     /// DSL version; only [`DSL_VERSION`] is understood.
     pub version: u32,
+    /// `base:`: the catalog hash of the live database the document was read at
+    /// (`lockplane introspect --format yaml` writes it). Not part of the catalog the document
+    /// describes (it does not change the document's hash): the planner uses it to merge three
+    /// ways, base → document and base → live, so that what others changed since is kept
+    /// rather than reverted. `None` plans the document declaratively.
+    pub base: Option<CatalogHash>,
     /// Extensions, in the order written.
     pub extensions: Vec<ExtensionDecl>,
     /// Schemas, in the order written.

@@ -24,6 +24,8 @@
 //! - [`to_yaml`] / [`to_json`] (through [`from_catalog`]): [`Catalog`] → text, stable and
 //!   using the shorthands. `to_catalog(parse(to_yaml(c))) == c` for every catalog that
 //!   `to_catalog` produced.
+//! - [`to_yaml_with_base`] / [`to_json_with_base`]: the same with `base:`, the catalog hash
+//!   the catalog was read at ([`Document::base`]).
 //! - [`json_schema`]: the JSON Schema of documents, for editors.
 //! - [`helpers::install_sql`]: Lockplane's `tenant_id()` / `user_id()` helpers.
 //!
@@ -41,6 +43,15 @@
 //! ([`scope_to_live`], which also keeps that comment on `public` when a document names the
 //! schema without a comment); `to_yaml` of an introspected catalog writes all of them, so
 //! that document reproduces the catalog.
+//!
+//! **`base:` says where the document comes from, not what it describes.** A top-level
+//! `base: "sha3-256:…"` is the catalog hash of the live database the document was read at
+//! (`lockplane introspect --format yaml` writes it; [`Document::base`]). It is not part of the
+//! catalog, so it never changes the document's hash. The planner uses it: when live has moved
+//! on since the base, the plan aims at the three-way merge of base, document and live
+//! ([`crate::merge::rebase_document`]), so objects the document left as they were keep what
+//! others changed since, instead of being reverted. Without `base:` the document is planned
+//! declaratively: live is made to match it.
 //!
 //! **Shorthands and long forms are the same catalog.** `pk: true` is
 //! `primary_key: { columns: [c] }`, `unique: true` is `unique: [{ columns: [c] }]`,
@@ -152,6 +163,7 @@ pub use tree::Format;
 pub use write::{document_to_json, document_to_yaml};
 
 use crate::catalog::Catalog;
+use crate::hash::CatalogHash;
 
 /// A document and its catalog, as [`load`] returns them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,6 +275,14 @@ pub fn load_file_text(file: &str, text: &str) -> Result<Loaded, DslErrors> {
 /// left out. Objects the DSL cannot describe (the catalog's `unsupported` list) are listed in
 /// comments at the top.
 pub fn to_yaml(catalog: &Catalog) -> String {
+    to_yaml_with_base(catalog, None)
+}
+
+/// [`to_yaml`] with `base: <hash>` after `version`: the catalog hash the catalog was read at
+/// (see [`Document::base`]). `lockplane introspect --format yaml` writes the hash it read, so
+/// the document, edited and planned later, merges three ways instead of reverting what
+/// others changed in between. Loading the text gives back `catalog` and `base`.
+pub fn to_yaml_with_base(catalog: &Catalog, base: Option<&CatalogHash>) -> String {
     let mut text = String::new();
     if !catalog.unsupported.is_empty() {
         text.push_str("# Present in the database but not managed by Lockplane:\n");
@@ -278,11 +298,22 @@ pub fn to_yaml(catalog: &Catalog) -> String {
             text.push('\n');
         }
     }
-    text.push_str(&document_to_yaml(&from_catalog(catalog)));
+    text.push_str(&document_to_yaml(&with_base(catalog, base)));
     text
 }
 
 /// The catalog as a JSON document, in the same order as [`to_yaml`] (without the comments).
 pub fn to_json(catalog: &Catalog) -> String {
-    document_to_json(&from_catalog(catalog))
+    to_json_with_base(catalog, None)
+}
+
+/// [`to_json`] with `"base": <hash>` (see [`to_yaml_with_base`]).
+pub fn to_json_with_base(catalog: &Catalog, base: Option<&CatalogHash>) -> String {
+    document_to_json(&with_base(catalog, base))
+}
+
+fn with_base(catalog: &Catalog, base: Option<&CatalogHash>) -> Document {
+    let mut doc = from_catalog(catalog);
+    doc.base = base.cloned();
+    doc
 }

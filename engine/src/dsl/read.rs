@@ -11,8 +11,9 @@ use super::error::DslError;
 use super::names::suggest;
 use super::tree::{Node, Value};
 use crate::catalog::{ForeignKeyAction, ForeignKeyMatch, IdentityGeneration, PolicyCommand};
+use crate::hash::{CatalogHash, HASH_PREFIX};
 
-pub(crate) const DOCUMENT_KEYS: &[&str] = &["version", "extensions", "schemas"];
+pub(crate) const DOCUMENT_KEYS: &[&str] = &["version", "base", "extensions", "schemas"];
 pub(crate) const EXTENSION_KEYS: &[&str] = &["name", "schema", "required"];
 pub(crate) const SCHEMA_KEYS: &[&str] = &["comment", "enums", "sequences", "tables", "views"];
 pub(crate) const ENUM_KEYS: &[&str] = &["labels", "comment"];
@@ -523,11 +524,32 @@ impl<'f> Reader<'f> {
                 _ => self.wrong_type("version", node, "an integer"),
             },
         }
+        doc.base = self.base(&obj);
         doc.extensions = self.list(&obj, "extensions", |r, node, path| r.extension(node, path));
         doc.schemas = self.named(&obj, "schemas", "schema", |r, name, span, node, path| {
             r.schema(name, span, node, path)
         });
         doc
+    }
+
+    /// `base: "sha3-256:<64 hex digits>"`, the catalog hash the document was read at.
+    fn base(&mut self, obj: &Obj) -> Option<CatalogHash> {
+        let text = self.string(obj, "base")?;
+        if let Some(hash) = CatalogHash::parse(&text) {
+            return Some(hash);
+        }
+        let span = obj.get("base").map_or(obj.span, |node| node.span);
+        self.error(
+            "base",
+            span,
+            format!("`{text}` is not a catalog hash"),
+            Some(format!(
+                "expected `{HASH_PREFIX}` and 64 lower-case hex digits, the catalog_hash \
+                 `lockplane introspect` prints; remove `base:` to plan the document \
+                 declaratively"
+            )),
+        );
+        None
     }
 
     fn extension(&mut self, node: &Node, path: String) -> Option<ExtensionDecl> {

@@ -497,6 +497,17 @@ pub fn json_schema() -> Value {
                 "version",
                 json!({ "const": 1, "description": "DSL version" }),
             ),
+            (
+                "base",
+                json!({
+                    "type": "string",
+                    "pattern": "^sha3-256:[0-9a-f]{64}$",
+                    "description": "the catalog hash of the live database this document was \
+                                    read at (`lockplane introspect --format yaml` writes it); \
+                                    planning then merges three ways and keeps what others \
+                                    changed since. Not part of the catalog",
+                }),
+            ),
             ("extensions", list_of("extension")),
             ("schemas", {
                 // `lockplane` holds Lockplane's helpers; Postgres reserves `pg_` names.

@@ -332,6 +332,9 @@ fn table(t: &TableDecl) -> Out {
 fn document(doc: &Document) -> Out {
     let mut f = Fields::new();
     f.put("version", Out::Int(i64::from(doc.version)));
+    if let Some(base) = &doc.base {
+        f.str("base", &base.0);
+    }
     f.list(
         "extensions",
         doc.extensions

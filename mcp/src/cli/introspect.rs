@@ -15,7 +15,8 @@ pub(crate) struct Args {
     #[arg(long)]
     database_url: Option<String>,
     /// Output format: `json`, the manifest `{catalog, catalog_hash}`; `yaml`, the catalog as a
-    /// DSL document (reproduces the catalog when planned against an empty database).
+    /// DSL document (reproduces the catalog when planned against an empty database) whose
+    /// `base:` is the hash read: planned later, it keeps what others changed since.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
     /// Only this schema (repeatable). All user schemas when omitted.
@@ -61,10 +62,11 @@ pub(crate) async fn run(at: &ledger::LedgerAt, actor: &str, args: Args) -> Resul
         Format::Json => {
             serde_json::to_string_pretty(&manifest).map_err(|e| CliError::Output(e.to_string()))?
         }
-        Format::Yaml => format!(
-            "# catalog_hash: {}\n{}",
-            manifest.catalog_hash,
-            lockplane_engine::dsl::to_yaml(&manifest.catalog)
+        // `base:` records the hash read, so the document, edited and planned later, merges
+        // three ways rather than reverting what others changed in between.
+        Format::Yaml => lockplane_engine::dsl::to_yaml_with_base(
+            &manifest.catalog,
+            Some(&manifest.catalog_hash),
         ),
     };
 

@@ -86,8 +86,17 @@ fn next_step(code: &str) -> Option<&'static str> {
         "unknown_plan" => "call list_plans for the plan ids, or diff_catalog to propose one",
         "invalid_document" => "fix the document at the positions given and call diff_catalog again",
         "shadow_failed" | "plan_refused" => "change the document and call diff_catalog again",
-        "conflict" | "cannot_merge" => {
+        "conflict" => {
+            "call introspect_catalog, write the change you want on that catalog (base: its \
+             catalog_hash), and call diff_catalog once with that single document"
+        }
+        "cannot_merge" => {
             "call diff_catalog once with a single document holding the change you want"
+        }
+        "unknown_base" => {
+            "call introspect_catalog and redo your change on that catalog with base: its \
+             catalog_hash (or remove base: to make live match the document), then call \
+             diff_catalog again"
         }
         "not_pending" => "call list_plans to see where the plan stands",
         "tampered" => "call verify_ledger and stop applying until it is resolved",
@@ -183,7 +192,9 @@ fn to_json(value: &impl Serialize) -> Result<Value, ToolError> {
 pub struct DiffParams {
     /// The complete desired schema as a Lockplane DSL document, YAML or JSON text
     /// (`version: 1`, `schemas: {name: {tables: …}}`). Schemas it names are owned by it
-    /// completely; schemas it does not mention are left as they are.
+    /// completely; schemas it does not mention are left as they are. With `base:
+    /// "sha3-256:…"` (the catalog_hash the document was read at), what the document did not
+    /// change keeps live's state.
     pub desired: String,
     /// A name for the document, used in error positions (default `desired.yaml`).
     #[serde(default)]
@@ -677,7 +688,11 @@ impl LockplaneMcp {
                        indexes, rls}}}}). Returns {plan, predicted_hash, plan_id, \
                        requires_confirmation}: explicit SQL steps with locks and hazards, \
                        proven with their reverse on a shadow database, recorded as a proposal. \
-                       Nothing is applied: call apply_plan with the plan_id next.",
+                       A document with `base: <catalog_hash>` (the hash introspect_catalog \
+                       returned when you read the schema) keeps what others changed since: \
+                       the plan merges base, document and live three ways, and an object both \
+                       changed differently is a `conflict`. Nothing is applied: call \
+                       apply_plan with the plan_id next.",
         annotations(
             read_only_hint = false,
             destructive_hint = false,
