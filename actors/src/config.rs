@@ -1,9 +1,78 @@
 //! How a [`crate::Lockplane`] runtime is set up.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lockplane_engine::guard::AccessMode;
+
+/// Where the ledger of record is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerLocation {
+    /// A sled ledger directory, created if missing. The first process to open it holds it
+    /// and serves it to every other process that opens it (`lockplane_store::hub`).
+    Dir(PathBuf),
+    /// A Postgres control database (`postgres://…` or `postgresql://…`), shared by any
+    /// number of processes and machines (`lockplane_store::PgStore`).
+    Postgres(String),
+    /// In this process's memory, gone when it exits: for reads whose recording nobody keeps.
+    Memory,
+}
+
+impl LedgerLocation {
+    /// A `--ledger` value: a `postgres://` or `postgresql://` URL names a Postgres ledger,
+    /// anything else a directory.
+    pub fn parse(text: &str) -> LedgerLocation {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            LedgerLocation::Postgres(text.to_owned())
+        } else {
+            LedgerLocation::Dir(PathBuf::from(text))
+        }
+    }
+}
+
+impl std::fmt::Display for LedgerLocation {
+    /// The directory, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LedgerLocation::Dir(path) => write!(f, "{}", path.display()),
+            LedgerLocation::Postgres(url) => match lockplane_engine::connect::resolve(Some(url)) {
+                Ok(target) => f.write_str(&target.describe()),
+                Err(_) => f.write_str("a Postgres ledger (unreadable URL)"),
+            },
+            LedgerLocation::Memory => f.write_str("(in memory)"),
+        }
+    }
+}
+
+impl From<PathBuf> for LedgerLocation {
+    fn from(path: PathBuf) -> Self {
+        LedgerLocation::Dir(path)
+    }
+}
+
+impl From<&Path> for LedgerLocation {
+    fn from(path: &Path) -> Self {
+        LedgerLocation::Dir(path.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for LedgerLocation {
+    fn from(path: &PathBuf) -> Self {
+        LedgerLocation::Dir(path.clone())
+    }
+}
+
+impl From<&str> for LedgerLocation {
+    fn from(text: &str) -> Self {
+        LedgerLocation::parse(text)
+    }
+}
+
+impl From<String> for LedgerLocation {
+    fn from(text: String) -> Self {
+        LedgerLocation::parse(&text)
+    }
+}
 
 /// Where plans are proven before they touch a real database.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,11 +89,16 @@ pub enum ShadowConfig {
 /// The runtime's settings. [`Config::new`] gives the defaults an embedding program wants.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The ledger directory (a sled database, created if missing).
-    pub ledger: PathBuf,
-    /// How long to wait for another process that holds the ledger (default: not at all, like
-    /// the CLI: the error names the holder at once).
+    /// The ledger of record.
+    pub ledger: LedgerLocation,
+    /// How long to wait for a ledger that is not reachable yet (a directory whose holder is
+    /// starting, a Postgres ledger that refuses connections); default: a few seconds for a
+    /// starting holder, then the error.
     pub ledger_wait: Duration,
+    /// Whether plans go through the SQL guard (`lockplane_engine::guard::check_plan`) at
+    /// proposal and apply: on for agents (the MCP server, embedding); the CLI, run with an
+    /// operator's own credentials, switches it off.
+    pub guard_plans: bool,
     /// Where shadow databases live.
     pub shadow: ShadowConfig,
     /// Prove every plan (and its reverse) on a shadow before recording it. Switching this off
@@ -44,12 +118,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults: no ledger wait, a 30 s advisory-lock wait, a throwaway shadow cluster with dry runs,
+    /// Defaults: no ledger wait, plans guarded, a 30 s advisory-lock wait, a throwaway shadow cluster with dry runs,
     /// 5 s `lock_timeout`, 60 s `statement_timeout`, schema access, no roles to switch to.
-    pub fn new(ledger: impl Into<PathBuf>) -> Config {
+    pub fn new(ledger: impl Into<LedgerLocation>) -> Config {
         Config {
             ledger: ledger.into(),
             ledger_wait: Duration::ZERO,
+            guard_plans: true,
             shadow: ShadowConfig::Throwaway,
             dry_run: true,
             lock_wait: Duration::from_secs(30),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use actix::prelude::*;
 use lockplane_engine::session::SessionContext;
 
-use crate::ops::{self, Applied, Db, Proposal, Recovery, Shared, SqlResult};
+use crate::ops::{self, Applied, ApplyControl, Db, Proposal, Recovery, Shared, SqlResult};
 use crate::Error;
 
 /// Serialises the mutating commands on one database.
@@ -40,10 +40,12 @@ pub(crate) enum Command {
     Apply {
         plan_id: String,
         confirmation: Option<String>,
+        control: ApplyControl,
     },
     Resume {
         plan_id: String,
         confirmation: Option<String>,
+        control: ApplyControl,
     },
     ApplySql {
         sql: String,
@@ -92,15 +94,31 @@ impl Handler<Mutate> for DatabaseActor {
                 Command::Apply {
                     plan_id,
                     confirmation,
-                } => ops::apply(&shared, &db, &plan_id, confirmation.as_deref(), actor)
-                    .await
-                    .map(|a| Answer::Applied(Box::new(a))),
+                    control,
+                } => ops::apply(
+                    &shared,
+                    &db,
+                    &plan_id,
+                    confirmation.as_deref(),
+                    actor,
+                    control,
+                )
+                .await
+                .map(|a| Answer::Applied(Box::new(a))),
                 Command::Resume {
                     plan_id,
                     confirmation,
-                } => ops::resume(&shared, &db, &plan_id, confirmation.as_deref(), actor)
-                    .await
-                    .map(|a| Answer::Applied(Box::new(a))),
+                    control,
+                } => ops::resume(
+                    &shared,
+                    &db,
+                    &plan_id,
+                    confirmation.as_deref(),
+                    actor,
+                    control,
+                )
+                .await
+                .map(|a| Answer::Applied(Box::new(a))),
                 Command::ApplySql {
                     sql,
                     context,

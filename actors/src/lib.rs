@@ -69,11 +69,11 @@ use actix::prelude::*;
 use lockplane_engine::events::{self, ContextSet, Event};
 use lockplane_engine::policy;
 use lockplane_engine::session;
-use lockplane_store::{SledStore, Store};
 use serde::Serialize;
 
-pub use config::{Config, ShadowConfig};
+pub use config::{Config, LedgerLocation, ShadowConfig};
 pub use error::Error;
+pub use ledger::open_ledger;
 /// The engine crate, for the types the embedding API takes and returns beyond those
 /// re-exported here (an app needs no second dependency).
 pub use lockplane_engine as engine;
@@ -83,7 +83,7 @@ pub use lockplane_engine::policy::{Command as PolicyCommand, PolicyVerdict};
 pub use lockplane_engine::projection::PlanView;
 pub use lockplane_engine::session::SessionContext;
 pub use lockplane_engine::CatalogHash;
-pub use ops::{Applied, Drift, Introspection, Proposal, Recovery, SqlResult};
+pub use ops::{Applied, ApplyControl, Drift, Introspection, Proposal, Recovery, SqlResult};
 
 use database::{Answer, Attach, Command, DatabaseActor, Mutate, Registry};
 use ledger::{LedgerWriter, ProjectionActor};
@@ -155,15 +155,11 @@ pub struct Lockplane {
 impl Lockplane {
     /// Opens (or creates) the ledger, rebuilds the projections from it, and starts the actors.
     pub async fn open(config: Config) -> Result<Lockplane, Error> {
-        let (path, wait) = (config.ledger.clone(), config.ledger_wait);
-        let (store, projections) = tokio::task::spawn_blocking(move || {
-            let store = if wait.is_zero() {
-                SledStore::open(&path)?
-            } else {
-                SledStore::open_waiting(&path, wait)?
-            };
-            let projections = ledger::rebuild(&store)?;
-            Ok::<_, Error>((Arc::new(store), projections))
+        let (location, wait) = (config.ledger.clone(), config.ledger_wait);
+        let (store, projections, folded) = tokio::task::spawn_blocking(move || {
+            let store = ledger::open_ledger(&location, wait)?;
+            let (projections, folded) = ledger::rebuild(store.as_ref())?;
+            Ok::<_, Error>((store, projections, folded))
         })
         .await
         .map_err(|e| Error::Stopped(e.to_string()))??;
@@ -186,6 +182,7 @@ impl Lockplane {
                     let writer = SyncArbiter::start(1, move || LedgerWriter {
                         store: writer_store.clone(),
                         projection: writer_projection.clone(),
+                        folded,
                     });
                     let shared = Shared {
                         config,
@@ -353,9 +350,23 @@ impl Lockplane {
         confirmation: Option<&str>,
         actor: &str,
     ) -> Result<Applied, Error> {
+        self.apply_with(db, plan_id, confirmation, actor, ApplyControl::default())
+            .await
+    }
+
+    /// [`Lockplane::apply`], watched and stoppable through `control`.
+    pub async fn apply_with(
+        &self,
+        db: &DatabaseId,
+        plan_id: &str,
+        confirmation: Option<&str>,
+        actor: &str,
+        control: ApplyControl,
+    ) -> Result<Applied, Error> {
         let command = Command::Apply {
             plan_id: plan_id.to_owned(),
             confirmation: confirmation.map(str::to_owned),
+            control,
         };
         match self.mutate(db, command, actor).await? {
             Answer::Applied(a) => Ok(*a),
@@ -373,9 +384,23 @@ impl Lockplane {
         confirmation: Option<&str>,
         actor: &str,
     ) -> Result<Applied, Error> {
+        self.resume_with(db, plan_id, confirmation, actor, ApplyControl::default())
+            .await
+    }
+
+    /// [`Lockplane::resume`], watched and stoppable through `control`.
+    pub async fn resume_with(
+        &self,
+        db: &DatabaseId,
+        plan_id: &str,
+        confirmation: Option<&str>,
+        actor: &str,
+        control: ApplyControl,
+    ) -> Result<Applied, Error> {
         let command = Command::Resume {
             plan_id: plan_id.to_owned(),
             confirmation: confirmation.map(str::to_owned),
+            control,
         };
         match self.mutate(db, command, actor).await? {
             Answer::Applied(a) => Ok(*a),

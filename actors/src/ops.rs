@@ -21,19 +21,19 @@ use lockplane_engine::session::{self, SessionContext};
 use lockplane_engine::shadow::{LiveSource, ShadowOptions, ShadowReport, ShadowTarget};
 use lockplane_engine::{catalog_hash, connect, dsl, introspect_parallel, CatalogHash};
 use lockplane_engine::{introspect, IntrospectOptions};
-use lockplane_store::{BlobHash, Head, SledStore, Store};
+use lockplane_store::{BlobHash, Head, NewRecord, Store};
 use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::config::{Config, ShadowConfig};
-use crate::ledger::{Append, LedgerWriter, ProjectionActor, Read};
+use crate::ledger::{Append, CatchUp, LedgerWriter, ProjectionActor, Read};
 use crate::Error;
 
 /// Everything an operation needs besides the database: settings, the ledger, the shadow.
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
-    pub(crate) store: Arc<SledStore>,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) writer: actix::Addr<LedgerWriter>,
     pub(crate) projection: actix::Addr<ProjectionActor>,
     pub(crate) shadow: Arc<ShadowPool>,
@@ -130,6 +130,9 @@ pub struct Applied {
     pub receipts: Vec<Receipt>,
     /// Seq of the `PlanApplied` record.
     pub seq: u64,
+    /// True when nothing ran: the plan's target was already live (an earlier apply finished
+    /// after its process stopped, or the change was made another way) and is recorded so.
+    pub recovered: bool,
 }
 
 /// A statement run through `apply_sql`.
@@ -189,6 +192,31 @@ pub struct Recovery {
     pub live_hash: CatalogHash,
 }
 
+/// How the caller of an apply watches and stops it (the CLI's progress display and its
+/// Ctrl-C); the default does neither.
+#[derive(Clone, Default)]
+pub struct ApplyControl {
+    /// Told of each committed phase, after the runtime recorded it (`StepApplied`). An error
+    /// stops the apply before its next phase.
+    pub progress: Option<Arc<dyn exec::ProgressSink>>,
+    /// Notified to stop: the running statement is cancelled on the server, no further one
+    /// starts, a transaction rolls back, and the outcome is recorded as interrupted.
+    pub stop: Option<Arc<tokio::sync::Notify>>,
+    /// Told the backend pid of the apply's connection when it starts (to watch it, e.g. in
+    /// `pg_stat_progress_create_index`).
+    pub on_start: Option<Arc<dyn Fn(i32) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ApplyControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyControl")
+            .field("progress", &self.progress.is_some())
+            .field("stop", &self.stop.is_some())
+            .field("on_start", &self.on_start.is_some())
+            .finish()
+    }
+}
+
 // ---- plumbing -------------------------------------------------------------------------------
 
 fn db_error(db: &Db, message: impl std::fmt::Display) -> Error {
@@ -212,11 +240,13 @@ pub(crate) async fn record(
     shared.writer.send(Append { event, blobs }).await?
 }
 
-/// Runs `read` on the projections.
+/// Runs `read` on the projections, once they hold every record of the ledger (whoever
+/// appended it).
 pub(crate) async fn read<R: Send + 'static>(
     shared: &Shared,
     read: impl FnOnce(&lockplane_engine::projection::Projections) -> R + Send + 'static,
 ) -> Result<R, Error> {
+    shared.writer.send(CatchUp).await??;
     Ok(shared.projection.send(Read(Box::new(read))).await?)
 }
 
@@ -652,7 +682,7 @@ pub(crate) async fn propose(
     let opts = ProposeOptions {
         created_by: actor.to_owned(),
         prove: shared.config.dry_run,
-        guard: true,
+        guard: shared.config.guard_plans,
         ..ProposeOptions::default()
     };
     let proposed = proposal::propose_with_base(
@@ -966,20 +996,56 @@ pub(crate) async fn apply(
     plan_id: &str,
     confirmation: Option<&str>,
     actor: &str,
+    control: ApplyControl,
 ) -> Result<Applied, Error> {
     schema_access(shared, "apply_plan")?;
+    let mut client = connect(db).await?;
+    // The database's apply lock is held from before live is read to after the outcome is
+    // recorded: another process's apply (of this ledger or another) is then either wholly
+    // before this one, so its outcome is in the ledger this one reads and the plan is rebased
+    // onto it, or wholly after. Recovery takes the same lock, so it never mistakes an apply
+    // in progress for an abandoned one.
+    let key = exec::acquire_lock(&client, shared.config.lock_wait).await?;
+    let outcome = apply_locked(
+        shared,
+        db,
+        &mut client,
+        plan_id,
+        confirmation,
+        actor,
+        control,
+    )
+    .await;
+    exec::release_lock(&client, key).await;
+    outcome
+}
+
+async fn apply_locked(
+    shared: &Shared,
+    db: &Db,
+    client: &mut Client,
+    plan_id: &str,
+    confirmation: Option<&str>,
+    actor: &str,
+    control: ApplyControl,
+) -> Result<Applied, Error> {
     let view = plan_view(shared, db, plan_id).await?;
     pending(&view)?;
     let mut plan = load_plan(shared, &view)?;
-    let mut client = connect(db).await?;
-    let (live, live_hash) = live_hash(&mut client, db).await?;
+    let (live, live_hash) = live_hash(client, db).await?;
+    if live_hash == plan.target_hash && live_hash != plan.base_hash {
+        // The plan's target is live although no apply of it is recorded: an earlier apply
+        // finished after its process stopped, or the change was made another way.
+        approval_check(&plan, Some(&view), confirmation)?;
+        return record_reached(shared, db, &plan, view.approval.clone(), actor).await;
+    }
     let mut rebased_from = None;
     let mut own_view = Some(&view);
     let mut confirmation = confirmation;
     if live_hash != plan.base_hash {
         // Refuse an unconfirmed data-loss plan before doing any rebase work.
         approval_check(&plan, own_view, confirmation)?;
-        let rebased = rebase(shared, db, &view, &live, &live_hash, &client, actor)
+        let rebased = rebase(shared, db, &view, &live, &live_hash, client, actor)
             .await?
             .plan;
         rebased_from = Some(plan.plan_id.clone());
@@ -1018,8 +1084,61 @@ pub(crate) async fn apply(
         opts,
         actor,
         rebased_from,
+        control,
     )
     .await
+}
+
+/// Records `plan` as applied (`recovered`) when its target is live without a recorded apply:
+/// `ApplyStarted` then `PlanApplied`, so the history says when it was noticed.
+async fn record_reached(
+    shared: &Shared,
+    db: &Db,
+    plan: &Plan,
+    approval: Option<Approval>,
+    actor: &str,
+) -> Result<Applied, Error> {
+    let started = record(
+        shared,
+        Event::ApplyStarted(ApplyStarted {
+            actor: actor.to_owned(),
+            database: db.id.clone(),
+            plan_id: plan.plan_id.clone(),
+            base_hash: plan.base_hash.clone(),
+            approval: approval.clone(),
+        }),
+        Vec::new(),
+    )
+    .await?;
+    let now = events::now_micros();
+    let receipt = Receipt::seal(plan.plan_id.clone(), Vec::new(), Timing::between(now, now))
+        .map_err(|e| Error::Plan(e.to_string()))?;
+    let head = record(
+        shared,
+        Event::PlanApplied(PlanApplied {
+            actor: actor.to_owned(),
+            database: db.id.clone(),
+            plan_id: plan.plan_id.clone(),
+            started_seq: started.seq,
+            before_hash: plan.base_hash.clone(),
+            after_hash: plan.target_hash.clone(),
+            approval,
+            receipt: receipt.clone(),
+            recovered: true,
+        }),
+        Vec::new(),
+    )
+    .await?;
+    Ok(Applied {
+        database: db.id.clone(),
+        plan_id: plan.plan_id.clone(),
+        rebased_from: None,
+        before_hash: plan.base_hash.clone(),
+        resulting_hash: plan.target_hash.clone(),
+        receipts: Vec::new(),
+        seq: head.seq,
+        recovered: true,
+    })
 }
 
 /// `resume`: an apply of `plan_id` that stopped after its transaction committed (a step run
@@ -1030,27 +1149,46 @@ pub(crate) async fn resume(
     plan_id: &str,
     confirmation: Option<&str>,
     actor: &str,
+    control: ApplyControl,
 ) -> Result<Applied, Error> {
     schema_access(shared, "apply_plan (resume)")?;
-    let view = plan_view(shared, db, plan_id).await?;
-    pending(&view)?;
-    let plan = load_plan(shared, &view)?;
-    let Some(point) = resume_point(shared, db, plan_id)? else {
-        return Err(Error::NotPending {
-            plan_id: plan_id.to_owned(),
-            status: view.status.name(),
-            hint: "the ledger records no phase of it as applied: there is nothing to resume; \
-                   apply it (apply_plan without resume)"
-                .into(),
-        });
-    };
-    let approval = approval(shared, db, &plan, Some(&view), confirmation, actor).await?;
-    let client = connect(db).await?;
-    let opts = ApplyOptions {
-        resume_after: Some(point),
-        ..ApplyOptions::default()
-    };
-    run_apply(shared, db, client, &plan, approval, opts, actor, None).await
+    let mut client = connect(db).await?;
+    // Under the apply lock, as `apply`.
+    let key = exec::acquire_lock(&client, shared.config.lock_wait).await?;
+    let outcome = async {
+        let view = plan_view(shared, db, plan_id).await?;
+        pending(&view)?;
+        let plan = load_plan(shared, &view)?;
+        let Some(point) = resume_point(shared, db, plan_id)? else {
+            return Err(Error::NotPending {
+                plan_id: plan_id.to_owned(),
+                status: view.status.name(),
+                hint: "the ledger records no phase of it as applied: there is nothing to \
+                       resume; apply it (apply_plan without resume)"
+                    .into(),
+            });
+        };
+        let approval = approval(shared, db, &plan, Some(&view), confirmation, actor).await?;
+        let opts = ApplyOptions {
+            resume_after: Some(point),
+            ..ApplyOptions::default()
+        };
+        run_apply(
+            shared,
+            db,
+            &mut client,
+            &plan,
+            approval,
+            opts,
+            actor,
+            None,
+            control,
+        )
+        .await
+    }
+    .await;
+    exec::release_lock(&client, key).await;
+    outcome
 }
 
 /// The last phase of `plan_id` the ledger records as applied on `db`, unless the plan was
@@ -1080,16 +1218,19 @@ fn resume_point(
 async fn run_apply(
     shared: &Shared,
     db: &Db,
-    mut client: Client,
+    client: &mut Client,
     plan: &Plan,
     approval: Option<Approval>,
     opts: ApplyOptions,
     actor: &str,
     rebased_from: Option<String>,
+    control: ApplyControl,
 ) -> Result<Applied, Error> {
     // Here, not only at proposal: a plan in the ledger may come from another surface (the
     // CLI) or be a rebase, and this is the one door every apply goes through.
-    guard_plan(plan)?;
+    if shared.config.guard_plans {
+        guard_plan(plan)?;
+    }
     let before_hash = opts
         .resume_after
         .as_ref()
@@ -1107,32 +1248,65 @@ async fn run_apply(
         Vec::new(),
     )
     .await?;
-    // The executor reports each committed phase synchronously; the events are recorded, in
-    // order, before the outcome (a crash in between is what recovery on attach is for).
-    let (phases_tx, mut phases) = tokio::sync::mpsc::unbounded_channel();
+    // Each committed phase is durable in the ledger before the next one starts: that is
+    // where a resume continues from, even if this process dies. The executor calls the sink
+    // synchronously, so the append goes straight to the store (the writer folds it with the
+    // next record it handles).
     let sink = {
         let (actor, database) = (actor.to_owned(), db.id.clone());
+        let (store, watcher) = (shared.store.clone(), control.progress.clone());
         move |progress: &exec::StepProgress| -> Result<(), String> {
-            if let Some(event) = progress.step_applied(&actor, &database) {
-                let _ = phases_tx.send(event);
+            if let Some(step) = progress.step_applied(&actor, &database) {
+                let event = Event::StepApplied(step);
+                let record = NewRecord::now(event.database(), event.kind(), events::encode(&event));
+                store
+                    .append(None, vec![record])
+                    .map_err(|e| e.to_string())?;
             }
-            Ok(())
+            match &watcher {
+                Some(watcher) => watcher.step_applied(progress),
+                None => Ok(()),
+            }
         }
     };
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let opts = ApplyOptions {
         lock_timeout: shared.config.lock_timeout,
         statement_timeout: shared.config.statement_timeout,
         lock_wait: shared.config.lock_wait,
         progress: Some(Arc::new(sink)),
+        stop: Some(stopped.clone()),
         ..opts
     };
+    if let Some(on_start) = &control.on_start {
+        if let Ok(row) = client
+            .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+            .await
+        {
+            on_start(row.get(0));
+        }
+    }
+    let cancel = client.cancel_token();
     let began = events::now_micros();
     let id = plan.plan_id.clone();
-    let outcome = exec::apply(&mut client, plan, &opts, Some(&id)).await;
+    let outcome = {
+        let apply = exec::apply(client, plan, &opts, Some(&id));
+        tokio::pin!(apply);
+        match &control.stop {
+            None => apply.await,
+            Some(stop) => tokio::select! {
+                outcome = &mut apply => outcome,
+                () = stop.notified() => {
+                    // A dropped client would leave the statement running on the server.
+                    stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+                    connect::cancel_query(&cancel).await;
+                    apply.await
+                }
+            },
+        }
+    };
     drop(opts);
-    while let Some(event) = phases.recv().await {
-        record(shared, Event::StepApplied(event), Vec::new()).await?;
-    }
+    let interrupted = stopped.load(std::sync::atomic::Ordering::SeqCst);
     let finished = events::now_micros();
     let timing = Timing::between(began, finished);
     match outcome {
@@ -1164,11 +1338,12 @@ async fn run_apply(
                 resulting_hash: report.resulting_hash.clone(),
                 receipts: report.receipts,
                 seq: head.seq,
+                recovered: false,
             })
         }
         Err(error) => {
             // The apply's connection may be the thing that broke: read with a new one then.
-            let after_hash = match live_hash_after(&mut client, db).await {
+            let after_hash = match live_hash_after(client, db).await {
                 Some(h) => Some(h),
                 None => match connect(db).await {
                     Ok(mut fresh) => live_hash_after(&mut fresh, db).await,
@@ -1193,7 +1368,7 @@ async fn run_apply(
                     after_hash,
                     error: error.to_string(),
                     receipt,
-                    interrupted: false,
+                    interrupted,
                 }),
                 Vec::new(),
             )
@@ -1341,11 +1516,27 @@ pub(crate) async fn recover(shared: &Shared, db: &Db) -> Result<Option<Recovery>
         .get(&open.plan_id)
         .map(|v| (v.plan.clone(), v.approval.clone()));
     let mut client = connect(db).await?;
-    // Under the apply lock: a dead process's session may still be finishing its transaction
-    // (a COMMIT already sent still commits); its backend releases the lock only once done.
-    let key = exec::acquire_lock(&client, shared.config.lock_wait).await?;
-    let read = live_hash(&mut client, db).await;
+    // Under the apply lock, which an apply holds until its outcome is recorded: while another
+    // session (of any process) holds it, the open apply is in progress, not abandoned. A dead
+    // process's backend releases it only once its transaction finished.
+    let key = match exec::acquire_lock(&client, std::time::Duration::ZERO).await {
+        Ok(key) => key,
+        Err(exec::ApplyError::Busy { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    // The apply may have recorded its outcome just before letting go of the lock.
+    let still_open = database_view(shared, db)
+        .await
+        .map(|v| v.open_apply.is_some_and(|o| o.seq == open.seq));
+    let read = match still_open {
+        Ok(true) => Some(live_hash(&mut client, db).await),
+        Ok(false) => None,
+        Err(e) => Some(Err(e)),
+    };
     exec::release_lock(&client, key).await;
+    let Some(read) = read else {
+        return Ok(None);
+    };
     let (live, live_hash) = read?;
     let receipt = Receipt::seal(
         format!("recovery of {}", open.plan_id),

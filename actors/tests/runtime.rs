@@ -554,7 +554,7 @@ async fn reads_answer_while_an_apply_is_blocked() {
 async fn a_held_apply_lock_makes_writers_fail_naming_the_holder() {
     let f = fixture(BASE).await;
     let mut config = config(f.ledger.path());
-    config.ledger = f.ledger.path().join("ledger-2");
+    config.ledger = f.ledger.path().join("ledger-2").into();
     config.lock_wait = std::time::Duration::from_millis(500);
     let lp = Lockplane::open(config).await.expect("open");
     let db = lp.attach(&f.url, None).await.expect("attach");

@@ -12,24 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{database, lockplane, serve_args, Server, BIN, ROLE};
+use common::{database, lockplane, python, serve_args, Server, BIN, ROLE};
 use lockplane_engine::testkit;
 use serde_json::{json, Value};
 
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/lockplane_e2e.py");
-
-/// The virtualenv's python with the `mcp` SDK. Unset is a failure, not a skip: the end-to-end
-/// tests are the proof that real clients can use the server.
-fn python() -> String {
-    match std::env::var("LOCKPLANE_MCP_PYTHON") {
-        Ok(p) if !p.is_empty() => p,
-        _ => panic!(
-            "LOCKPLANE_MCP_PYTHON is not set: these tests drive `lockplane serve` with the Python \
-             `mcp` SDK. Run `make test` (it creates the virtualenv), or run \
-             `export LOCKPLANE_MCP_PYTHON=$(bash scripts/python-mcp.sh)` first"
-        ),
-    }
-}
 
 /// Runs one scenario of the driver; returns its final JSON line.
 fn drive(config: Value) -> Value {

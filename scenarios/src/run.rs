@@ -428,7 +428,7 @@ fn refused<T>(result: Result<T, Error>, refusal: &Refusal) -> Result<String, Str
         }
     }
     let carried = match &error {
-        Error::Conflict { conflicts } | Error::Stale { conflicts, .. } => {
+        Error::Conflict { conflicts, .. } | Error::Stale { conflicts, .. } => {
             let mut paths: Vec<String> = conflicts.iter().map(|c| c.path.clone()).collect();
             paths.sort();
             paths

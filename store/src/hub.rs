@@ -118,6 +118,9 @@ fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut UnixStream) -> std::io:
 /// The listener a holder runs; stopped (and its socket removed) when dropped.
 pub(crate) struct HubServer {
     socket: PathBuf,
+    /// The listening socket's descriptor, owned by the acceptor thread until it exits; only
+    /// used to wake it (`shutdown`), which works whatever happened to the socket's path.
+    listener_fd: std::os::fd::RawFd,
     closing: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -135,6 +138,7 @@ impl HubServer {
         // We hold the ledger's lock: a socket file left here belongs to a holder that died.
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket).ok()?;
+        let listener_fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
         let closing = Arc::new(AtomicBool::new(false));
         let stop = closing.clone();
@@ -145,7 +149,11 @@ impl HubServer {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    let Ok(conn) = conn else { continue };
+                    let Ok(conn) = conn else {
+                        // A listener shut down fails every accept: don't spin on it.
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
                     let store = store.clone();
                     let _ = std::thread::Builder::new()
                         .name("lockplane-ledger-hub-conn".into())
@@ -155,6 +163,7 @@ impl HubServer {
             .ok()?;
         Some(HubServer {
             socket,
+            listener_fd,
             closing,
             acceptor: Some(acceptor),
         })
@@ -164,8 +173,14 @@ impl HubServer {
 impl Drop for HubServer {
     fn drop(&mut self) {
         self.closing.store(true, Ordering::SeqCst);
-        // Wake the acceptor so it sees `closing`.
-        let _ = UnixStream::connect(&self.socket);
+        // Wake the acceptor so it sees `closing`: shutting a listening socket down makes a
+        // blocked accept(2) return at once.
+        // SAFETY: the acceptor thread owns the listener and has not exited (it is joined just
+        // below), so the descriptor is still the listener's; shutdown(2) only changes the
+        // socket's state and touches no memory.
+        unsafe {
+            libc::shutdown(self.listener_fd, libc::SHUT_RDWR);
+        }
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }

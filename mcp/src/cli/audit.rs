@@ -63,6 +63,19 @@ pub(crate) enum Command {
         #[arg(long)]
         blobs: bool,
     },
+    /// Copy a ledger into an empty one (another directory, or a Postgres ledger), record by
+    /// record and blob by blob: the copy has the same chain, hash for hash, and is verified
+    /// before this reports success. E.g. `lockplane audit copy --from .lockplane/ledger --to
+    /// postgres://lockplane@db/control`.
+    Copy {
+        /// The ledger to copy (directory or `postgres://…` URL).
+        #[arg(long, value_name = "PATH_OR_URL")]
+        from: String,
+        /// The ledger to copy into: empty, or holding a prefix of the source (an earlier copy,
+        /// which then continues).
+        #[arg(long, value_name = "PATH_OR_URL")]
+        to: String,
+    },
     /// Export every record.
     Export {
         /// Output format.
@@ -80,29 +93,140 @@ pub(crate) enum ExportFormat {
 
 /// Runs an `audit` subcommand against the ledger at `path`.
 pub(crate) fn run(at: &ledger::LedgerAt, command: Command) -> Result<(), CliError> {
-    let path = at.path.as_path();
+    if let Command::Copy { from, to } = &command {
+        return copy(at, from, to);
+    }
     // Reading commands don't create a ledger where there is none (a mistyped --ledger).
-    if !path.join(SLED_DIR_NAME).is_dir() {
-        return Err(CliError::Usage(format!(
-            "no ledger at {}: nothing has been recorded there (pass --ledger PATH or set \
-             LOCKPLANE_LEDGER to the ledger directory)",
-            path.display()
-        )));
+    if let lockplane_actors::LedgerLocation::Dir(path) = &at.location {
+        if !path.join(SLED_DIR_NAME).is_dir() {
+            return Err(CliError::Usage(format!(
+                "no ledger at {}: nothing has been recorded there (pass --ledger PATH or set \
+                 LOCKPLANE_LEDGER to the ledger directory)",
+                path.display()
+            )));
+        }
     }
     let store = ledger::open(at)?;
+    let store = store.as_ref();
     match command {
-        Command::Checkpoint => checkpoint(&store),
+        Command::Checkpoint => checkpoint(store),
         Command::Verify { checkpoint, json } => {
             let checkpoint = checkpoint.as_deref().map(parse_checkpoint).transpose()?;
-            verify(&store, checkpoint, json)
+            verify(store, checkpoint, json)
         }
-        Command::Replay { json } => replay(&store, json),
-        Command::Log { db, since, json } => log(&store, db.as_deref(), since, json),
-        Command::Show { seq, blobs } => show(&store, seq, blobs),
+        Command::Replay { json } => replay(store, json),
+        Command::Log { db, since, json } => log(store, db.as_deref(), since, json),
+        Command::Show { seq, blobs } => show(store, seq, blobs),
         Command::Export {
             format: ExportFormat::Jsonl,
-        } => export_jsonl(&store),
+        } => export_jsonl(store),
+        Command::Copy { .. } => Ok(()),
     }
+}
+
+/// `audit copy`: appends the source's records to the destination in order, each batch
+/// expecting the destination's head, so the destination's chain is built by its own backend
+/// (the same bytes, hence the same hashes) and nobody can interleave. Blobs an event refers to
+/// go first. Every copied record's hash is compared with the source's, and the copy is
+/// verified whole at the end.
+fn copy(at: &ledger::LedgerAt, from: &str, to: &str) -> Result<(), CliError> {
+    use lockplane_actors::LedgerLocation;
+    let (from, to) = (LedgerLocation::parse(from), LedgerLocation::parse(to));
+    if from == to {
+        return Err(CliError::Usage(
+            "--from and --to name the same ledger".into(),
+        ));
+    }
+    if let LedgerLocation::Dir(path) = &from {
+        if !path.join(SLED_DIR_NAME).is_dir() {
+            return Err(CliError::Usage(format!("no ledger at {}", path.display())));
+        }
+    }
+    let source = ledger::open(&ledger::LedgerAt {
+        location: from.clone(),
+        wait: at.wait,
+    })?;
+    let target = ledger::open(&ledger::LedgerAt {
+        location: to.clone(),
+        wait: at.wait,
+    })?;
+    let (source, target) = (source.as_ref(), target.as_ref());
+    let mut head = target.head()?;
+    // A destination that already holds records must hold exactly the source's first ones.
+    if head.seq > 0 {
+        let theirs = source.read_range(head.seq..head.seq + 1)?;
+        if theirs.first().map(|r| r.hash()) != Some(head.hash) {
+            return Err(CliError::Refused(format!(
+                "{to} already holds a ledger that is not a prefix of {from} (its head {head} is \
+                 not the source's record at that seq); copy into an empty ledger"
+            )));
+        }
+    }
+    let (mut records, mut blobs) = (0u64, 0u64);
+    let mut batch: Vec<(lockplane_store::NewRecord, lockplane_store::Hash)> = Vec::new();
+    let flush = |batch: &mut Vec<(lockplane_store::NewRecord, lockplane_store::Hash)>,
+                 head: &mut lockplane_store::Head|
+     -> Result<(), CliError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let expected: Vec<lockplane_store::Hash> = batch.iter().map(|(_, h)| *h).collect();
+        let first = head.seq + 1;
+        let new: Vec<_> = batch.drain(..).map(|(r, _)| r).collect();
+        *head = target.append(Some(*head), new)?;
+        for (record, hash) in target.read_range(first..head.seq + 1)?.iter().zip(expected) {
+            if record.hash() != hash {
+                return Err(CliError::VerifyFailed(format!(
+                    "the copy of seq {} hashes to {}, the source's to {hash}: the backends \
+                     disagree on the record; nothing after it was copied",
+                    record.seq,
+                    record.hash()
+                )));
+            }
+        }
+        Ok(())
+    };
+    lockplane_store::for_each_record::<CliError>(source, head.seq + 1, |record| {
+        for address in ledger::blob_refs(&record).unwrap_or_default() {
+            if target.read_blob_raw(&address)?.is_none() {
+                if let Some(bytes) = source.get_blob(&address)? {
+                    target.put_blob(&bytes)?;
+                    blobs += 1;
+                }
+            }
+        }
+        let hash = record.hash();
+        batch.push((
+            lockplane_store::NewRecord {
+                at: record.at,
+                stream: record.stream,
+                kind: record.kind,
+                payload: record.payload,
+            },
+            hash,
+        ));
+        records += 1;
+        if batch.len() >= 256 {
+            flush(&mut batch, &mut head)?;
+        }
+        Ok(())
+    })?;
+    flush(&mut batch, &mut head)?;
+    let (report, unreadable) = check(target, None);
+    if let Some(bad) = report.first_bad {
+        return Err(CliError::VerifyFailed(format!(
+            "the copy does not verify at seq {}: {}",
+            bad.seq, bad.problem
+        )));
+    }
+    if let Some(reason) = unreadable {
+        return Err(CliError::VerifyFailed(reason));
+    }
+    print(&format!(
+        "copied {records} records and {blobs} blobs from {from} to {to}; head seq {} ({}), \
+         verified",
+        head.seq, head.hash
+    ))
 }
 
 /// The chain report, and the first record whose event couldn't be read (among those checked).

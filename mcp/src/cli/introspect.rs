@@ -84,13 +84,13 @@ pub(crate) async fn run(at: &ledger::LedgerAt, actor: &str, args: Args) -> Resul
             schemas: args.schemas,
             server_version,
         });
-        let head = ledger::record(store, &event, &[(&bytes, &address)])?;
+        let head = ledger::record(store.as_ref(), &event, &[(&bytes, &address)])?;
         eprintln!(
             "lockplane: recorded {} of {} as seq {} in {}",
             event.kind(),
             event.database(),
             head.seq,
-            store.path().display()
+            at.location
         );
     }
     print(&text)

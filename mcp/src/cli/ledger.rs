@@ -1,26 +1,25 @@
 //! Opening the ledger and moving events in and out of it, for the CLI commands.
 
+use std::sync::Arc;
+
+use lockplane_actors::LedgerLocation;
 use lockplane_engine::events::{self, Event};
-use lockplane_store::{BlobHash, Head, NewRecord, Record, SledStore, Store};
+use lockplane_store::{BlobHash, Head, NewRecord, Record, Store};
 
 use super::CliError;
 
-/// Opens the ledger at `path` (creating it if needed); a ledger held by another process is a
-/// [`CliError::Ledger`] naming the holder, with a hint.
-pub(crate) fn open(at: &LedgerAt) -> Result<SledStore, CliError> {
-    if at.wait.is_zero() {
-        Ok(SledStore::open(&at.path)?)
-    } else {
-        Ok(SledStore::open_waiting(&at.path, at.wait)?)
-    }
+/// Opens the ledger (creating it if needed): a directory another process holds is reached
+/// through that process; a Postgres ledger is shared by everyone.
+pub(crate) fn open(at: &LedgerAt) -> Result<Arc<dyn Store>, CliError> {
+    lockplane_actors::open_ledger(&at.location, at.wait).map_err(CliError::from)
 }
 
-/// Where the ledger is, and how long to wait for another process that holds it (a running
-/// `lockplane` releases it when its command ends).
+/// Where the ledger is, and how long to wait for it to be reachable.
+#[derive(Clone)]
 pub(crate) struct LedgerAt {
-    /// The ledger directory.
-    pub(crate) path: std::path::PathBuf,
-    /// How long to retry while another process holds the ledger.
+    /// The ledger of record.
+    pub(crate) location: LedgerLocation,
+    /// How long to retry while the ledger is not reachable yet.
     pub(crate) wait: std::time::Duration,
 }
 
@@ -68,43 +67,4 @@ pub(crate) fn blob_refs(record: &Record) -> Result<Vec<BlobHash>, String> {
                 .map_err(|e| format!("blob reference: {e}"))
         })
         .collect()
-}
-
-/// Whether the ledger holds a proposal (or merge) of `plan_id` for `database`: a plan file is
-/// applied only if it was planned here, against this database.
-pub(crate) fn was_proposed(
-    store: &dyn Store,
-    database: &str,
-    plan_id: &str,
-) -> Result<bool, CliError> {
-    let mut found = false;
-    lockplane_store::for_each_record(store, 1, |record| {
-        if found || record.stream != database {
-            return Ok(());
-        }
-        match decode(&record)? {
-            Event::PlanProposed(p) if p.plan.plan_id == plan_id => found = true,
-            Event::PlansMerged(m) if m.merged.plan_id == plan_id => found = true,
-            _ => {}
-        }
-        Ok::<(), CliError>(())
-    })?;
-    Ok(found)
-}
-
-/// Where the applies of `plan_id` on `database` stand, from the ledger (see
-/// [`lockplane_engine::projection::PlanProgress`]).
-pub(crate) fn plan_progress(
-    store: &dyn Store,
-    database: &str,
-    plan_id: &str,
-) -> Result<lockplane_engine::projection::PlanProgress, CliError> {
-    let mut progress = lockplane_engine::projection::PlanProgress::default();
-    lockplane_store::for_each_record(store, 1, |record| {
-        if record.stream == database {
-            progress.take(record.seq, &decode(&record)?, plan_id);
-        }
-        Ok::<(), CliError>(())
-    })?;
-    Ok(progress)
 }

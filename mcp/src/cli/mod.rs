@@ -17,6 +17,7 @@ mod time;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use lockplane_actors::LedgerLocation;
 use lockplane_engine::cluster::ClusterError;
 use lockplane_engine::connect::ConnectError;
 use lockplane_engine::events::EventError;
@@ -31,17 +32,18 @@ use miette::Diagnostic;
     about = "Plan, apply and audit Postgres schema changes"
 )]
 struct Cli {
-    /// Ledger directory (the hash-chained event log).
+    /// The ledger of record (the hash-chained event log): a directory, or a Postgres control
+    /// database `postgres://…` shared by every process and machine. Default: the user's state
+    /// directory, `$XDG_STATE_HOME/lockplane/ledger` (else `~/.local/state/lockplane/ledger`).
+    /// A directory another process holds (a running `lockplane serve`) is reached through it.
     #[arg(
         long,
         global = true,
         env = "LOCKPLANE_LEDGER",
-        default_value = DEFAULT_LEDGER_DIR,
-        value_name = "PATH"
+        value_name = "PATH_OR_URL"
     )]
-    ledger: PathBuf,
-    /// Seconds to wait while another lockplane process holds the ledger (it is released when
-    /// that command ends); 0 fails at once, naming the holder.
+    ledger: Option<String>,
+    /// Seconds to wait for a ledger that is not reachable yet (a holder that is starting).
     #[arg(
         long,
         global = true,
@@ -179,6 +181,14 @@ pub(crate) enum CliError {
     #[error("{0}")]
     #[diagnostic(code(lockplane::interrupted))]
     Interrupted(String),
+    /// The database could not be reached (or refused what was asked of it).
+    #[error("{0}")]
+    #[diagnostic(code(lockplane::database))]
+    Database(String),
+    /// The runtime failed (the shadow, the actor system).
+    #[error("{0}")]
+    #[diagnostic(code(lockplane::runtime))]
+    Runtime(String),
     /// `lockplane serve` failed to start or stopped with an error.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -194,7 +204,7 @@ impl CliError {
             CliError::NeedsConfirmation { .. } => 3,
             CliError::Stale(_) => 4,
             CliError::Refused(_) => 5,
-            CliError::Connect(_) => 6,
+            CliError::Connect(_) | CliError::Database(_) => 6,
             CliError::Dsl(_) => 7,
             CliError::ApplyFailed(_) => 8,
             CliError::Interrupted(_) => 130,
@@ -204,6 +214,7 @@ impl CliError {
             | CliError::Ledger { .. }
             | CliError::Event { .. }
             | CliError::VerifyFailed(_)
+            | CliError::Runtime(_)
             | CliError::Serve(_) => 1,
         }
     }
@@ -215,13 +226,49 @@ impl From<crate::serve::ServeError> for CliError {
     }
 }
 
+impl From<lockplane_actors::Error> for CliError {
+    /// A runtime error as the CLI class it belongs to (`plan`'s and `apply`'s own mapping
+    /// refines this with what to run next).
+    fn from(e: lockplane_actors::Error) -> CliError {
+        use lockplane_actors::Error as E;
+        match e {
+            E::Ledger(error) => CliError::from(error),
+            E::NeedsConfirmation { .. } | E::WrongConfirmation { .. } => {
+                CliError::NeedsConfirmation {
+                    message: e.to_string(),
+                    help: "review the hazards, then run again with --confirm PLAN_ID".into(),
+                }
+            }
+            E::Stale { .. } => CliError::Stale(e.to_string()),
+            E::Apply(lockplane_engine::exec::ApplyError::Interrupted { .. }) => {
+                CliError::Interrupted(e.to_string())
+            }
+            E::Apply(lockplane_engine::exec::ApplyError::Stale { .. }) => {
+                CliError::Stale(e.to_string())
+            }
+            E::Apply(_) => CliError::ApplyFailed(e.to_string()),
+            E::Database { .. } => CliError::Database(e.to_string()),
+            E::InvalidDocument(_) => CliError::Usage(e.to_string()),
+            E::UnknownPlan { .. }
+            | E::Conflict { .. }
+            | E::CannotMerge(_)
+            | E::NotPending { .. }
+            | E::Tampered { .. }
+            | E::Plan(_)
+            | E::AccessDenied { .. }
+            | E::Guarded(_) => CliError::Refused(e.to_string()),
+            other => CliError::Runtime(other.to_string()),
+        }
+    }
+}
+
 impl From<StoreError> for CliError {
     /// Wraps a store error, adding what to do when the ledger is held by another process.
     fn from(error: StoreError) -> CliError {
         let help = matches!(error, StoreError::Locked { .. }).then(|| {
-            "only one process can have a ledger open at a time. Stop that process or wait \
-             for it to exit; or use another ledger with --ledger PATH (or LOCKPLANE_LEDGER); \
-             or, to read a database without recording it, run \
+            "the process holding the ledger did not answer through its hub (ledger/hub.sock). \
+             Wait for it (--ledger-wait SECONDS), stop it, or use another ledger with --ledger \
+             PATH_OR_URL (or LOCKPLANE_LEDGER); to read a database without recording it, run \
              `lockplane introspect --no-ledger`"
                 .to_owned()
         });
@@ -247,7 +294,12 @@ pub(crate) async fn run() -> Result<(), CliError> {
     let cli = Cli::parse();
     let actor = cli.actor.unwrap_or_else(default_actor);
     let at = ledger::LedgerAt {
-        path: cli.ledger,
+        location: cli
+            .ledger
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .map(LedgerLocation::parse)
+            .unwrap_or_else(default_ledger),
         wait: std::time::Duration::from_secs(cli.ledger_wait),
     };
     match cli.command {
@@ -288,6 +340,24 @@ fn validate(file: &std::path::Path) -> Result<(), CliError> {
          expressions, so a plan's target hash comes from a shadow database)",
         loaded.catalog.schemas.len()
     ))
+}
+
+/// The ledger when none is given: in the user's state directory, so that every command of
+/// one user, wherever it runs from (an MCP client started by a desktop app runs in `/`),
+/// shares one ledger, and no root-only path is needed.
+fn default_ledger() -> LedgerLocation {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        });
+    match state {
+        Some(dir) => LedgerLocation::Dir(dir.join("lockplane/ledger")),
+        None => LedgerLocation::Dir(PathBuf::from(DEFAULT_LEDGER_DIR)),
+    }
 }
 
 /// `user:$USER`, the actor when none is given.

@@ -7,16 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use lockplane_actors::{ApplyControl, Config, DatabaseId, Lockplane, ShadowConfig};
 use lockplane_engine::connect;
-use lockplane_engine::events::{
-    self, ApplyFailed, ApplyStarted, Approval, Event, PlanApplied, PlanConfirmed, PlanProposed,
-    PlanSummary, Receipt, Timing,
-};
-use lockplane_engine::exec::{self, ApplyOptions, ProgressSink, StepProgress};
-use lockplane_engine::plan::{read_stats, Plan};
-use lockplane_engine::proposal::{self, ProposeOptions};
-use lockplane_engine::shadow::{LiveSource, ShadowTarget};
-use lockplane_engine::{catalog_hash, introspect_parallel, IntrospectOptions};
+use lockplane_engine::events;
+use lockplane_engine::exec::{ProgressSink, StepProgress};
+use lockplane_engine::plan::Plan;
 use tokio_postgres::Client;
 
 use super::{ledger, print, CliError};
@@ -72,22 +67,57 @@ pub(crate) struct ApplyArgs {
     resume: bool,
 }
 
-async fn connect_pair(
-    url: Option<&str>,
-) -> Result<(Client, Client, String, connect::ConnTarget), CliError> {
-    let config = super::resolve_target(url)?;
-    let one = || connect::connect(&config);
-    let (a, b) = tokio::join!(one(), one());
-    let id = events::database_id(&config.pg);
-    Ok((a?, b?, id, config))
+/// A runtime for one CLI command: the same one `serve` and embedding programs use, on the
+/// ledger of record, with the CLI's own settings (an operator's credentials: plans are not
+/// passed through the agents' SQL guard).
+async fn runtime(
+    at: &ledger::LedgerAt,
+    shadow_url: Option<&str>,
+    dry_run: bool,
+    lock_timeout: Option<Duration>,
+) -> Result<Lockplane, CliError> {
+    let mut config = Config::new(at.location.clone());
+    config.ledger_wait = at.wait;
+    config.guard_plans = false;
+    config.dry_run = dry_run;
+    if let Some(url) = shadow_url {
+        config.shadow = ShadowConfig::Url(url.to_owned());
+    }
+    if let Some(timeout) = lock_timeout {
+        config.lock_timeout = timeout;
+    }
+    Ok(Lockplane::open(config).await?)
 }
 
-/// An executor error as the CLI class it belongs to.
-fn apply_error(e: exec::ApplyError, plan_file: &Path, plan_id: &str) -> CliError {
-    use exec::ApplyError as A;
-    let short = events::short(plan_id);
+/// Attaches the database of `--database-url` (else `DATABASE_URL`, else the `PG*` variables).
+async fn attach(
+    runtime: &Lockplane,
+    url: Option<&str>,
+    db_id: Option<&str>,
+) -> Result<DatabaseId, CliError> {
+    let target = super::resolve_target(url)?;
+    let url = match url {
+        Some(url) => url.to_owned(),
+        None => crate::serve::database_target(None).map_err(|e| CliError::Usage(e.to_string()))?,
+    };
+    runtime.attach(&url, db_id).await.map_err(|e| match e {
+        lockplane_actors::Error::Database { message, .. } => CliError::Database(format!(
+            "cannot use the database {}: {message}",
+            target.describe()
+        )),
+        other => other.into(),
+    })
+}
+
+/// A runtime error of `apply` as the CLI class it belongs to, with what to run next.
+fn apply_error(e: lockplane_actors::Error, plan_file: &Path, plan_id: &str) -> CliError {
+    use lockplane_actors::Error as E;
     match e {
-        A::ConfirmationRequired { .. } | A::WrongConfirmation { .. } => {
+        E::NeedsConfirmation {
+            plan_id: ref needed,
+            ..
+        } => {
+            let short = events::short(needed);
             CliError::NeedsConfirmation {
                 message: e.to_string(),
                 help: format!(
@@ -98,12 +128,19 @@ fn apply_error(e: exec::ApplyError, plan_file: &Path, plan_id: &str) -> CliError
                 ),
             }
         }
-        A::Stale { .. } => CliError::Stale(e.to_string()),
-        A::PlanTampered { .. } | A::Foreign(_) | A::InvalidResume { .. } => {
-            CliError::Refused(e.to_string())
-        }
-        A::Interrupted { .. } => CliError::Interrupted(e.to_string()),
-        other => CliError::ApplyFailed(other.to_string()),
+        E::WrongConfirmation { .. } => CliError::NeedsConfirmation {
+            message: e.to_string(),
+            help: format!(
+                "drop --confirm, or pass this plan's id ({})",
+                events::short(plan_id)
+            ),
+        },
+        E::UnknownPlan { database, .. } => CliError::Refused(format!(
+            "plan {plan_id} was never proposed for {database} in this ledger: Lockplane applies \
+             only plans it made and proved against this database; plan it here first \
+             (lockplane plan -f DOCUMENT --out PLAN.json)"
+        )),
+        other => other.into(),
     }
 }
 
@@ -121,17 +158,16 @@ pub(crate) async fn run_plan(
         path: args.file.clone(),
         source,
     })?;
-    let loaded = lockplane_engine::dsl::load_file_text(&args.file.display().to_string(), &text)?;
-    let store = ledger::open(at)?;
-    let (mut client, mut helper, default_id, config) =
-        connect_pair(args.database_url.as_deref()).await?;
-    let database = args.db_id.clone().unwrap_or(default_id);
-    let live = introspect_parallel(&mut client, &mut helper, &IntrospectOptions::default()).await?;
-    let stats = read_stats(&client).await.map_err(failed)?;
-    let target = match &args.shadow_url {
-        Some(url) => ShadowTarget::Url(url),
-        None => ShadowTarget::Throwaway,
-    };
+    let name = args.file.display().to_string();
+    // Read here first: its problems are shown with their places in the file.
+    lockplane_engine::dsl::load_file_text(&name, &text)?;
+    let runtime = runtime(at, args.shadow_url.as_deref(), !args.no_shadow, None).await?;
+    let db = attach(
+        &runtime,
+        args.database_url.as_deref(),
+        args.db_id.as_deref(),
+    )
+    .await?;
     eprintln!(
         "lockplane: reproducing the database on a shadow (pg_dump), materialising the document{}…",
         if args.no_shadow {
@@ -140,23 +176,14 @@ pub(crate) async fn run_plan(
             ", proving the plan and its reverse"
         }
     );
-    let renames = lockplane_engine::dsl::renames(&loaded.document);
-    let source = LiveSource {
-        client: &client,
-        config: &config,
-        catalog: &live,
-    };
-    let opts = ProposeOptions {
-        created_by: actor.to_owned(),
-        prove: !args.no_shadow,
-        ..ProposeOptions::default()
-    };
     let shadow_given = args.shadow_url.is_some();
-    let proposed = proposal::propose(&source, &loaded.catalog, &renames, &stats, target, &opts)
+    let proposal = runtime
+        .propose(&db, &name, &text, actor)
         .await
-        .map_err(|e| {
-            let text = e.to_string();
-            if !shadow_given && text.contains("no Postgres server binaries") {
+        .map_err(|e| match e {
+            lockplane_actors::Error::Shadow(text)
+                if !shadow_given && text.contains("no Postgres server binaries") =>
+            {
                 // Even without the dry run, the document is materialised on a shadow: that
                 // is how it becomes a catalog exactly as Postgres would store it.
                 CliError::Usage(format!(
@@ -165,59 +192,22 @@ pub(crate) async fn run_plan(
                      Postgres stores it. Pass --shadow-url postgres://USER@HOST/postgres (a \
                      role that may create databases) to use an existing server instead"
                 ))
-            } else {
-                use proposal::ProposeError as P;
-                match e {
-                    P::MissingRoles { .. } | P::Unsupported { .. } | P::Guarded(_) | P::Plan(_) => {
-                        CliError::Refused(text)
-                    }
-                    _ => failed(e),
-                }
             }
+            lockplane_actors::Error::Shadow(text) => CliError::Usage(text),
+            other => other.into(),
         })?;
-    let plan = proposed.plan;
-    let shadow_line = match &proposed.report {
-        _ if plan.steps.is_empty() => {
-            format!("shadow: live reproduced with {}", proposed.dump_tool)
-        }
-        None => format!(
-            "shadow dry run: skipped (--no-shadow); live reproduced with {}",
-            proposed.dump_tool
-        ),
-        Some(report) => format!(
-            "shadow dry run: ok — live reproduced with {}, the plan reached {} and {}",
-            proposed.dump_tool,
-            events::short(&report.target_hash.0),
-            match &report.reverse {
-                Some(_) => format!(
-                    "its reverse came back to {}",
-                    events::short(&report.base_hash.0)
-                ),
-                None => "the plan has no reverse".to_owned(),
-            }
-        ),
+    let plan = proposal.plan;
+    let shadow_line = if plan.steps.is_empty() {
+        "shadow: nothing to prove".to_owned()
+    } else if args.no_shadow {
+        "shadow dry run: skipped (--no-shadow)".to_owned()
+    } else {
+        format!("shadow dry run: ok — {}", proposal.shadow)
     };
-
-    let body = lockplane_engine::hash::canonical_json(&plan).map_err(failed)?;
-    let body_ref = events::BlobRef::of(&body);
-    let event = Event::PlanProposed(PlanProposed {
-        actor: actor.to_owned(),
-        database: database.clone(),
-        plan: PlanSummary {
-            plan_id: plan.plan_id.clone(),
-            base_hash: plan.base_hash.clone(),
-            target_hash: plan.target_hash.clone(),
-            body: body_ref.clone(),
-            step_count: plan.steps.len() as u32,
-            hazards: plan.hazard_names(),
-            requires_confirmation: plan.requires_confirmation,
-            base_manifest: None,
-            target_manifest: None,
-            renames: renames.clone(),
-        },
-    });
-    ledger::record(&store, &event, &[(&body, &body_ref)])?;
-
+    eprintln!(
+        "lockplane: recorded the proposal as seq {} in {}",
+        proposal.seq, at.location
+    );
     if let Some(out) = &args.out {
         let json = serde_json::to_string_pretty(&plan).map_err(failed)?;
         std::fs::write(out, json).map_err(|source| CliError::Read {
@@ -299,36 +289,6 @@ pub(crate) async fn run_apply(
             plan.plan_id
         )));
     }
-    let store = ledger::open(at)?;
-    let (mut client, helper, default_id, _) = connect_pair(args.database_url.as_deref()).await?;
-    let database = args.db_id.clone().unwrap_or(default_id);
-    if !ledger::was_proposed(&store, &database, &plan.plan_id)? {
-        return Err(CliError::Refused(format!(
-            "plan {} was never proposed for {database} in this ledger ({}): Lockplane applies \
-             only plans it made and proved against this database; plan it here first \
-             (lockplane plan -f DOCUMENT --out PLAN.json)",
-            plan.plan_id,
-            at.path.display()
-        )));
-    }
-    // A plan the ledger records as applied is not applied again. One whose apply the ledger
-    // left open (its process stopped) may have finished on the server: if its target is
-    // live, that is recorded now. (A target reached any other way shows up as the executor's
-    // stale refusal, handled with the outcome below: no extra catalog read on the usual path.)
-    let progress = ledger::plan_progress(&store, &database, &plan.plan_id)?;
-    if !args.resume {
-        if let Some(seq) = progress.applied_at {
-            return print(&format!(
-                "plan {} is already applied (recorded at seq {seq}): nothing to do",
-                plan.plan_id
-            ));
-        }
-        if let Some(open) = progress.open_apply {
-            if introspect_parallel_once(&mut client).await.as_ref() == Some(&plan.target_hash) {
-                return record_recovered(&store, actor, &database, &plan, open);
-            }
-        }
-    }
     // The id as `audit log` shows it (12 digits), or the bare hex, stands for the plan's id.
     let confirm = args.confirm.as_deref().map(|c| expand_id(c, &plan.plan_id));
     if let Some(given) = &confirm {
@@ -343,104 +303,116 @@ pub(crate) async fn run_apply(
             });
         }
     }
-    // Refuse before changing anything (or recording) when confirmation is missing or wrong.
-    exec::check_confirmation(&plan, confirm.as_deref())
-        .map_err(|e| apply_error(e, &args.plan, &plan.plan_id))?;
-
-    let resume = if args.resume {
-        match progress.resume_point {
-            Some(point) => Some(point),
-            None => {
-                return Err(CliError::Usage(format!(
-                    "nothing to resume: the ledger records no step of plan {} as applied on \
-                     {database} since its last start (or it is applied already); apply it \
-                     without --resume",
-                    plan.plan_id
-                )))
+    let runtime = runtime(
+        at,
+        None,
+        true,
+        Some(Duration::from_millis(args.lock_timeout_ms)),
+    )
+    .await?;
+    // Attaching reconciles an apply a stopped process left open (recorded as applied when its
+    // target is live).
+    let db = attach(
+        &runtime,
+        args.database_url.as_deref(),
+        args.db_id.as_deref(),
+    )
+    .await?;
+    let view = runtime
+        .list_plans(&db)
+        .await?
+        .into_iter()
+        .find(|v| v.plan.plan_id == plan.plan_id);
+    let Some(view) = view else {
+        return Err(apply_error(
+            lockplane_actors::Error::UnknownPlan {
+                database: db.0.clone(),
+                plan_id: plan.plan_id.clone(),
+            },
+            &args.plan,
+            &plan.plan_id,
+        ));
+    };
+    if let lockplane_engine::projection::PlanStatus::Applied { seq, .. } = &view.status {
+        if !args.resume {
+            return print(&format!(
+                "plan {} is already applied (recorded at seq {seq}): nothing to do",
+                plan.plan_id
+            ));
+        }
+    }
+    if !args.resume {
+        // Refuse before changing anything (or recording) when confirmation is missing.
+        if view.approval.is_none() {
+            if let Err(e) = lockplane_engine::exec::check_confirmation(&plan, confirm.as_deref()) {
+                return Err(CliError::NeedsConfirmation {
+                    message: e.to_string(),
+                    help: format!(
+                        "review the hazards (lockplane plan prints them), then apply with the \
+                         plan's id (its first 12 digits, as audit log shows it, are enough):\n\n  \
+                         lockplane apply {} --confirm {}\n",
+                        args.plan.display(),
+                        events::short(&plan.plan_id)
+                    ),
+                });
             }
         }
-    } else {
-        None
-    };
-    let store = Arc::new(store);
+    }
 
-    let approval = match &confirm {
-        Some(plan_id) if plan.requires_confirmation => {
-            let confirmed = Event::PlanConfirmed(PlanConfirmed {
-                actor: actor.to_owned(),
-                database: database.clone(),
-                plan_id: plan_id.clone(),
-                hazards_acknowledged: plan.hazard_names(),
-            });
-            let head = ledger::record(store.as_ref(), &confirmed, &[])?;
-            Some(Approval {
-                seq: head.seq,
-                by: actor.to_owned(),
-            })
-        }
-        _ => None,
-    };
-    let started = Event::ApplyStarted(ApplyStarted {
-        actor: actor.to_owned(),
-        database: database.clone(),
-        plan_id: plan.plan_id.clone(),
-        base_hash: resume
-            .as_ref()
-            .map(|r| r.catalog_hash.clone())
-            .unwrap_or_else(|| plan.base_hash.clone()),
-        approval: approval.clone(),
-    });
-    let started_seq = ledger::record(store.as_ref(), &started, &[])?.seq;
-    let began = events::now_micros();
     let shown = Arc::new(ApplyProgress::new(&plan, std::io::stderr().is_terminal()));
-    // Each committed phase is in the ledger before the next one starts: that is where
-    // `--resume` continues from.
-    let recorder = {
-        let (store, shown) = (store.clone(), shown.clone());
-        let (actor, database) = (actor.to_owned(), database.clone());
-        move |progress: &StepProgress| -> Result<(), String> {
-            shown.step_applied(progress)?;
-            if let Some(event) = progress.step_applied(&actor, &database) {
-                ledger::record(store.as_ref(), &Event::StepApplied(event), &[])
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let watcher: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
+    let control = {
+        let (shown, watcher) = (shown.clone(), watcher.clone());
+        let target = super::resolve_target(args.database_url.as_deref())?;
+        let handle = tokio::runtime::Handle::current();
+        let watched = shown.clone();
+        ApplyControl {
+            progress: Some(shown as Arc<dyn ProgressSink>),
+            stop: Some(stop.clone()),
+            on_start: Some(Arc::new(move |pid: i32| {
+                let (target, watched) = (target.clone(), watched.clone());
+                let task = handle.spawn(async move {
+                    if let Ok(client) = connect::connect(&target).await {
+                        watch(client, pid, watched).await;
+                    }
+                });
+                if let Ok(mut slot) = watcher.lock() {
+                    *slot = Some(task);
+                }
+            })),
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let opts = ApplyOptions {
-        lock_timeout: std::time::Duration::from_millis(args.lock_timeout_ms),
-        progress: Some(Arc::new(recorder) as Arc<dyn ProgressSink>),
-        resume_after: resume.clone(),
-        stop: Some(stop.clone()),
-        ..ApplyOptions::default()
-    };
-    let backend: Option<i32> = client
-        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
-        .await
-        .ok()
-        .map(|r| r.get(0));
     shown.start();
-    let watcher = backend.map(|pid| tokio::spawn(watch(helper, pid, shown.clone())));
-    let cancel = client.cancel_token();
+    let was_interrupted = Arc::new(AtomicBool::new(false));
     let outcome = {
-        let apply = exec::apply(&mut client, &plan, &opts, confirm.as_deref());
+        let apply = async {
+            if args.resume {
+                runtime
+                    .resume_with(&db, &plan.plan_id, confirm.as_deref(), actor, control)
+                    .await
+            } else {
+                runtime
+                    .apply_with(&db, &plan.plan_id, confirm.as_deref(), actor, control)
+                    .await
+            }
+        };
         tokio::pin!(apply);
         let mut interrupt = std::pin::pin!(interrupted());
         loop {
             tokio::select! {
                 outcome = &mut apply => break outcome,
-                () = &mut interrupt, if !stop.load(Ordering::SeqCst) => {
+                () = &mut interrupt, if !was_interrupted.load(Ordering::SeqCst) => {
                     // The first interrupt stops the apply cleanly: the running statement is
                     // cancelled on the server (a dropped client would leave it running), a
                     // transaction rolls back, a failed index build is cleaned up, and the
-                    // outcome is recorded below. A second one exits at once.
-                    stop.store(true, Ordering::SeqCst);
+                    // outcome is recorded. A second one exits at once.
+                    was_interrupted.store(true, Ordering::SeqCst);
                     eprintln!(
                         "lockplane: interrupted: cancelling the running statement on the server \
                          and stopping; interrupt again to exit without waiting"
                     );
-                    lockplane_engine::connect::cancel_query(&cancel).await;
+                    stop.notify_one();
                     tokio::spawn(async {
                         interrupted().await;
                         eprintln!(
@@ -453,31 +425,25 @@ pub(crate) async fn run_apply(
             }
         }
     };
-    if let Some(watcher) = watcher {
-        watcher.abort();
+    if let Some(task) = watcher.lock().ok().and_then(|mut w| w.take()) {
+        task.abort();
     }
-    let was_interrupted = stop.load(Ordering::SeqCst);
     shown.finish(outcome.is_ok());
-    let finished = events::now_micros();
-    let timing = Timing::between(began, finished);
     match outcome {
-        Ok(report) => {
-            let steps = report.step_receipts().cloned().collect();
-            let receipt = Receipt::seal(plan.plan_id.clone(), steps, timing).map_err(failed)?;
-            let applied = Event::PlanApplied(PlanApplied {
-                actor: actor.to_owned(),
-                database,
-                plan_id: plan.plan_id.clone(),
-                started_seq,
-                before_hash: plan.base_hash.clone(),
-                after_hash: report.resulting_hash.clone(),
-                approval,
-                receipt: receipt.clone(),
-                recovered: false,
-            });
-            ledger::record(store.as_ref(), &applied, &[])?;
-            let mut s = format!("applied {}\n", plan.plan_id);
-            for r in &receipt.steps {
+        Ok(applied) if applied.recovered => print(&format!(
+            "plan {} is already applied: the database is at its target {}; recorded as applied \
+             at seq {} (an earlier apply finished on the server after its process stopped, or \
+             the change was made another way)",
+            plan.plan_id, applied.resulting_hash, applied.seq
+        )),
+        Ok(applied) => {
+            let mut s = format!("applied {}\n", applied.plan_id);
+            if let Some(from) = &applied.rebased_from {
+                s.push_str(&format!(
+                    "  (rebased from {from}: the database had moved on since it was planned)\n"
+                ));
+            }
+            for r in applied.receipts.iter().flat_map(|r| r.steps.iter()) {
                 s.push_str(&format!(
                     "  {:>6} ms  {:?}  {}\n",
                     r.duration_ms,
@@ -485,40 +451,18 @@ pub(crate) async fn run_apply(
                     r.sql.lines().next().unwrap_or("")
                 ));
             }
-            s.push_str(&format!("resulting hash {}", report.resulting_hash));
+            s.push_str(&format!("resulting hash {}", applied.resulting_hash));
             print(&s)
         }
-        Err(exec::ApplyError::Stale { live, .. }) if live == plan.target_hash => {
-            record_recovered(store.as_ref(), actor, &database, &plan, started_seq)
+        Err(lockplane_actors::Error::NotPending {
+            status: "applied",
+            hint,
+            ..
+        }) => print(&format!("plan {}: {hint}", plan.plan_id)),
+        Err(error) if was_interrupted.load(Ordering::SeqCst) => {
+            Err(CliError::Interrupted(format!("apply interrupted: {error}")))
         }
-        Err(error) => {
-            let after_hash = introspect_parallel_once(&mut client).await;
-            let receipt =
-                Receipt::seal(plan.plan_id.clone(), Vec::new(), timing).map_err(failed)?;
-            let failed_event = Event::ApplyFailed(ApplyFailed {
-                actor: actor.to_owned(),
-                database,
-                plan_id: plan.plan_id.clone(),
-                started_seq,
-                before_hash: plan.base_hash.clone(),
-                after_hash,
-                error: error.to_string(),
-                receipt,
-                interrupted: was_interrupted,
-            });
-            let seq = ledger::record(store.as_ref(), &failed_event, &[])?.seq;
-            if was_interrupted {
-                return Err(CliError::Interrupted(format!(
-                    "apply interrupted (recorded at seq {seq}): {error}"
-                )));
-            }
-            Err(match apply_error(error, &args.plan, &plan.plan_id) {
-                CliError::ApplyFailed(message) => CliError::ApplyFailed(format!(
-                    "apply failed (recorded at seq {seq}): {message}"
-                )),
-                other => other,
-            })
-        }
+        Err(error) => Err(apply_error(error, &args.plan, &plan.plan_id)),
     }
 }
 
@@ -733,47 +677,6 @@ async fn interrupted() {
             let _ = ctrl_c.await;
         }
     }
-}
-
-/// Records `PlanApplied {recovered}` for the apply started at `started_seq` of a plan whose
-/// target is live although nothing here applied it (an earlier apply finished on the server
-/// after its process stopped, or the change was made another way).
-fn record_recovered(
-    store: &dyn lockplane_store::Store,
-    actor: &str,
-    database: &str,
-    plan: &Plan,
-    started_seq: u64,
-) -> Result<(), CliError> {
-    let now = events::now_micros();
-    let receipt = Receipt::seal(plan.plan_id.clone(), Vec::new(), Timing::between(now, now))
-        .map_err(failed)?;
-    let applied = Event::PlanApplied(PlanApplied {
-        actor: actor.to_owned(),
-        database: database.to_owned(),
-        plan_id: plan.plan_id.clone(),
-        started_seq,
-        before_hash: plan.base_hash.clone(),
-        after_hash: plan.target_hash.clone(),
-        approval: None,
-        receipt,
-        recovered: true,
-    });
-    let seq = ledger::record(store, &applied, &[])?.seq;
-    print(&format!(
-        "plan {} is already applied: the database is at its target {}; recorded as applied \
-         at seq {seq} (an earlier apply finished on the server after its process stopped, or \
-         the change was made another way)",
-        plan.plan_id, plan.target_hash
-    ))
-}
-
-/// The live hash after a failed apply, for the ledger (`None` if it cannot be read).
-async fn introspect_parallel_once(client: &mut Client) -> Option<lockplane_engine::CatalogHash> {
-    let catalog = lockplane_engine::introspect(client, &IntrospectOptions::default())
-        .await
-        .ok()?;
-    catalog_hash(&catalog).ok()
 }
 
 #[cfg(test)]

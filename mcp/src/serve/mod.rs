@@ -147,7 +147,7 @@ pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(
         None => None,
     };
     let url = database_target(args.database_url.as_deref())?;
-    let mut config = Config::new(&at.path);
+    let mut config = Config::new(at.location.clone());
     config.ledger_wait = at.wait;
     config.access_mode = args.access_mode;
     config.allowed_roles = args.allowed_roles.clone();
@@ -207,7 +207,7 @@ async fn serve_stdio(shared: Shared) -> Result<(), ServeError> {
 /// the same environment). The resolution's warnings (a password file skipped) are not
 /// printed here: the attach error carries them when the connection fails for want of a
 /// password.
-fn database_target(flag: Option<&str>) -> Result<String, ServeError> {
+pub(crate) fn database_target(flag: Option<&str>) -> Result<String, ServeError> {
     let target = lockplane_engine::connect::resolve(flag)?;
     if let Some(url) = flag {
         return Ok(url.to_owned());

@@ -15,6 +15,19 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_lockplane");
 /// The role `set_context` may switch to; the drivers' RLS policies grant to it.
 pub const ROLE: &str = "lp_mcp_e2e_app";
 
+/// The virtualenv's python with the `mcp` SDK. Unset is a failure, not a skip: the end-to-end
+/// tests are the proof that real clients can use the server.
+pub fn python() -> String {
+    match std::env::var("LOCKPLANE_MCP_PYTHON") {
+        Ok(p) if !p.is_empty() => p,
+        _ => panic!(
+            "LOCKPLANE_MCP_PYTHON is not set: these tests drive `lockplane serve` with the Python \
+             `mcp` SDK. Run `make test` (it creates the virtualenv), or run \
+             `export LOCKPLANE_MCP_PYTHON=$(bash scripts/python-mcp.sh)` first"
+        ),
+    }
+}
+
 /// A fresh database, the app role, and the shared cluster's URL for shadows.
 pub async fn database(prefix: &str) -> (String, String) {
     let cluster = testkit::shared_cluster().expect("cluster");

@@ -395,7 +395,35 @@ async def stateless(cfg):
         return {"protocol": client.protocol_version, "actor": mine[0]["actor"]}
 
 
-SCENARIOS = {"schemas": schemas, "workflow": workflow, "contexts": contexts, "unauthorized": unauthorized,
+async def agent(cfg):
+    """One agent of the shared-ledger scenario (scenarios/tests/shared_ledger.rs): introduces
+    itself as cfg["name"], plans cfg["document"] (a document with its `base:`) and applies it.
+    Reports the outcome instead of asserting it: the Rust test knows which agents conflict."""
+    from mcp.types import Implementation
+
+    token = cfg["token"]
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+    info = Implementation(name=cfg["name"], version="0")
+    async with Client(streamable_http_client(cfg["url"], http_client=http), client_info=info,
+                      read_timeout_seconds=300) as client:
+        for stage, name, args in (("plan", "diff_catalog", {"desired": cfg["document"]}),):
+            r = await client.call_tool(name, args)
+            if r.is_error:
+                err = (r.structured_content or {}).get("error", {})
+                return {"outcome": "refused", "stage": stage, "code": err.get("code"),
+                        "message": err.get("message", "")}
+            plan = r.structured_content
+        r = await client.call_tool("apply_plan", {"plan_id": plan["plan_id"]})
+        if r.is_error:
+            err = (r.structured_content or {}).get("error", {})
+            return {"outcome": "refused", "stage": "apply", "code": err.get("code"),
+                    "message": err.get("message", "")}
+        verified = await ok(client, "verify_ledger")
+        assert verified["ok"], verified
+        return {"outcome": "applied", "resulting_hash": r.structured_content["resulting_hash"]}
+
+
+SCENARIOS = {"agent": agent, "schemas": schemas, "workflow": workflow, "contexts": contexts, "unauthorized": unauthorized,
              "readme": readme, "stateless": stateless}
 
 
