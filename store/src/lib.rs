@@ -33,6 +33,7 @@
 mod error;
 pub mod hash;
 mod memory;
+pub mod pg_store;
 pub mod record;
 pub mod sled_store;
 mod store;
@@ -41,6 +42,7 @@ mod verify;
 pub use error::{Holder, StoreError};
 pub use hash::{sha3_256, BlobHash, Hash, ParseHashError, GENESIS_HASH};
 pub use memory::MemoryStore;
+pub use pg_store::{PgConnector, PgStore};
 pub use record::{DecodeError, Head, NewRecord, RawRecord, Record, FORMAT_VERSION};
 pub use sled_store::{SledStore, LOCK_FILE_NAME, SLED_DIR_NAME};
 pub use store::{for_each_record, Store};

@@ -1,0 +1,298 @@
+//! The Postgres backend on real servers (the engine's throwaway clusters): the conformance
+//! scenario every backend runs, identical bytes, the triggers, tampering by a superuser,
+//! racing writers on separate connections, reconnection, crashes of an appending process, and
+//! a failover to a synchronous standby.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Barrier};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lockplane_engine::cluster::{Cluster, ClusterSetup, PgBinaries};
+use lockplane_engine::testkit;
+use lockplane_store::{
+    verify, Hash, Head, MemoryStore, PgStore, Problem, SledStore, Store, StoreError,
+};
+use tokio_postgres::NoTls;
+
+mod common;
+use common::{exercise, rec};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// A URL for a new, empty database on the shared cluster.
+fn fresh_url() -> Result<String, Box<dyn std::error::Error>> {
+    let name = runtime()?.block_on(testkit::fresh_database("ledger"))?;
+    Ok(testkit::shared_cluster()?.url(&name))
+}
+
+/// Runs `sql` as the superuser on `url`, returning the error the server raised, if any.
+fn sql(url: &str, sql: &str) -> Result<Result<(), tokio_postgres::Error>, std::io::Error> {
+    let url = url.to_owned();
+    let sql = sql.to_owned();
+    runtime()?.block_on(async move {
+        let (client, connection) = match tokio_postgres::connect(&url, NoTls).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        tokio::spawn(connection);
+        Ok(client.batch_execute(&sql).await)
+    })
+}
+
+fn refused(result: Result<(), tokio_postgres::Error>, what: &str) -> String {
+    match result {
+        Ok(()) => panic!("{what} was not refused"),
+        Err(e) => e
+            .as_db_error()
+            .map(|db| db.message().to_owned())
+            .unwrap_or_else(|| e.to_string()),
+    }
+}
+
+#[test]
+fn pg_store_behaves_and_survives_reopen() -> TestResult {
+    let url = fresh_url()?;
+    let head = {
+        let store = PgStore::open_url(&url, "main")?;
+        exercise(&store)?;
+        store.head()?
+    };
+    let store = PgStore::open_url(&url, "main")?;
+    assert_eq!(store.head()?, head);
+    let report = verify(&store, Some(head.into()));
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.records_checked, 4);
+    Ok(())
+}
+
+#[test]
+fn every_backend_writes_identical_bytes() -> TestResult {
+    let url = fresh_url()?;
+    let dir = tempfile::tempdir()?;
+    let pg = PgStore::open_url(&url, "bytes")?;
+    let sled = SledStore::open(dir.path())?;
+    let mem = MemoryStore::new();
+    for store in [&pg as &dyn Store, &sled, &mem] {
+        store.append(None, vec![rec("a", "K", b"x"), rec("b", "L", b"yy")])?;
+        store.append(Some(store.head()?), vec![rec("a", "M", &[0, 255, 7])])?;
+        store.put_blob(b"manifest")?;
+    }
+    assert_eq!(pg.read_raw(0..10)?, mem.read_raw(0..10)?);
+    assert_eq!(sled.read_raw(0..10)?, mem.read_raw(0..10)?);
+    assert_eq!(pg.head()?, mem.head()?);
+    assert_eq!(pg.head()?, sled.head()?);
+    let blob = lockplane_store::sha3_256(b"manifest");
+    assert_eq!(pg.get_blob(&blob)?, mem.get_blob(&blob)?);
+    Ok(())
+}
+
+/// Several named ledgers share one database and its blobs, and concurrent first opens of a
+/// fresh database all succeed (the schema is installed once, under the advisory lock).
+#[test]
+fn ledgers_share_a_database() -> TestResult {
+    let url = fresh_url()?;
+    let stores: Vec<PgStore> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let url = &url;
+                s.spawn(move || PgStore::open_url(url, &format!("ledger-{}", i % 3)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(StoreError::Closed)))
+            .collect::<Result<_, _>>()
+    })?;
+    let a = stores[0].append(Some(Head::GENESIS), vec![rec("db", "A", b"a")])?;
+    let b = stores[1].append(Some(Head::GENESIS), vec![rec("db", "B", b"b")])?;
+    assert_ne!(a, b);
+    assert_eq!(a.seq, 1);
+    assert_eq!(stores[3].head()?, a, "same ledger name, same ledger");
+    assert_eq!(stores[2].head()?, Head::GENESIS);
+    let blob = stores[0].put_blob(b"shared")?;
+    assert_eq!(stores[2].get_blob(&blob)?.as_deref(), Some(&b"shared"[..]));
+    assert_eq!(stores[1].read_stream("db", 0, 10)?[0].kind, "B");
+    for store in &stores {
+        assert!(verify(store, None).is_ok());
+    }
+    Ok(())
+}
+
+#[test]
+fn triggers_refuse_changes_and_verify_names_a_superuser_edit() -> TestResult {
+    let url = fresh_url()?;
+    let store = PgStore::open_url(&url, "guarded")?;
+    let mut head = Head::GENESIS;
+    for i in 0..5u8 {
+        head = store.append(Some(head), vec![rec("db", "K", &[i; 20])])?;
+    }
+    store.put_blob(b"blob")?;
+
+    for (statement, what) in [
+        ("UPDATE lockplane_ledger.records SET kind = 'X' WHERE seq = 3", "UPDATE on lockplane_ledger.records"),
+        ("DELETE FROM lockplane_ledger.records WHERE seq = 5", "DELETE on lockplane_ledger.records"),
+        ("TRUNCATE lockplane_ledger.records", "TRUNCATE on lockplane_ledger.records"),
+        ("UPDATE lockplane_ledger.blobs SET bytes = 'x'", "UPDATE on lockplane_ledger.blobs"),
+        ("DELETE FROM lockplane_ledger.blobs", "DELETE on lockplane_ledger.blobs"),
+        ("TRUNCATE lockplane_ledger.blobs", "TRUNCATE on lockplane_ledger.blobs"),
+        ("DELETE FROM lockplane_ledger.heads", "DELETE on lockplane_ledger.heads"),
+        ("TRUNCATE lockplane_ledger.heads", "TRUNCATE on lockplane_ledger.heads"),
+        // Replica mode switches ordinary triggers off, not ENABLE ALWAYS ones.
+        (
+            "SET session_replication_role = replica; \
+             UPDATE lockplane_ledger.records SET bytes = 'x' WHERE seq = 2",
+            "UPDATE on lockplane_ledger.records",
+        ),
+    ] {
+        let message = refused(sql(&url, statement)?, statement);
+        assert!(
+            message.contains(what) && message.contains("append-only"),
+            "{statement}: {message}"
+        );
+    }
+    let message = refused(
+        sql(&url, "UPDATE lockplane_ledger.heads SET seq = 2, hash = (SELECT hash FROM lockplane_ledger.records WHERE ledger = 'guarded' AND seq = 2) WHERE ledger = 'guarded'")?,
+        "moving the head back",
+    );
+    assert!(message.contains("only move forward"), "{message}");
+    // A fork (a second record after record 4) is refused by the table itself.
+    let message = refused(
+        sql(
+            &url,
+            "INSERT INTO lockplane_ledger.records \
+             SELECT ledger, 6, prev_hash, hash, stream, kind, bytes \
+             FROM lockplane_ledger.records WHERE ledger = 'guarded' AND seq = 5",
+        )?,
+        "a forking insert",
+    );
+    assert!(
+        message.contains("does not link") || message.contains("duplicate key"),
+        "{message}"
+    );
+    let report = verify(&store, Some(head.into()));
+    assert!(report.is_ok(), "{report}");
+
+    // A superuser switches the triggers off and rewrites one byte of record 3.
+    sql(
+        &url,
+        "ALTER TABLE lockplane_ledger.records DISABLE TRIGGER USER; \
+         UPDATE lockplane_ledger.records \
+            SET bytes = set_byte(bytes, 60, get_byte(bytes, 60) # 1) \
+          WHERE ledger = 'guarded' AND seq = 3",
+    )??;
+    let report = verify(&store, Some(head.into()));
+    let bad = report.first_bad.clone().ok_or("tampering not caught")?;
+    assert_eq!(bad.seq, 3, "{report}");
+    assert!(
+        matches!(
+            bad.problem,
+            Problem::HashMismatch { .. } | Problem::Undecodable { .. }
+        ),
+        "{report}"
+    );
+    // Deleting the last record is named too (through the head).
+    sql(
+        &url,
+        "DELETE FROM lockplane_ledger.records WHERE ledger = 'guarded' AND seq = 5; \
+         ALTER TABLE lockplane_ledger.records ENABLE ALWAYS TRIGGER lockplane_append_only",
+    )??;
+    let report = verify(&store, None);
+    assert_eq!(report.first_bad.map(|b| b.seq), Some(3));
+    Ok(())
+}
+
+/// Two writers on separate connections race for the same head 1,000 times: exactly one wins
+/// each round, the loser is told the winner's head, and the chain never forks.
+#[test]
+fn racing_writers_never_fork() -> TestResult {
+    const ROUNDS: usize = 1_000;
+    let url = fresh_url()?;
+    let first = PgStore::open_url(&url, "race")?;
+    let second = PgStore::open_url(&url, "race")?;
+    let barrier = Barrier::new(2);
+    let outcomes: Vec<Vec<Result<Head, StoreError>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = [&first, &second]
+            .into_iter()
+            .enumerate()
+            .map(|(w, store)| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let mut expected = Head::GENESIS;
+                    let mut outcomes = Vec::with_capacity(ROUNDS);
+                    for round in 0..ROUNDS {
+                        barrier.wait();
+                        let payload = format!("{w}:{round}").into_bytes();
+                        let outcome = store.append(Some(expected), vec![rec("db", "Race", &payload)]);
+                        expected = match &outcome {
+                            Ok(head) => *head,
+                            Err(StoreError::Conflict { actual, .. }) => *actual,
+                            Err(_) => expected,
+                        };
+                        outcomes.push(outcome);
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(outcomes[0].len(), ROUNDS);
+    let mut wins = [0usize; 2];
+    for round in 0..ROUNDS {
+        let (a, b) = (&outcomes[0][round], &outcomes[1][round]);
+        let (winner, loser) = match (a, b) {
+            (Ok(w), Err(l)) => {
+                wins[0] += 1;
+                (w, l)
+            }
+            (Err(l), Ok(w)) => {
+                wins[1] += 1;
+                (w, l)
+            }
+            other => panic!("round {round}: not exactly one winner: {other:?}"),
+        };
+        assert_eq!(winner.seq, round as u64 + 1);
+        assert!(
+            matches!(loser, StoreError::Conflict { actual, .. } if actual == winner),
+            "round {round}: {loser}"
+        );
+    }
+    eprintln!("wins per writer: {wins:?}");
+    let head = first.head()?;
+    assert_eq!(head.seq, ROUNDS as u64);
+    let raws = second.read_raw(1..head.seq + 1)?;
+    assert!(raws.iter().map(|r| r.seq).eq(1..=head.seq), "seqs are contiguous");
+    let report = verify(&first, Some(head.into()));
+    assert!(report.is_ok(), "{report}");
+    Ok(())
+}
+
+/// A connection the server closes is replaced: reads retry on a new one, appends go on.
+#[test]
+fn a_broken_connection_is_replaced() -> TestResult {
+    let url = fresh_url()?;
+    let store = PgStore::open_url(&url, "reconnect")?;
+    let head = store.append(None, vec![rec("db", "K", b"before")])?;
+    sql(
+        &url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )??;
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(store.head()?, head);
+    let next = store.append(Some(head), vec![rec("db", "K", b"after")])?;
+    assert_eq!(next.seq, 2);
+    assert!(verify(&store, None).is_ok());
+    Ok(())
+}
