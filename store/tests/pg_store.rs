@@ -46,6 +46,17 @@ fn sql(url: &str, sql: &str) -> Result<Result<(), tokio_postgres::Error>, std::i
     })
 }
 
+/// The first column of the first row of `sql` on `url`, as text.
+fn query_text(url: &str, sql: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    runtime()?.block_on(async move {
+        let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+        tokio::spawn(connection);
+        let row = client.query_one(&sql, &[]).await?;
+        Ok(row.try_get::<_, String>(0)?)
+    })
+}
+
 fn refused(result: Result<(), tokio_postgres::Error>, what: &str) -> String {
     match result {
         Ok(()) => panic!("{what} was not refused"),
@@ -392,5 +403,88 @@ fn acknowledged_appends_survive_sigkill_of_the_appender() -> TestResult {
     }
     eprintln!("{KILLS} kills, {total} acknowledged appends checked");
     assert!(total > KILLS, "the child should get appends acknowledged");
+    Ok(())
+}
+
+/// A primary with a synchronous standby: appends run on the primary (one writer still
+/// appending while the standby is promoted and the primary stopped), then the ledger opens on
+/// the promoted server with every acknowledged record, appends go on, and it is one chain.
+#[test]
+fn failover_to_a_synchronous_standby_loses_nothing_acknowledged() -> TestResult {
+    let bins = PgBinaries::locate(None)?;
+    let primary = Cluster::start_with(
+        &bins,
+        &ClusterSetup {
+            settings: vec![
+                "synchronous_standby_names = '*'".into(),
+                "synchronous_commit = on".into(),
+            ],
+            ..ClusterSetup::default()
+        },
+    )?;
+    let standby = primary.start_standby(&ClusterSetup::default())?;
+
+    let store = Arc::new(PgStore::open_url(&primary.url("postgres"), "failover")?);
+    // The open committed the head row, so the standby is connected, and synchronous.
+    assert_eq!(
+        query_text(
+            &primary.url("postgres"),
+            "SELECT string_agg(sync_state, ',') FROM pg_stat_replication"
+        )?,
+        "sync"
+    );
+    let mut acked = Vec::new();
+    let mut head = Head::GENESIS;
+    for i in 0..20u8 {
+        head = store.append(Some(head), vec![rec("db", "Before", &[i])])?;
+        acked.push(head);
+    }
+    // A writer that keeps appending until the primary goes away under it.
+    let (tx, rx) = mpsc::channel();
+    let writer = std::thread::spawn({
+        let store = Arc::clone(&store);
+        move || -> StoreError {
+            for n in 0u64.. {
+                match store.append(None, vec![rec("db", "During", &n.to_be_bytes())]) {
+                    Ok(head) => {
+                        let _ = tx.send(head);
+                    }
+                    Err(e) => return e,
+                }
+            }
+            StoreError::Closed
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    standby.promote()?;
+    primary.stop()?;
+    let ended = writer.join().map_err(|_| "writer panicked")?;
+    eprintln!("the writer stopped with: {ended}");
+    acked.extend(rx.try_iter());
+    drop(store);
+
+    let promoted = PgStore::open_url(&standby.url("postgres"), "failover")?;
+    let head = promoted.head()?;
+    let last = acked.iter().map(|h| h.seq).max().unwrap_or(0);
+    assert!(head.seq >= last, "acknowledged seq {last} lost (head {head})");
+    for ack in &acked {
+        let record = promoted.read_range(ack.seq..ack.seq + 1)?;
+        assert_eq!(
+            record.first().map(|r| r.hash()),
+            Some(ack.hash),
+            "acknowledged record {} differs or is gone",
+            ack.seq
+        );
+    }
+    let after = promoted.append(Some(head), vec![rec("db", "After", b"promoted")])?;
+    assert_eq!(after.seq, head.seq + 1);
+    let report = verify(&promoted, Some(after.into()));
+    assert!(report.is_ok(), "{report}");
+    eprintln!(
+        "{} acknowledged appends before and during the failover, head after it {after}",
+        acked.len()
+    );
+    drop(promoted);
+    standby.stop()?;
     Ok(())
 }
