@@ -86,6 +86,7 @@ use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
 
@@ -294,6 +295,8 @@ impl std::fmt::Debug for PgStore {
 
 struct Inner {
     ledger: String,
+    /// Append transactions committed (one per commit group), for [`PgStore::commit_groups`].
+    commits: Arc<AtomicU64>,
     tx: Option<mpsc::UnboundedSender<Request>>,
     worker: Option<JoinHandle<()>>,
 }
@@ -339,17 +342,19 @@ impl PgStore {
         let ledger = ledger.to_owned();
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
+        let commits = Arc::new(AtomicU64::new(0));
         let worker = {
-            let ledger = ledger.clone();
+            let (ledger, commits) = (ledger.clone(), Arc::clone(&commits));
             std::thread::Builder::new()
                 .name("lockplane-pg-ledger".into())
-                .spawn(move || run_worker(connector, ledger, rx, ready_tx))
+                .spawn(move || run_worker(connector, ledger, commits, rx, ready_tx))
                 .map_err(|e| StoreError::io("starting the Postgres ledger thread", e))?
         };
         let opened = ready_rx.recv().unwrap_or(Err(StoreError::Closed));
         let store = PgStore {
             inner: Arc::new(Inner {
                 ledger,
+                commits,
                 tx: Some(tx),
                 worker: Some(worker),
             }),
@@ -374,6 +379,12 @@ impl PgStore {
             })
         });
         PgStore::open(connector, ledger)
+    }
+
+    /// How many append transactions this handle (and its clones) has committed; appends
+    /// divided by this is the average commit group size.
+    pub fn commit_groups(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
     }
 
     /// The ledger's name (its key in the shared tables).
@@ -469,12 +480,14 @@ struct Conn {
 struct Worker {
     connector: PgConnector,
     ledger: String,
+    commits: Arc<AtomicU64>,
     conn: Option<Rc<Conn>>,
 }
 
 fn run_worker(
     connector: PgConnector,
     ledger: String,
+    commits: Arc<AtomicU64>,
     rx: mpsc::UnboundedReceiver<Request>,
     ready: std_mpsc::SyncSender<Result<(), StoreError>>,
 ) {
@@ -495,6 +508,7 @@ fn run_worker(
         let mut worker = Worker {
             connector,
             ledger,
+            commits,
             conn: None,
         };
         match worker.open().await {
@@ -638,6 +652,9 @@ impl Worker {
         };
         match outcomes {
             Ok(outcomes) => {
+                if outcomes.iter().any(Result::is_ok) {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
