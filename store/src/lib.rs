@@ -12,8 +12,13 @@
 //! - [`verify`] / [`verify_with_blobs`] walk the chain and report the first bad record; a
 //!   [`Checkpoint`] kept outside the ledger proves the log still holds a prefix.
 //!
-//! Backends: [`SledStore`] (default, on disk; group commit, one process at a time, see its
-//! module for the lock-holder protocol) and [`MemoryStore`] (tests).
+//! Backends, all storing byte-identical records:
+//! - [`SledStore`] (default, on disk; group commit, one process at a time, see its module for
+//!   the lock-holder protocol);
+//! - [`PgStore`] (the ledger of record in a Postgres control database, shared by every process
+//!   and machine: a head row locked per append so the chain cannot fork, append-only triggers,
+//!   durable on a synchronous standby when one is configured; see [`pg_store`]);
+//! - [`MemoryStore`] (tests).
 //!
 //! ```
 //! use lockplane_store::{verify, Head, MemoryStore, NewRecord, Store, StoreError};
