@@ -513,8 +513,20 @@ impl Cluster {
         self.bins.run(
             &basebackup,
             &[
-                "-D", &data_str, "-h", "127.0.0.1", "-p", &port, "-U", SUPERUSER, "-X", "stream",
-                "-R", "-c", "fast", "--no-sync",
+                "-D",
+                &data_str,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                SUPERUSER,
+                "-X",
+                "stream",
+                "-R",
+                "-c",
+                "fast",
+                "--no-sync",
             ],
             Some(standby.root()),
             standby.run_as.as_ref(),
@@ -522,8 +534,8 @@ impl Cluster {
         // `-R` wrote primary_conninfo into postgresql.auto.conf, which `write_config` rewrites
         // whole: carry it over into the standby's settings.
         let auto = standby.data.join("postgresql.auto.conf");
-        let written = fs::read_to_string(&auto)
-            .map_err(io_err(format!("cannot read {}", auto.display())))?;
+        let written =
+            fs::read_to_string(&auto).map_err(io_err(format!("cannot read {}", auto.display())))?;
         let conninfo: Vec<String> = written
             .lines()
             .filter(|l| l.trim_start().starts_with("primary_conninfo"))

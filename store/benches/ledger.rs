@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lockplane_store::hash::hash_input;
 use lockplane_engine::cluster::{Cluster, ClusterSetup, PgBinaries};
+use lockplane_store::hash::hash_input;
 use lockplane_store::{sha3_256, verify, Head, NewRecord, PgStore, SledStore, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -80,9 +80,11 @@ impl Sizes {
         let full = std::env::args().any(|a| a == "--bench");
         let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<f64>().ok());
         Sizes {
-            run_for: Duration::from_secs_f64(
-                env("LEDGER_BENCH_SECS").unwrap_or(if full { 2.0 } else { 0.2 }),
-            ),
+            run_for: Duration::from_secs_f64(env("LEDGER_BENCH_SECS").unwrap_or(if full {
+                2.0
+            } else {
+                0.2
+            })),
             records: env("LEDGER_BENCH_RECORDS")
                 .map(|r| r as u64)
                 .unwrap_or(if full { RECORDS } else { 2_000 })
@@ -119,13 +121,23 @@ fn main() -> BenchResult<()> {
     let sled_any = {
         let sled = Arc::new(SledStore::open(dir.path().join("sixteen-any"))?);
         let rate = run_writers(&[sled.clone() as Arc<dyn Store>], 16, false, sizes.run_for)?;
-        report("sled", "16 writers, group commit", rate, sled.commit_groups());
+        report(
+            "sled",
+            "16 writers, group commit",
+            rate,
+            sled.commit_groups(),
+        );
         rate
     };
     let sled_occ = {
         let sled = Arc::new(SledStore::open(dir.path().join("sixteen-occ"))?);
         let rate = run_writers(&[sled.clone() as Arc<dyn Store>], 16, true, sizes.run_for)?;
-        report("sled", "16 writers, expected head", rate, sled.commit_groups());
+        report(
+            "sled",
+            "16 writers, expected head",
+            rate,
+            sled.commit_groups(),
+        );
         rate
     };
 
@@ -188,12 +200,7 @@ fn pg_figures(sizes: &Sizes) -> BenchResult<[Rate; 3]> {
     }
     let pg_occ = run_writers(&stores, 16, true, sizes.run_for)?;
     let commits = handles.iter().map(PgStore::commit_groups).sum();
-    report(
-        "Postgres",
-        "16 connections, expected head",
-        pg_occ,
-        commits,
-    );
+    report("Postgres", "16 connections, expected head", pg_occ, commits);
     drop((stores, handles, one, shared));
     cluster.stop()?;
     Ok([pg_one, pg_any, pg_occ])

@@ -269,7 +269,8 @@ const INSERT_SQL: &str = "INSERT INTO lockplane_ledger.records \
      FROM unnest($2::bigint[], $3::bytea[], $4::bytea[], $5::text[], $6::text[], $7::bytea[]) \
           AS r(seq, prev_hash, hash, stream, kind, bytes) \
      ORDER BY r.seq";
-const MOVE_HEAD_SQL: &str = "UPDATE lockplane_ledger.heads SET seq = $2, hash = $3 WHERE ledger = $1";
+const MOVE_HEAD_SQL: &str =
+    "UPDATE lockplane_ledger.heads SET seq = $2, hash = $3 WHERE ledger = $1";
 const READ_RAW_SQL: &str = "SELECT seq, bytes FROM lockplane_ledger.records \
      WHERE ledger = $1 AND seq >= $2 AND seq < $3 ORDER BY seq";
 const READ_STREAM_SQL: &str = "SELECT seq, bytes FROM lockplane_ledger.records \
@@ -726,7 +727,6 @@ impl Worker {
         .transpose()
     }
 }
-
 
 /// Sets up a new connection: durable commits, the schema, prepared statements.
 async fn prepare(client: Client) -> Result<Conn, StoreError> {

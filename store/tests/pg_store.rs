@@ -147,14 +147,38 @@ fn triggers_refuse_changes_and_verify_names_a_superuser_edit() -> TestResult {
     store.put_blob(b"blob")?;
 
     for (statement, what) in [
-        ("UPDATE lockplane_ledger.records SET kind = 'X' WHERE seq = 3", "UPDATE on lockplane_ledger.records"),
-        ("DELETE FROM lockplane_ledger.records WHERE seq = 5", "DELETE on lockplane_ledger.records"),
-        ("TRUNCATE lockplane_ledger.records", "TRUNCATE on lockplane_ledger.records"),
-        ("UPDATE lockplane_ledger.blobs SET bytes = 'x'", "UPDATE on lockplane_ledger.blobs"),
-        ("DELETE FROM lockplane_ledger.blobs", "DELETE on lockplane_ledger.blobs"),
-        ("TRUNCATE lockplane_ledger.blobs", "TRUNCATE on lockplane_ledger.blobs"),
-        ("DELETE FROM lockplane_ledger.heads", "DELETE on lockplane_ledger.heads"),
-        ("TRUNCATE lockplane_ledger.heads", "TRUNCATE on lockplane_ledger.heads"),
+        (
+            "UPDATE lockplane_ledger.records SET kind = 'X' WHERE seq = 3",
+            "UPDATE on lockplane_ledger.records",
+        ),
+        (
+            "DELETE FROM lockplane_ledger.records WHERE seq = 5",
+            "DELETE on lockplane_ledger.records",
+        ),
+        (
+            "TRUNCATE lockplane_ledger.records",
+            "TRUNCATE on lockplane_ledger.records",
+        ),
+        (
+            "UPDATE lockplane_ledger.blobs SET bytes = 'x'",
+            "UPDATE on lockplane_ledger.blobs",
+        ),
+        (
+            "DELETE FROM lockplane_ledger.blobs",
+            "DELETE on lockplane_ledger.blobs",
+        ),
+        (
+            "TRUNCATE lockplane_ledger.blobs",
+            "TRUNCATE on lockplane_ledger.blobs",
+        ),
+        (
+            "DELETE FROM lockplane_ledger.heads",
+            "DELETE on lockplane_ledger.heads",
+        ),
+        (
+            "TRUNCATE lockplane_ledger.heads",
+            "TRUNCATE on lockplane_ledger.heads",
+        ),
         // Replica mode switches ordinary triggers off, not ENABLE ALWAYS ones.
         (
             "SET session_replication_role = replica; \
@@ -240,7 +264,8 @@ fn racing_writers_never_fork() -> TestResult {
                     for round in 0..ROUNDS {
                         barrier.wait();
                         let payload = format!("{w}:{round}").into_bytes();
-                        let outcome = store.append(Some(expected), vec![rec("db", "Race", &payload)]);
+                        let outcome =
+                            store.append(Some(expected), vec![rec("db", "Race", &payload)]);
                         expected = match &outcome {
                             Ok(head) => *head,
                             Err(StoreError::Conflict { actual, .. }) => *actual,
@@ -283,7 +308,10 @@ fn racing_writers_never_fork() -> TestResult {
     let head = first.head()?;
     assert_eq!(head.seq, ROUNDS as u64);
     let raws = second.read_raw(1..head.seq + 1)?;
-    assert!(raws.iter().map(|r| r.seq).eq(1..=head.seq), "seqs are contiguous");
+    assert!(
+        raws.iter().map(|r| r.seq).eq(1..=head.seq),
+        "seqs are contiguous"
+    );
     let report = verify(&first, Some(head.into()));
     assert!(report.is_ok(), "{report}");
     Ok(())
@@ -466,7 +494,10 @@ fn failover_to_a_synchronous_standby_loses_nothing_acknowledged() -> TestResult 
     let promoted = PgStore::open_url(&standby.url("postgres"), "failover")?;
     let head = promoted.head()?;
     let last = acked.iter().map(|h| h.seq).max().unwrap_or(0);
-    assert!(head.seq >= last, "acknowledged seq {last} lost (head {head})");
+    assert!(
+        head.seq >= last,
+        "acknowledged seq {last} lost (head {head})"
+    );
     for ack in &acked {
         let record = promoted.read_range(ack.seq..ack.seq + 1)?;
         assert_eq!(

@@ -113,4 +113,3 @@ pub fn exercise(store: &dyn Store) -> Result<(), StoreError> {
     );
     Ok(())
 }
-
