@@ -284,9 +284,9 @@ fn racing_writers_never_fork() -> TestResult {
     });
     assert_eq!(outcomes.len(), 2);
     assert_eq!(outcomes[0].len(), ROUNDS);
+    assert_eq!(outcomes[1].len(), ROUNDS);
     let mut wins = [0usize; 2];
-    for round in 0..ROUNDS {
-        let (a, b) = (&outcomes[0][round], &outcomes[1][round]);
+    for (round, (a, b)) in outcomes[0].iter().zip(&outcomes[1]).enumerate() {
         let (winner, loser) = match (a, b) {
             (Ok(w), Err(l)) => {
                 wins[0] += 1;
