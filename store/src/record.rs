@@ -253,7 +253,10 @@ pub fn chain_batch(head: Head, batch: Vec<NewRecord>) -> (Vec<EncodedRecord>, He
         };
         out.push(EncodedRecord {
             seq: record.seq,
+            prev_hash: record.prev_hash,
+            hash,
             stream: record.stream,
+            kind: record.kind,
             bytes,
         });
     }
@@ -265,8 +268,14 @@ pub fn chain_batch(head: Head, batch: Vec<NewRecord>) -> (Vec<EncodedRecord>, He
 pub struct EncodedRecord {
     /// The assigned seq.
     pub seq: u64,
+    /// The previous record's hash (the chain link), for backends that index or constrain it.
+    pub prev_hash: Hash,
+    /// This record's hash (also stored inside `bytes`).
+    pub hash: Hash,
     /// The record's stream, for a backend's per-stream index.
     pub stream: String,
+    /// The record's kind, for backends that keep it in a column.
+    pub kind: String,
     /// The stored encoding.
     pub bytes: Vec<u8>,
 }

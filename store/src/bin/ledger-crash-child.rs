@@ -1,23 +1,30 @@
 //! Test helper for the store's crash and locking tests; not part of the product.
 //!
 //! `ledger-crash-child <dir> append`: appends to the ledger in `<dir>` from four threads as fast
-//! as it can (one thread with expected-head retries, three without), and after each
+//! as it can (two threads with expected-head retries, two without), and after each
 //! acknowledged append prints `ack <first_seq> <last_seq> <head_hash>` on stdout. The parent
 //! kills it at random moments and checks every acknowledged record survived.
 //!
 //! `ledger-crash-child <dir> hold`: opens the ledger, prints `ready`, and keeps it open until
 //! stdin closes, so the parent can check the lock-holder error.
+//!
+//! `ledger-crash-child --pg <url> <ledger> append`: the same appends to a [`PgStore`] ledger,
+//! through two separate connections, each used by one thread with expected-head retries and one
+//! without (so appends also race across connections through the head row lock).
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use lockplane_store::{NewRecord, SledStore, Store, StoreError};
+use lockplane_store::{NewRecord, PgStore, SledStore, Store, StoreError};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--pg") {
+        return pg_main(&args[2..]);
+    }
     let (Some(dir), Some(mode)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: ledger-crash-child <dir> append|hold");
+        eprintln!("usage: ledger-crash-child <dir> append|hold | --pg <url> <ledger> append");
         return ExitCode::from(2);
     };
     let store = match SledStore::open(dir) {
@@ -28,7 +35,7 @@ fn main() -> ExitCode {
         }
     };
     match mode.as_str() {
-        "append" => append_forever(store),
+        "append" => append_forever(&[store]),
         "hold" => {
             println!("ready");
             // Block until the parent closes our stdin.
@@ -42,10 +49,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn append_forever(store: Arc<SledStore>) -> ExitCode {
+fn pg_main(args: &[String]) -> ExitCode {
+    let (Some(url), Some(ledger), Some("append")) =
+        (args.first(), args.get(1), args.get(2).map(String::as_str))
+    else {
+        eprintln!("usage: ledger-crash-child --pg <url> <ledger> append");
+        return ExitCode::from(2);
+    };
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..2 {
+        match PgStore::open_url(url, ledger) {
+            Ok(s) => stores.push(Arc::new(s)),
+            Err(e) => {
+                eprintln!("open failed: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    append_forever(&stores)
+}
+
+fn append_forever<S: Store + ?Sized + 'static>(stores: &[Arc<S>]) -> ExitCode {
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
-            let store = Arc::clone(&store);
+            let store = Arc::clone(&stores[t as usize % stores.len()]);
             std::thread::spawn(move || writer(&*store, t))
         })
         .collect();
@@ -58,7 +85,7 @@ fn append_forever(store: Arc<SledStore>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn writer(store: &dyn Store, thread: u64) -> Result<(), StoreError> {
+fn writer<S: Store + ?Sized>(store: &S, thread: u64) -> Result<(), StoreError> {
     let mut expected = store.head()?;
     for n in 0u64.. {
         let batch: Vec<NewRecord> = (0..=(n % 3))
@@ -68,7 +95,7 @@ fn writer(store: &dyn Store, thread: u64) -> Result<(), StoreError> {
             })
             .collect();
         let len = batch.len() as u64;
-        let head = if thread == 0 {
+        let head = if thread < 2 {
             // Exercise the optimistic path: retry on conflict with the head we are told.
             loop {
                 match store.append(Some(expected), batch.clone()) {
