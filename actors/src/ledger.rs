@@ -74,15 +74,37 @@ impl Handler<CatchUp> for LedgerWriter {
     }
 }
 
+/// The name of the ledger a `postgres://` location holds (one control database may hold
+/// several, see `lockplane_store::pg_store`).
+pub const POSTGRES_LEDGER_NAME: &str = "default";
+
 /// Opens the ledger at `location` as the store every part of the runtime (and the CLI's audit
 /// commands) uses.
 pub fn open_ledger(location: &LedgerLocation, wait: Duration) -> Result<Arc<dyn Store>, Error> {
     match location {
         LedgerLocation::Dir(path) => Ok(Arc::new(lockplane_store::open_dir(path, wait)?)),
         LedgerLocation::Memory => Ok(Arc::new(MemoryStore::new())),
-        LedgerLocation::Postgres(_) => Err(Error::Stopped(
-            "Postgres ledgers are not available in this build".into(),
-        )),
+        LedgerLocation::Postgres(url) => {
+            let target = lockplane_engine::connect::resolve(Some(url)).map_err(|e| {
+                Error::Ledger(lockplane_store::StoreError::Remote(format!(
+                    "the ledger URL: {e}"
+                )))
+            })?;
+            // Lockplane's own connect (TLS per sslmode, passfile, connect_timeout), run on the
+            // store's runtime, which drives the connection it spawns.
+            let connector: lockplane_store::PgConnector = Box::new(move || {
+                let target = target.clone();
+                Box::pin(async move {
+                    lockplane_engine::connect::connect(&target)
+                        .await
+                        .map_err(|e| -> lockplane_store::pg_store::ConnectError { Box::new(e) })
+                })
+            });
+            Ok(Arc::new(lockplane_store::PgStore::open(
+                connector,
+                POSTGRES_LEDGER_NAME,
+            )?))
+        }
     }
 }
 
