@@ -7,6 +7,8 @@ object saying how to reach the server and which scenario to play:
      "scenario": "schemas" | "workflow"}
     {"transport": "http", "url": "http://127.0.0.1:PORT/mcp", "token": "...",
      "scenario": "schemas" | "workflow" | "contexts" | "unauthorized" | "stateless", "role": "..."}
+    {"transport": "http", "url": ..., "token": ..., "scenario": "agent", "name": "...",
+     "document": "..."}  (one agent of mcp/tests/shared_ledger.rs: plans and applies, reports)
 
 Every check is an assertion with a message; on success the last line of stdout is one JSON
 object (`{"ok": true, ...}`) the Rust test reads. Any failure exits non-zero with a traceback.
