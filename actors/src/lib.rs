@@ -219,6 +219,17 @@ impl Lockplane {
     /// an outcome (see [`Lockplane::recover`]). The first attach of a database records its
     /// catalog as the baseline drift is measured from.
     pub async fn attach(&self, url: &str, id: Option<&str>) -> Result<DatabaseId, Error> {
+        self.attach_with(url, id, true).await
+    }
+
+    /// [`Lockplane::attach`]; without `baseline`, a first attach does not record the catalog
+    /// (for a caller whose next call is an introspection that records it anyway).
+    pub async fn attach_with(
+        &self,
+        url: &str,
+        id: Option<&str>,
+        baseline: bool,
+    ) -> Result<DatabaseId, Error> {
         let pg = lockplane_engine::connect::resolve(Some(url)).map_err(|e| Error::Database {
             database: id.unwrap_or(url).to_owned(),
             message: e.to_string(),
@@ -234,10 +245,11 @@ impl Lockplane {
         // The first look at a database is its baseline: a later change nobody made through
         // Lockplane is then drift, even if it happened before any other call.
         let (db, _) = self.db(&id)?;
-        if ops::database_view(&self.inner.shared, &db)
-            .await?
-            .live
-            .is_none()
+        if baseline
+            && ops::database_view(&self.inner.shared, &db)
+                .await?
+                .live
+                .is_none()
         {
             ops::introspect_db(&self.inner.shared, &db, "lockplane-attach").await?;
         }
@@ -288,6 +300,19 @@ impl Lockplane {
     pub async fn introspect(&self, db: &DatabaseId, actor: &str) -> Result<Introspection, Error> {
         let (db, _) = self.db(db)?;
         ops::introspect_db(&self.inner.shared, &db, actor).await
+    }
+
+    /// Reads the live catalog of `schemas` only (all user schemas when empty) and records it.
+    /// A reading limited to some schemas is kept (its manifest can be a document's base) but
+    /// does not change what the ledger knows as the database's live hash.
+    pub async fn introspect_schemas(
+        &self,
+        db: &DatabaseId,
+        actor: &str,
+        schemas: &[String],
+    ) -> Result<Introspection, Error> {
+        let (db, _) = self.db(db)?;
+        ops::introspect_schemas(&self.inner.shared, &db, actor, schemas).await
     }
 
     /// Plans the desired schema document (`text`, YAML or JSON; `name` is how errors refer to

@@ -96,6 +96,19 @@ pub struct Introspection {
     pub catalog: Catalog,
     /// Seq of the `CatalogIntrospected` record.
     pub seq: u64,
+    /// The server's version as it reports it (`SHOW server_version`).
+    pub server_version: Option<String>,
+}
+
+/// Reads the live catalog of `schemas` (all user schemas when empty) and records it; a
+/// reading limited to some schemas does not move what the ledger knows as live.
+pub(crate) async fn introspect_schemas(
+    shared: &Shared,
+    db: &Db,
+    actor: &str,
+    schemas: &[String],
+) -> Result<Introspection, Error> {
+    Ok(introspect_and_record(shared, db, actor, schemas).await?.0)
 }
 
 /// A recorded proposal (or merge, or rebase).
@@ -309,9 +322,18 @@ fn manifest(catalog: &Catalog) -> Result<(Vec<u8>, BlobRef, CatalogHash), Error>
 }
 
 async fn read_live(db: &Db) -> Result<(Catalog, Client), Error> {
+    read_schemas(db, &[]).await
+}
+
+/// The live catalog of `schemas` (all user schemas when empty), read with two connections on
+/// one snapshot.
+async fn read_schemas(db: &Db, schemas: &[String]) -> Result<(Catalog, Client), Error> {
     let (a, b) = tokio::join!(connect(db), connect(db));
     let (mut client, mut helper) = (a?, b?);
-    let catalog = introspect_parallel(&mut client, &mut helper, &IntrospectOptions::default())
+    let options = IntrospectOptions {
+        schemas: schemas.to_vec(),
+    };
+    let catalog = introspect_parallel(&mut client, &mut helper, &options)
         .await
         .map_err(|e| db_error(db, e))?;
     Ok((catalog, client))
@@ -333,7 +355,7 @@ pub(crate) async fn introspect_db(
     db: &Db,
     actor: &str,
 ) -> Result<Introspection, Error> {
-    Ok(introspect_and_record(shared, db, actor).await?.0)
+    Ok(introspect_and_record(shared, db, actor, &[]).await?.0)
 }
 
 /// [`introspect_db`], keeping the connection it read with for the caller's next queries.
@@ -341,8 +363,9 @@ async fn introspect_and_record(
     shared: &Shared,
     db: &Db,
     actor: &str,
+    schemas: &[String],
 ) -> Result<(Introspection, Client), Error> {
-    let (catalog, client) = read_live(db).await?;
+    let (catalog, client) = read_schemas(db, schemas).await?;
     let server_version = client
         .query_one("SHOW server_version", &[])
         .await
@@ -356,8 +379,8 @@ async fn introspect_and_record(
             database: db.id.clone(),
             catalog_hash: hash.clone(),
             manifest: address,
-            schemas: Vec::new(),
-            server_version,
+            schemas: schemas.to_vec(),
+            server_version: server_version.clone(),
         }),
         vec![bytes],
     )
@@ -367,6 +390,7 @@ async fn introspect_and_record(
         catalog_hash: hash,
         catalog,
         seq: head.seq,
+        server_version,
     };
     Ok((seen, client))
 }
@@ -663,7 +687,7 @@ pub(crate) async fn propose(
 ) -> Result<Proposal, Error> {
     let loaded =
         dsl::load_file_text(name, text).map_err(|e| Error::InvalidDocument(e.to_string()))?;
-    let (seen, client) = introspect_and_record(shared, db, actor).await?;
+    let (seen, client) = introspect_and_record(shared, db, actor, &[]).await?;
     // Looked up after recording live, so a base that is live is always found (and the
     // engine then plans declaratively: the merge would be the identity).
     let read_at = match &loaded.document.base {

@@ -83,16 +83,36 @@ async fn assert_no_overlap(client: &Client) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seventeen_actors_share_one_postgres_ledger() {
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let ledger = cluster.url(&testkit::fresh_database("shared_ledger").await.expect("db"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    seventeen_actors(&ledger, dir.path()).await;
+}
+
+/// The same with a ledger directory: the first `serve` to open it holds it and is the hub
+/// every other process (the second server, the CLI processes, this test's embedded runtime)
+/// goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seventeen_actors_share_one_ledger_directory_through_its_hub() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger").display().to_string();
+    seventeen_actors(&ledger, dir.path()).await;
+}
+
+/// Seventeen applies queue for one database's apply lock, each rebased and proven on the
+/// shadow once it gets it: on two busy cores that is more than the 30 s default wait.
+const LOCK_WAIT_SECS: &str = "300";
+
+async fn seventeen_actors(ledger_url: &str, dir: &Path) {
+    let ledger_url = ledger_url.to_owned();
     let python = python();
     let cluster = testkit::shared_cluster().expect("cluster");
     let app = testkit::fresh_database("shared_app").await.expect("app db");
     let client = cluster.connect(&app).await.expect("connect");
     client.batch_execute(DDL_LOG).await.expect("setup");
     let url = cluster.url(&app);
-    let ledger_url = cluster.url(&testkit::fresh_database("shared_ledger").await.expect("db"));
     let ledger = Path::new(&ledger_url);
     let shadow = cluster.url("postgres");
-    let dir = tempfile::tempdir().expect("tempdir");
 
     // One introspection before anyone applies: the document every actor starts from.
     let read = lockplane(
@@ -113,7 +133,7 @@ async fn seventeen_actors_share_one_postgres_ledger() {
 
     // Two servers on the one ledger, four agents each.
     let token = "shared-ledger-token-0123456789abcdef0123";
-    let token_file = dir.path().join("token");
+    let token_file = dir.join("token");
     std::fs::write(&token_file, token).expect("token");
     let serve = |actor: &str| {
         Server::start(&[
@@ -128,6 +148,8 @@ async fn seventeen_actors_share_one_postgres_ledger() {
             shadow.clone(),
             "--token-file".into(),
             token_file.display().to_string(),
+            "--lock-wait".into(),
+            LOCK_WAIT_SECS.into(),
         ])
     };
     let servers = [serve("mcp:a"), serve("mcp:b")];
@@ -135,7 +157,7 @@ async fn seventeen_actors_share_one_postgres_ledger() {
     let mut actors = Vec::new();
     // Eight CLI processes, each in its own directory; cli0 and cli1 retype the same column.
     for i in 0..8 {
-        let work = dir.path().join(format!("cli{i}"));
+        let work = dir.join(format!("cli{i}"));
         std::fs::create_dir_all(&work).expect("dir");
         let shared_type = match i {
             0 => Some("character varying(10)"),
@@ -152,6 +174,7 @@ async fn seventeen_actors_share_one_postgres_ledger() {
                     .args(["--ledger", &ledger_url, "--actor", &format!("cli:{i}")])
                     .args(args)
                     .env("DATABASE_URL", &url)
+                    .env("LOCKPLANE_LOCK_WAIT", LOCK_WAIT_SECS)
                     .env("NO_COLOR", "1")
                     .output()
                     .expect("run lockplane")
@@ -201,6 +224,7 @@ async fn seventeen_actors_share_one_postgres_ledger() {
         let mut config = Config::new(ledger_url.as_str());
         config.shadow = ShadowConfig::Url(shadow.clone());
         config.ledger_wait = std::time::Duration::from_secs(30);
+        config.lock_wait = std::time::Duration::from_secs(300);
         let runtime = Lockplane::open(config).await.expect("open the runtime");
         let db = runtime.attach(&url, None).await.expect("attach");
         let doc = with_table(&document, "embedded", None);
@@ -302,7 +326,7 @@ async fn seventeen_actors_share_one_postgres_ledger() {
     assert!(replay.status.success(), "{}", text(&replay.stderr));
 
     // The ledger moves to a directory with its chain intact, hash for hash.
-    let copy = dir.path().join("copy");
+    let copy = dir.join("copy");
     let copied = lockplane(
         ledger,
         &[

@@ -3,7 +3,6 @@
 
 use clap::ValueEnum;
 use lockplane_engine::connect;
-use lockplane_engine::events::{self, CatalogIntrospected, Event};
 use lockplane_engine::{introspect_parallel, IntrospectOptions, Manifest};
 
 use super::{ledger, print, CliError};
@@ -36,28 +35,42 @@ enum Format {
     Yaml,
 }
 
-/// Runs `lockplane introspect`.
+/// Runs `lockplane introspect`: through the runtime (which records the reading), or, with
+/// `--no-ledger`, as a plain read (nothing is recorded or serialised, so no runtime is
+/// started and the catalog is read once).
 pub(crate) async fn run(at: &ledger::LedgerAt, actor: &str, args: Args) -> Result<(), CliError> {
-    // Open the ledger first: if another process holds it, say so before doing any work.
-    let store = if args.no_ledger {
-        None
+    let manifest = if args.no_ledger {
+        let config = super::resolve_target(args.database_url.as_deref())?;
+        // Two connections sharing one snapshot: the server reads the catalog with two backends.
+        let connect_one = || connect::connect(&config);
+        let (client, helper) = tokio::join!(connect_one(), connect_one());
+        let (mut client, mut helper) = (client?, helper?);
+        let schemas = args.schemas.clone();
+        let catalog =
+            introspect_parallel(&mut client, &mut helper, &IntrospectOptions { schemas }).await?;
+        Manifest::new(catalog).map_err(|e| CliError::Output(e.to_string()))?
     } else {
-        Some(ledger::open(at)?)
+        let runtime = super::plan::runtime(at, None, true, None, None).await?;
+        // The reading below is the first look, when there was none: no separate baseline.
+        let db = super::plan::attach_with(
+            &runtime,
+            args.database_url.as_deref(),
+            args.db_id.as_deref(),
+            false,
+        )
+        .await?;
+        let seen = runtime
+            .introspect_schemas(&db, actor, &args.schemas)
+            .await?;
+        eprintln!(
+            "lockplane: recorded CatalogIntrospected of {} as seq {} in {}",
+            seen.database, seen.seq, at.location
+        );
+        Manifest {
+            catalog: seen.catalog,
+            catalog_hash: seen.catalog_hash,
+        }
     };
-    let config = super::resolve_target(args.database_url.as_deref())?;
-    // Two connections sharing one snapshot: the server reads the catalog with two backends.
-    let connect_one = || connect::connect(&config);
-    let (client, helper) = tokio::join!(connect_one(), connect_one());
-    let (mut client, mut helper) = (client?, helper?);
-    let server_version = client
-        .query_one("SHOW server_version", &[])
-        .await
-        .ok()
-        .and_then(|row| row.try_get::<_, String>(0).ok());
-    let schemas = args.schemas.clone();
-    let catalog =
-        introspect_parallel(&mut client, &mut helper, &IntrospectOptions { schemas }).await?;
-    let manifest = Manifest::new(catalog).map_err(|e| CliError::Output(e.to_string()))?;
     let text = match args.format {
         Format::Json => {
             serde_json::to_string_pretty(&manifest).map_err(|e| CliError::Output(e.to_string()))?
@@ -69,29 +82,5 @@ pub(crate) async fn run(at: &ledger::LedgerAt, actor: &str, args: Args) -> Resul
             Some(&manifest.catalog_hash),
         ),
     };
-
-    if let Some(store) = &store {
-        let (bytes, address) =
-            events::manifest_blob(&manifest).map_err(|e| CliError::Output(e.to_string()))?;
-        let event = Event::CatalogIntrospected(CatalogIntrospected {
-            actor: actor.to_owned(),
-            database: args
-                .db_id
-                .clone()
-                .unwrap_or_else(|| events::database_id(&config.pg)),
-            catalog_hash: manifest.catalog_hash.clone(),
-            manifest: address.clone(),
-            schemas: args.schemas,
-            server_version,
-        });
-        let head = ledger::record(store.as_ref(), &event, &[(&bytes, &address)])?;
-        eprintln!(
-            "lockplane: recorded {} of {} as seq {} in {}",
-            event.kind(),
-            event.database(),
-            head.seq,
-            at.location
-        );
-    }
     print(&text)
 }

@@ -1,10 +1,11 @@
-//! Opening the ledger and moving events in and out of it, for the CLI commands.
+//! Opening the ledger and reading events out of it, for the CLI commands that read the ledger
+//! itself (`audit`); everything that records goes through the runtime.
 
 use std::sync::Arc;
 
 use lockplane_actors::LedgerLocation;
 use lockplane_engine::events::{self, Event};
-use lockplane_store::{BlobHash, Head, NewRecord, Record, Store};
+use lockplane_store::{BlobHash, Record, Store};
 
 use super::CliError;
 
@@ -21,25 +22,6 @@ pub(crate) struct LedgerAt {
     pub(crate) location: LedgerLocation,
     /// How long to retry while the ledger is not reachable yet.
     pub(crate) wait: std::time::Duration,
-}
-
-/// Stores `blobs`, then appends `event` after whatever the head is (for events that don't
-/// depend on the log's state, like an introspection). Returns the new head.
-pub(crate) fn record(
-    store: &dyn Store,
-    event: &Event,
-    blobs: &[(&[u8], &events::BlobRef)],
-) -> Result<Head, CliError> {
-    for (bytes, address) in blobs {
-        let stored = store.put_blob(bytes)?;
-        if stored.to_string() != address.as_str() {
-            return Err(CliError::Output(format!(
-                "blob stored as {stored}, but the event refers to {address}"
-            )));
-        }
-    }
-    let record = NewRecord::now(event.database(), event.kind(), events::encode(event));
-    Ok(store.append(None, vec![record])?)
 }
 
 /// The record's event, checked against its kind and stream.

@@ -58,6 +58,16 @@ pub(crate) struct ApplyArgs {
     /// `lock_timeout` of every statement, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     lock_timeout_ms: u64,
+    /// Seconds to wait for the database's apply lock while other applies (of any process,
+    /// any ledger) run; each is serialised, and a plan whose base moved is rebased once it
+    /// gets the lock.
+    #[arg(
+        long,
+        env = "LOCKPLANE_LOCK_WAIT",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    lock_wait: u64,
     /// The database's id in the ledger; default `host:port/dbname`.
     #[arg(long, env = "LOCKPLANE_DB_ID", value_name = "ID")]
     db_id: Option<String>,
@@ -70,11 +80,12 @@ pub(crate) struct ApplyArgs {
 /// A runtime for one CLI command: the same one `serve` and embedding programs use, on the
 /// ledger of record, with the CLI's own settings (an operator's credentials: plans are not
 /// passed through the agents' SQL guard).
-async fn runtime(
+pub(crate) async fn runtime(
     at: &ledger::LedgerAt,
     shadow_url: Option<&str>,
     dry_run: bool,
     lock_timeout: Option<Duration>,
+    lock_wait: Option<Duration>,
 ) -> Result<Lockplane, CliError> {
     let mut config = Config::new(at.location.clone());
     config.ledger_wait = at.wait;
@@ -86,27 +97,43 @@ async fn runtime(
     if let Some(timeout) = lock_timeout {
         config.lock_timeout = timeout;
     }
+    if let Some(wait) = lock_wait {
+        config.lock_wait = wait;
+    }
     Ok(Lockplane::open(config).await?)
 }
 
 /// Attaches the database of `--database-url` (else `DATABASE_URL`, else the `PG*` variables).
-async fn attach(
+pub(crate) async fn attach(
     runtime: &Lockplane,
     url: Option<&str>,
     db_id: Option<&str>,
+) -> Result<DatabaseId, CliError> {
+    attach_with(runtime, url, db_id, true).await
+}
+
+/// [`attach`], recording the first look at the database as its baseline or not.
+pub(crate) async fn attach_with(
+    runtime: &Lockplane,
+    url: Option<&str>,
+    db_id: Option<&str>,
+    baseline: bool,
 ) -> Result<DatabaseId, CliError> {
     let target = super::resolve_target(url)?;
     let url = match url {
         Some(url) => url.to_owned(),
         None => crate::serve::database_target(None).map_err(|e| CliError::Usage(e.to_string()))?,
     };
-    runtime.attach(&url, db_id).await.map_err(|e| match e {
-        lockplane_actors::Error::Database { message, .. } => CliError::Database(format!(
-            "cannot use the database {}: {message}",
-            target.describe()
-        )),
-        other => other.into(),
-    })
+    runtime
+        .attach_with(&url, db_id, baseline)
+        .await
+        .map_err(|e| match e {
+            lockplane_actors::Error::Database { message, .. } => CliError::Database(format!(
+                "cannot use the database {}: {message}",
+                target.describe()
+            )),
+            other => other.into(),
+        })
 }
 
 /// A runtime error of `apply` as the CLI class it belongs to, with what to run next.
@@ -161,7 +188,7 @@ pub(crate) async fn run_plan(
     let name = args.file.display().to_string();
     // Read here first: its problems are shown with their places in the file.
     lockplane_engine::dsl::load_file_text(&name, &text)?;
-    let runtime = runtime(at, args.shadow_url.as_deref(), !args.no_shadow, None).await?;
+    let runtime = runtime(at, args.shadow_url.as_deref(), !args.no_shadow, None, None).await?;
     let db = attach(
         &runtime,
         args.database_url.as_deref(),
@@ -308,6 +335,7 @@ pub(crate) async fn run_apply(
         None,
         true,
         Some(Duration::from_millis(args.lock_timeout_ms)),
+        Some(Duration::from_secs(args.lock_wait)),
     )
     .await?;
     // Attaching reconciles an apply a stopped process left open (recorded as applied when its

@@ -83,6 +83,15 @@ pub(crate) struct ServeArgs {
     /// Do not dry-run plans (and their reverse) on the shadow before recording them.
     #[arg(long)]
     no_dry_run: bool,
+    /// Seconds an apply waits for the database's apply lock while other applies (of any
+    /// process) run.
+    #[arg(
+        long,
+        env = "LOCKPLANE_LOCK_WAIT",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    lock_wait: u64,
     /// The most bytes one tool answer may take; a larger one is cut and answered with a
     /// `result_too_large` error (common clients refuse messages over 10 MiB).
     #[arg(long, value_name = "BYTES", default_value_t = answer::DEFAULT_MAX_RESULT_BYTES,
@@ -152,6 +161,7 @@ pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(
     config.access_mode = args.access_mode;
     config.allowed_roles = args.allowed_roles.clone();
     config.dry_run = !args.no_dry_run;
+    config.lock_wait = Duration::from_secs(args.lock_wait);
     if let Some(shadow) = &args.shadow_url {
         config.shadow = ShadowConfig::Url(shadow.clone());
     }
