@@ -1,6 +1,7 @@
 //! One ledger of record for every kind of actor (issue 14): eight CLI processes (each in its
 //! own working directory), eight MCP agents over HTTP through two `lockplane serve` processes,
-//! and one embedding program, all at once against one database, with one Postgres ledger.
+//! and one embedding program, all at once against one database, with one ledger: a Postgres
+//! control database, and again a directory the first server holds and serves as the hub.
 //!
 //! Each starts from the same document, introspected (with its `base:`) before anyone applied,
 //! and adds its own table; two CLI actors also widen the same column, each differently. Planning
@@ -19,26 +20,8 @@ use common::{lockplane, python, Server, BIN};
 use lockplane_actors::{Config, Lockplane, ShadowConfig};
 use lockplane_engine::testkit;
 use serde_json::{json, Value};
-use tokio_postgres::Client;
 
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/lockplane_e2e.py");
-
-/// Postgres logs every DDL command with its transaction and time (the `lockplane` schema is
-/// not part of any catalog Lockplane reads).
-const DDL_LOG: &str = "
-CREATE SCHEMA lockplane;
-CREATE TABLE lockplane.ddl_log (
-    id bigserial PRIMARY KEY, pid int NOT NULL, xid bigint NOT NULL,
-    at timestamptz NOT NULL, tag text NOT NULL);
-CREATE FUNCTION lockplane.log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
-BEGIN
-  INSERT INTO lockplane.ddl_log (pid, xid, at, tag)
-  VALUES (pg_backend_pid(), txid_current(), clock_timestamp(), TG_TAG);
-END $$;
-CREATE EVENT TRIGGER lp_ddl_start ON ddl_command_start EXECUTE FUNCTION lockplane.log_ddl();
-CREATE EVENT TRIGGER lp_ddl_end ON ddl_command_end EXECUTE FUNCTION lockplane.log_ddl();
-CREATE TABLE public.t (id int PRIMARY KEY, shared varchar(5));
-";
 
 /// `document` (the DSL as JSON) with table `name` added and, when given, `t.shared` retyped.
 fn with_table(document: &Value, name: &str, shared_type: Option<&str>) -> String {
@@ -54,31 +37,6 @@ fn with_table(document: &Value, name: &str, shared_type: Option<&str>) -> String
         }
     }
     serde_json::to_string_pretty(&doc).expect("json")
-}
-
-/// The DDL transactions' spans must not intersect; returns how many there were.
-async fn assert_no_overlap(client: &Client) -> usize {
-    let rows = client
-        .query(
-            "SELECT xid, min(at) AS s, max(at) AS e FROM lockplane.ddl_log \
-             GROUP BY xid ORDER BY s",
-            &[],
-        )
-        .await
-        .expect("ddl log");
-    let spans: Vec<(i64, std::time::SystemTime, std::time::SystemTime)> = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    for pair in spans.windows(2) {
-        assert!(
-            pair[0].2 <= pair[1].1,
-            "DDL transactions {} and {} overlap",
-            pair[0].0,
-            pair[1].0
-        );
-    }
-    spans.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -109,7 +67,14 @@ async fn seventeen_actors(ledger_url: &str, dir: &Path) {
     let cluster = testkit::shared_cluster().expect("cluster");
     let app = testkit::fresh_database("shared_app").await.expect("app db");
     let client = cluster.connect(&app).await.expect("connect");
-    client.batch_execute(DDL_LOG).await.expect("setup");
+    client
+        .batch_execute(testkit::DDL_LOG)
+        .await
+        .expect("ddl log");
+    client
+        .batch_execute("CREATE TABLE public.t (id int PRIMARY KEY, shared varchar(5))")
+        .await
+        .expect("setup");
     let url = cluster.url(&app);
     let ledger = Path::new(&ledger_url);
     let shadow = cluster.url("postgres");
@@ -298,7 +263,12 @@ async fn seventeen_actors(ledger_url: &str, dir: &Path) {
         .collect();
     expected.sort();
     assert_eq!(tables, expected);
-    assert!(assert_no_overlap(&client).await >= 16);
+    assert!(
+        testkit::ddl_transactions(&client)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            >= 16
+    );
 
     // One chain: verified from a CLI process, with all seventeen actors in it.
     let verify = lockplane(ledger, &["audit", "verify"]);

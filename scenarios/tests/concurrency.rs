@@ -10,27 +10,14 @@ use lockplane_actors::{Config, Lockplane, ShadowConfig};
 use lockplane_engine::testkit;
 use tokio_postgres::Client;
 
-/// A DDL log the runtime cannot see (the `lockplane` schema is not introspected): one row per
-/// DDL command start and end, with the backend's transaction.
-const DDL_LOG: &str = "
-CREATE SCHEMA lockplane;
-CREATE TABLE lockplane.ddl_log (
-    id bigserial PRIMARY KEY, pid int NOT NULL, xid bigint NOT NULL,
-    at timestamptz NOT NULL, tag text NOT NULL);
-CREATE FUNCTION lockplane.log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
-BEGIN
-  INSERT INTO lockplane.ddl_log (pid, xid, at, tag)
-  VALUES (pg_backend_pid(), txid_current(), clock_timestamp(), TG_TAG);
-END $$;
-CREATE EVENT TRIGGER lp_ddl_start ON ddl_command_start EXECUTE FUNCTION lockplane.log_ddl();
-CREATE EVENT TRIGGER lp_ddl_end ON ddl_command_end EXECUTE FUNCTION lockplane.log_ddl();
-";
-
 async fn database() -> (String, Client) {
     let cluster = testkit::shared_cluster().expect("cluster");
     let name = testkit::fresh_database("swarm").await.expect("database");
     let client = cluster.connect(&name).await.expect("connect");
-    client.batch_execute(DDL_LOG).await.expect("ddl log");
+    client
+        .batch_execute(testkit::DDL_LOG)
+        .await
+        .expect("ddl log");
     (cluster.url(&name), client)
 }
 
@@ -60,42 +47,6 @@ fn report(child: std::process::Child) -> serde_json::Value {
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("report");
     assert_eq!(report["errors"], serde_json::json!([]), "{report}");
     report
-}
-
-/// The DDL transactions' spans, ordered; panics naming the first two that overlap.
-async fn assert_no_overlap(client: &Client) -> usize {
-    let rows = client
-        .query(
-            "SELECT xid, min(at)::text, max(at)::text, min(at) AS s, max(at) AS e \
-             FROM lockplane.ddl_log GROUP BY xid ORDER BY s",
-            &[],
-        )
-        .await
-        .expect("ddl log");
-    let spans: Vec<(
-        i64,
-        String,
-        String,
-        std::time::SystemTime,
-        std::time::SystemTime,
-    )> = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-        .collect();
-    for pair in spans.windows(2) {
-        let (a, b) = (&pair[0], &pair[1]);
-        assert!(
-            b.3 > a.4,
-            "transactions {} ({} – {}) and {} ({} – {}) ran DDL at the same time",
-            a.0,
-            a.1,
-            a.2,
-            b.0,
-            b.1,
-            b.2
-        );
-    }
-    spans.len()
 }
 
 /// Every plan of the ledger ended applied, merged, stale or failed (refused), and the ledger
@@ -142,7 +93,9 @@ async fn sixteen_agents_through_one_process() {
     let report = report(swarm(&path, &url, "one", 16));
     // 16 agents × 3 rounds; even agents add two tables in round 1.
     assert_eq!(tables_of(&client, "one").await, 16 * 3 + 8);
-    let transactions = assert_no_overlap(&client).await;
+    let transactions = testkit::ddl_transactions(&client)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let counts = assert_plans_settled(&path, &url).await;
     assert!(transactions >= 48, "{transactions} DDL transactions");
     assert_eq!(counts.get("merged"), Some(&16), "{counts:?} {report}");
@@ -162,7 +115,9 @@ async fn two_processes_with_separate_ledgers_share_one_database() {
     let (r1, r2) = (report(first), report(second));
     assert_eq!(tables_of(&client, "p1").await, 8 * 3 + 4);
     assert_eq!(tables_of(&client, "p2").await, 8 * 3 + 4);
-    let transactions = assert_no_overlap(&client).await;
+    let transactions = testkit::ddl_transactions(&client)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let c1 = assert_plans_settled(&p1, &url).await;
     let c2 = assert_plans_settled(&p2, &url).await;
     eprintln!("two processes: {r1} {c1:?} / {r2} {c2:?}; {transactions} DDL transactions");

@@ -72,3 +72,55 @@ pub fn readme_dsl_example() -> String {
     let body = &readme[start + "```yaml\n".len()..];
     body[..body.find("```").unwrap_or(body.len())].to_owned()
 }
+
+/// SQL that installs a DDL log Lockplane cannot see (the `lockplane` schema is never part of
+/// a catalog): event triggers write each DDL command's backend, transaction and time into
+/// `lockplane.ddl_log`. Concurrency tests read it with [`ddl_transactions`] to prove, from
+/// Postgres' own record, that no two applies ran DDL at the same time.
+pub const DDL_LOG: &str = "
+CREATE SCHEMA lockplane;
+CREATE TABLE lockplane.ddl_log (
+    id bigserial PRIMARY KEY, pid int NOT NULL, xid bigint NOT NULL,
+    at timestamptz NOT NULL, tag text NOT NULL);
+CREATE FUNCTION lockplane.log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO lockplane.ddl_log (pid, xid, at, tag)
+  VALUES (pg_backend_pid(), txid_current(), clock_timestamp(), TG_TAG);
+END $$;
+CREATE EVENT TRIGGER lp_ddl_start ON ddl_command_start EXECUTE FUNCTION lockplane.log_ddl();
+CREATE EVENT TRIGGER lp_ddl_end ON ddl_command_end EXECUTE FUNCTION lockplane.log_ddl();
+";
+
+/// How many transactions ran DDL according to the [`DDL_LOG`]; `Err` names the first two
+/// whose spans (first to last logged command) intersect.
+pub async fn ddl_transactions(client: &tokio_postgres::Client) -> Result<usize, String> {
+    let rows = client
+        .query(
+            "SELECT xid, min(at)::text, max(at)::text, min(at) AS s, max(at) AS e \
+             FROM lockplane.ddl_log GROUP BY xid ORDER BY s",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("reading lockplane.ddl_log: {e}"))?;
+    type Span = (
+        i64,
+        String,
+        String,
+        std::time::SystemTime,
+        std::time::SystemTime,
+    );
+    let spans: Vec<Span> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    for pair in spans.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if b.3 <= a.4 {
+            return Err(format!(
+                "transactions {} ({} – {}) and {} ({} – {}) ran DDL at the same time",
+                a.0, a.1, a.2, b.0, b.1, b.2
+            ));
+        }
+    }
+    Ok(spans.len())
+}
