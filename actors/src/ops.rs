@@ -1529,6 +1529,9 @@ pub(crate) async fn apply_sql(
 /// introspecting the database: at the plan's target → `PlanApplied` marked recovered; at its
 /// base → `ApplyFailed` marked interrupted; anything else → `DriftDetected`, and the apply is
 /// closed as interrupted with the hash found, so the ledger does not keep an apply open forever.
+/// How long recovery waits for the apply lock before concluding an apply is in progress.
+const RECOVERY_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) async fn recover(shared: &Shared, db: &Db) -> Result<Option<Recovery>, Error> {
     let view = database_view(shared, db).await?;
     let Some(open) = view.open_apply.clone() else {
@@ -1542,8 +1545,12 @@ pub(crate) async fn recover(shared: &Shared, db: &Db) -> Result<Option<Recovery>
     let mut client = connect(db).await?;
     // Under the apply lock, which an apply holds until its outcome is recorded: while another
     // session (of any process) holds it, the open apply is in progress, not abandoned. A dead
-    // process's backend releases it only once its transaction finished.
-    let key = match exec::acquire_lock(&client, std::time::Duration::ZERO).await {
+    // process's backend releases it only once it notices and its transaction finished (a few
+    // milliseconds after a kill, or the end of a running statement), so wait a little; still
+    // held after that, the apply is someone's live one (or a long statement finishing), and the
+    // next attach or apply settles it.
+    let wait = shared.config.lock_wait.min(RECOVERY_LOCK_WAIT);
+    let key = match exec::acquire_lock(&client, wait).await {
         Ok(key) => key,
         Err(exec::ApplyError::Busy { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),

@@ -80,5 +80,5 @@ async fn catalog_queries_scan_no_catalog_once_per_row() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 12);
+    assert_eq!(checked, 13);
 }
