@@ -181,6 +181,14 @@ mod yaml {
 
     pub(super) fn read(file: &str, text: &str) -> Result<Node, DslError> {
         let options = serde_saphyr::options! {
+            // A schema document grows with the schema (≈ 125 nodes a table in what `introspect`
+            // writes): the default budget (250,000 nodes) refused a 2,000-table document. Alias
+            // and anchor limits, which stop expansion bombs, keep their defaults.
+            budget: serde_saphyr::budget! {
+                max_nodes: 50_000_000,
+                max_events: 100_000_000,
+                max_total_scalar_bytes: 1 << 30,
+            },
             // Duplicates reach the reader, which reports all of them with their positions.
             duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
             with_snippet: false,
