@@ -7,23 +7,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lockplane_store::{verify, Hash, SledStore, Store};
+mod common;
+
+use common::{parse_ack, Ack};
+use lockplane_store::{verify, SledStore, Store};
 
 const KILLS: usize = 50;
-
-struct Ack {
-    first: u64,
-    last: u64,
-    hash: Hash,
-}
-
-fn parse_ack(line: &str) -> Option<Ack> {
-    let mut parts = line.strip_prefix("ack ")?.split(' ');
-    let first = parts.next()?.parse().ok()?;
-    let last = parts.next()?.parse().ok()?;
-    let hash = parts.next()?.parse().ok()?;
-    Some(Ack { first, last, hash })
-}
 
 /// A small xorshift so the kill moments vary without a dependency; the seed is printed so a
 /// failure can be replayed with `CRASH_SEED`.

@@ -10,13 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lockplane_engine::cluster::{Cluster, ClusterSetup, PgBinaries};
 use lockplane_engine::testkit;
-use lockplane_store::{
-    verify, Hash, Head, MemoryStore, PgStore, Problem, SledStore, Store, StoreError,
-};
+use lockplane_store::{verify, Head, MemoryStore, PgStore, Problem, SledStore, Store, StoreError};
 use tokio_postgres::NoTls;
 
 mod common;
-use common::{exercise, rec};
+use common::{exercise, parse_ack, rec, Ack};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -334,20 +332,6 @@ fn a_broken_connection_is_replaced() -> TestResult {
     assert_eq!(next.seq, 2);
     assert!(verify(&store, None).is_ok());
     Ok(())
-}
-
-struct Ack {
-    first: u64,
-    last: u64,
-    hash: Hash,
-}
-
-fn parse_ack(line: &str) -> Option<Ack> {
-    let mut parts = line.strip_prefix("ack ")?.split(' ');
-    let first = parts.next()?.parse().ok()?;
-    let last = parts.next()?.parse().ok()?;
-    let hash = parts.next()?.parse().ok()?;
-    Some(Ack { first, last, hash })
 }
 
 /// Every acknowledged append is stored with the acknowledged hash.

@@ -1,5 +1,5 @@
 //! What every backend must do, shared by the backend test files (`sled_store.rs`,
-//! `pg_store.rs`): one conformance scenario run against each `Store`.
+//! `pg_store.rs`, `crash.rs`): one conformance scenario run against each `Store`.
 
 #![allow(dead_code)]
 
@@ -7,6 +7,23 @@ use lockplane_store::{
     sha3_256, verify, verify_with_blobs, Checkpoint, Head, NewRecord, Problem, Store, StoreError,
     GENESIS_HASH,
 };
+
+/// One line `ack <first_seq> <last_seq> <head_hash>` of `ledger-crash-child`: records it had
+/// acknowledged when it was killed.
+pub struct Ack {
+    pub first: u64,
+    pub last: u64,
+    pub hash: lockplane_store::Hash,
+}
+
+/// Parses an `ack` line; anything else (a partial line cut by the kill) is `None`.
+pub fn parse_ack(line: &str) -> Option<Ack> {
+    let mut parts = line.strip_prefix("ack ")?.split(' ');
+    let first = parts.next()?.parse().ok()?;
+    let last = parts.next()?.parse().ok()?;
+    let hash = parts.next()?.parse().ok()?;
+    Some(Ack { first, last, hash })
+}
 
 /// A record with a fixed timestamp, so two backends given the same batches store the same bytes.
 pub fn rec(stream: &str, kind: &str, payload: &[u8]) -> NewRecord {
