@@ -107,8 +107,17 @@ pub struct Config {
     /// How long an apply waits for the per-database advisory lock held by another apply
     /// (this or another process) before failing with who holds it.
     pub lock_wait: Duration,
-    /// `lock_timeout` of every statement an apply runs.
+    /// Keep live's reproduction on a shadow server given by URL for the next plan against the
+    /// same live database (see `lockplane_engine::shadow`): for a server that is Lockplane's
+    /// alone. The runtime's own throwaway shadow cluster always keeps them (it lives as long
+    /// as the runtime).
+    pub keep_reproductions: bool,
+    /// `lock_timeout` of every statement an apply runs: short, because every query on the
+    /// table queues behind a statement waiting for its lock.
     pub lock_timeout: Duration,
+    /// How many times an apply tries a phase again after a statement could not get its lock
+    /// (the transaction rolled back whole each time), with growing pauses.
+    pub lock_retries: u32,
     /// `statement_timeout` of every transactional statement and of `apply_sql`.
     pub statement_timeout: Duration,
     /// What agents may do through `apply_sql` / `explain_sql`.
@@ -119,7 +128,8 @@ pub struct Config {
 
 impl Config {
     /// Defaults: no ledger wait, plans guarded, a 30 s advisory-lock wait, a throwaway shadow cluster with dry runs,
-    /// 5 s `lock_timeout`, 60 s `statement_timeout`, schema access, no roles to switch to.
+    /// a 500 ms `lock_timeout` tried 10 more times, 60 s `statement_timeout`, schema access, no
+    /// roles to switch to.
     pub fn new(ledger: impl Into<LedgerLocation>) -> Config {
         Config {
             ledger: ledger.into(),
@@ -128,7 +138,9 @@ impl Config {
             shadow: ShadowConfig::Throwaway,
             dry_run: true,
             lock_wait: Duration::from_secs(30),
-            lock_timeout: Duration::from_secs(5),
+            keep_reproductions: false,
+            lock_timeout: lockplane_engine::exec::DEFAULT_LOCK_TIMEOUT,
+            lock_retries: lockplane_engine::exec::DEFAULT_LOCK_RETRIES,
             statement_timeout: Duration::from_secs(60),
             access_mode: AccessMode::Schema,
             allowed_roles: Vec::new(),

@@ -108,7 +108,7 @@ pub enum Error {
     },
     /// The apply failed (busy advisory lock, stale base, a failing step, …).
     #[error("apply failed: {0}")]
-    Apply(#[from] ApplyError),
+    Apply(Box<ApplyError>),
     /// Proving the plan on the shadow failed.
     #[error("shadow: {0}; the plan was not recorded: fix the document and propose again")]
     Shadow(String),
@@ -168,7 +168,7 @@ impl Error {
             Error::CannotMerge(_) => "cannot_merge",
             Error::NotPending { .. } => "not_pending",
             Error::Tampered { .. } => "tampered",
-            Error::Apply(ApplyError::Busy { .. }) => "busy",
+            Error::Apply(e) if matches!(**e, ApplyError::Busy { .. }) => "busy",
             Error::Apply(_) => "apply_failed",
             Error::Shadow(_) => "shadow_failed",
             Error::Plan(_) => "plan_refused",
@@ -192,5 +192,11 @@ impl Error {
 impl From<actix::MailboxError> for Error {
     fn from(e: actix::MailboxError) -> Self {
         Error::Stopped(e.to_string())
+    }
+}
+
+impl From<ApplyError> for Error {
+    fn from(e: ApplyError) -> Self {
+        Error::Apply(Box::new(e))
     }
 }

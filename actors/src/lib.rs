@@ -166,6 +166,7 @@ impl Lockplane {
 
         let shadow = Arc::new(ShadowPool {
             config: config.shadow.clone(),
+            keep_url: config.keep_reproductions,
             cluster: tokio::sync::OnceCell::new(),
         });
         let config = Arc::new(config);

@@ -49,15 +49,19 @@ pub(crate) struct Db {
 /// The shadow server, started the first time a plan needs one.
 pub(crate) struct ShadowPool {
     pub(crate) config: ShadowConfig,
+    /// Keep reproductions on a server given by URL (`Config::keep_reproductions`).
+    pub(crate) keep_url: bool,
     pub(crate) cluster: tokio::sync::OnceCell<Cluster>,
 }
 
 impl ShadowPool {
     /// The shadow server for the database `client` is connected to: a throwaway cluster of
     /// the same major version when one is installed (see `PgBinaries::for_server`).
-    async fn target(&self, client: &Client) -> Result<ShadowTarget<'_>, Error> {
+    /// Also says whether reproductions are kept there: on the runtime's own cluster always,
+    /// on a server given by URL when configured.
+    async fn target(&self, client: &Client) -> Result<(ShadowTarget<'_>, bool), Error> {
         match &self.config {
-            ShadowConfig::Url(url) => Ok(ShadowTarget::Url(url)),
+            ShadowConfig::Url(url) => Ok((ShadowTarget::Url(url), self.keep_url)),
             ShadowConfig::Throwaway => {
                 let major: i32 = client
                     .query_one(
@@ -79,8 +83,39 @@ impl ShadowPool {
                         .map_err(|e| Error::Shadow(e.to_string()))
                     })
                     .await?;
-                Ok(ShadowTarget::Cluster(cluster))
+                Ok((ShadowTarget::Cluster(cluster), true))
             }
+        }
+    }
+}
+
+/// The executor's progress during an apply: each committed phase appended to the ledger
+/// (`StepApplied`), then passed on to the caller's watcher with the lock waits.
+struct LedgerSink {
+    actor: String,
+    database: String,
+    store: Arc<dyn Store>,
+    watcher: Option<Arc<dyn exec::ProgressSink>>,
+}
+
+impl exec::ProgressSink for LedgerSink {
+    fn step_applied(&self, progress: &exec::StepProgress) -> Result<(), String> {
+        if let Some(step) = progress.step_applied(&self.actor, &self.database) {
+            let event = Event::StepApplied(step);
+            let record = NewRecord::now(event.database(), event.kind(), events::encode(&event));
+            self.store
+                .append(None, vec![record])
+                .map_err(|e| e.to_string())?;
+        }
+        match &self.watcher {
+            Some(watcher) => watcher.step_applied(progress),
+            None => Ok(()),
+        }
+    }
+
+    fn lock_waited(&self, wait: &exec::LockWait) {
+        if let Some(watcher) = &self.watcher {
+            watcher.lock_waited(wait);
         }
     }
 }
@@ -245,6 +280,7 @@ pub(crate) async fn connect(db: &Db) -> Result<Client, Error> {
 }
 
 /// Appends `event` through the single writer, after storing `blobs`.
+#[tracing::instrument(level = "debug", name = "ledger.append", skip_all)]
 pub(crate) async fn record(
     shared: &Shared,
     event: Event,
@@ -314,6 +350,7 @@ fn load_plan(shared: &Shared, view: &PlanView) -> Result<Plan, Error> {
     Ok(plan)
 }
 
+#[tracing::instrument(level = "debug", name = "manifest", skip_all)]
 fn manifest(catalog: &Catalog) -> Result<(Vec<u8>, BlobRef, CatalogHash), Error> {
     let manifest = Manifest::new(catalog.clone()).map_err(|e| Error::Plan(e.to_string()))?;
     let (bytes, address) =
@@ -366,6 +403,19 @@ async fn introspect_and_record(
     schemas: &[String],
 ) -> Result<(Introspection, Client), Error> {
     let (catalog, client) = read_schemas(db, schemas).await?;
+    let seen = record_introspection(shared, db, actor, schemas, catalog, &client).await?;
+    Ok((seen, client))
+}
+
+/// Records `catalog`, just read from `db` (through `client`), as `CatalogIntrospected`.
+async fn record_introspection(
+    shared: &Shared,
+    db: &Db,
+    actor: &str,
+    schemas: &[String],
+    catalog: Catalog,
+    client: &Client,
+) -> Result<Introspection, Error> {
     let server_version = client
         .query_one("SHOW server_version", &[])
         .await
@@ -392,7 +442,7 @@ async fn introspect_and_record(
         seq: head.seq,
         server_version,
     };
-    Ok((seen, client))
+    Ok(seen)
 }
 
 /// The manifest blob of the catalog the ledger last recorded as live, when it has one.
@@ -513,16 +563,16 @@ async fn prove(
             "not proven: its base is no longer live (it is rebased and proven when applied)".into(),
         ));
     }
-    let target = shared.shadow.target(client).await?;
+    let (target, keep) = shared.shadow.target(client).await?;
     let opts = ShadowOptions {
         renames: planned.renames.clone(),
         stats: planned.stats.clone(),
+        keep,
         ..ShadowOptions::default()
     };
     let source = LiveSource {
         client,
         config: &db.pg,
-        catalog: planned.base,
     };
     let (proven, report) = proposal::prove_plan(&source, plan, target, &opts)
         .await
@@ -616,6 +666,7 @@ async fn prove_and_record(
 }
 
 /// Records a plan with its body and both catalogs as blobs.
+#[tracing::instrument(level = "debug", name = "ledger.record_plan", skip_all)]
 async fn record_plan(
     shared: &Shared,
     db: &Db,
@@ -687,26 +738,29 @@ pub(crate) async fn propose(
 ) -> Result<Proposal, Error> {
     let loaded =
         dsl::load_file_text(name, text).map_err(|e| Error::InvalidDocument(e.to_string()))?;
-    let (seen, client) = introspect_and_record(shared, db, actor, &[]).await?;
-    // Looked up after recording live, so a base that is live is always found (and the
-    // engine then plans declaratively: the merge would be the identity).
-    let read_at = match &loaded.document.base {
-        Some(base) => Some(base_catalog(shared, db, base).await?),
-        None => None,
+    // A document with a base needs live recorded first, so that a base that is live is
+    // always found (the engine then plans declaratively: the merge would be the identity).
+    // Without one, the catalog the engine reads on pg_dump's snapshot is recorded instead:
+    // one reading of live, not two.
+    let (read_at, client) = match &loaded.document.base {
+        Some(base) => {
+            let (_, client) = introspect_and_record(shared, db, actor, &[]).await?;
+            (Some(base_catalog(shared, db, base).await?), client)
+        }
+        None => (None, connect(db).await?),
     };
-    let live = seen.catalog;
     let stats = stats(&client, db).await?;
     let renames = dsl::renames(&loaded.document);
-    let target = shared.shadow.target(&client).await?;
+    let (target, keep_reproduction) = shared.shadow.target(&client).await?;
     let source = LiveSource {
         client: &client,
         config: &db.pg,
-        catalog: &live,
     };
     let opts = ProposeOptions {
         created_by: actor.to_owned(),
         prove: shared.config.dry_run,
         guard: shared.config.guard_plans,
+        keep_reproduction,
         ..ProposeOptions::default()
     };
     let proposed = proposal::propose_with_base(
@@ -735,6 +789,9 @@ pub(crate) async fn propose(
         ProposeError::Guarded(step) => Error::Guarded(step),
         other => Error::Shadow(other.to_string()),
     })?;
+    if read_at.is_none() {
+        record_introspection(shared, db, actor, &[], proposed.base.clone(), &client).await?;
+    }
     let shadow = match &proposed.report {
         Some(report) => shadow_line(report),
         None if proposed.plan.steps.is_empty() => "nothing to prove: the plan is empty".into(),
@@ -1276,26 +1333,16 @@ async fn run_apply(
     // where a resume continues from, even if this process dies. The executor calls the sink
     // synchronously, so the append goes straight to the store (the writer folds it with the
     // next record it handles).
-    let sink = {
-        let (actor, database) = (actor.to_owned(), db.id.clone());
-        let (store, watcher) = (shared.store.clone(), control.progress.clone());
-        move |progress: &exec::StepProgress| -> Result<(), String> {
-            if let Some(step) = progress.step_applied(&actor, &database) {
-                let event = Event::StepApplied(step);
-                let record = NewRecord::now(event.database(), event.kind(), events::encode(&event));
-                store
-                    .append(None, vec![record])
-                    .map_err(|e| e.to_string())?;
-            }
-            match &watcher {
-                Some(watcher) => watcher.step_applied(progress),
-                None => Ok(()),
-            }
-        }
+    let sink = LedgerSink {
+        actor: actor.to_owned(),
+        database: db.id.clone(),
+        store: shared.store.clone(),
+        watcher: control.progress.clone(),
     };
     let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let opts = ApplyOptions {
         lock_timeout: shared.config.lock_timeout,
+        lock_retries: shared.config.lock_retries,
         statement_timeout: shared.config.statement_timeout,
         lock_wait: shared.config.lock_wait,
         progress: Some(Arc::new(sink)),
@@ -1397,7 +1444,7 @@ async fn run_apply(
                 Vec::new(),
             )
             .await?;
-            Err(Error::Apply(error))
+            Err(Error::Apply(Box::new(error)))
         }
     }
 }

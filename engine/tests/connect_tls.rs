@@ -311,7 +311,6 @@ async fn pg_dump_reaches_the_server_the_same_way() {
     let source = LiveSource {
         client: &client,
         config: &t,
-        catalog: &catalog,
     };
     // pg_dump gets PGSSLMODE=verify-full, PGSSLROOTCERT, PGHOST=localhost, PGHOSTADDR and the
     // password: the reproduction hashes like live only if it could read it.

@@ -46,6 +46,7 @@ fn quick() -> ApplyOptions {
         statement_timeout: Duration::from_secs(20),
         step_timeout: Duration::from_secs(20),
         retry_delay: Duration::from_millis(100),
+        lock_retries: 2,
         lock_wait: Duration::from_secs(2),
         ..ApplyOptions::default()
     }

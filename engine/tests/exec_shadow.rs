@@ -28,7 +28,6 @@ impl Live {
         LiveSource {
             client: &self.client,
             config: &self.config,
-            catalog: &self.catalog,
         }
     }
 }
@@ -333,4 +332,83 @@ async fn dry_run_on_a_shadow_url() {
         report.reverse_run.as_ref().expect("ran").resulting_hash,
         p.base_hash
     );
+}
+
+/// The kept reproductions of `live` on the shared cluster, oldest first.
+async fn kept_for(live: &Live) -> Vec<String> {
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let admin = cluster.connect("postgres").await.expect("connect");
+    admin
+        .query(
+            "SELECT datname::text FROM pg_database \
+             WHERE datname LIKE 'lockplane\\_kept\\_%' \
+               AND shobj_description(oid, 'pg_database') = $1 ORDER BY oid",
+            &[&format!(
+                "lockplane: reproduction of {}",
+                live.config.describe()
+            )],
+        )
+        .await
+        .expect("kept databases")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn keep_reproduction(live: &Live) -> Shadow<'static> {
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let wait = std::time::Duration::from_secs(5);
+    Shadow::reproduce_keeping(&live.source(), ShadowTarget::Cluster(cluster), wait, true)
+        .await
+        .unwrap_or_else(|e| panic!("reproduce failed: {e}"))
+}
+
+/// A reproduction kept on the shadow server is used again only for the very same dump: a
+/// function body changed on live (which the catalog hash, naming unsupported objects only,
+/// does not see) makes a new one.
+#[tokio::test]
+async fn kept_reproductions_are_reused_only_for_the_same_dump() {
+    let mut live = live_database(
+        "CREATE TABLE t (id int PRIMARY KEY);
+         CREATE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 42';",
+    )
+    .await;
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let first = keep_reproduction(&live).await;
+    assert_eq!(first.base(), &live.catalog);
+    first.destroy().await;
+    let kept = kept_for(&live).await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+
+    // The same live schema: the kept reproduction is the base, nothing new is kept.
+    let again = keep_reproduction(&live).await;
+    assert_eq!(again.base(), &live.catalog);
+    again.destroy().await;
+    assert_eq!(kept_for(&live).await, kept);
+
+    live.client
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 43'",
+        )
+        .await
+        .expect("change the body");
+    let changed = read(&mut live.client).await;
+    assert_eq!(
+        catalog_hash(&changed).expect("hash"),
+        catalog_hash(&live.catalog).expect("hash"),
+        "the catalog hash names functions only: the dump is what tells the two apart"
+    );
+    let third = keep_reproduction(&live).await;
+    third.destroy().await;
+    let now = kept_for(&live).await;
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert_eq!(now[0], kept[0]);
+
+    let admin = cluster.connect("postgres").await.expect("connect");
+    for name in now {
+        admin
+            .batch_execute(&format!("DROP DATABASE \"{name}\""))
+            .await
+            .expect("drop the kept reproduction");
+    }
 }

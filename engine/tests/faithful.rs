@@ -53,12 +53,10 @@ impl Live {
     async fn propose(&mut self, document: &str) -> Result<Proposed, ProposeError> {
         let loaded = dsl::load("doc.yaml", document, Format::Yaml)
             .unwrap_or_else(|e| panic!("document: {e}"));
-        let catalog = self.catalog().await;
         let stats = read_stats(&self.client).await.expect("stats");
         let source = LiveSource {
             client: &self.client,
             config: &self.config,
-            catalog: &catalog,
         };
         let cluster = testkit::shared_cluster().expect("cluster");
         proposal::propose(
@@ -351,12 +349,10 @@ async fn the_readme_example_and_pagila_on_every_postgres_version() {
                 dsl::to_yaml(&db.catalog().await)
             };
             let loaded = dsl::load("doc.yaml", &document, Format::Yaml).expect("document");
-            let catalog = db.catalog().await;
             let stats = read_stats(&db.client).await.expect("stats");
             let source = LiveSource {
                 client: &db.client,
                 config: &db.config,
-                catalog: &catalog,
             };
             if name == "readme" {
                 // A feature newer than the server is refused at plan time, naming it and the

@@ -22,6 +22,15 @@ async fn main() -> ExitCode {
                 .build(),
         )
     }));
+    // `LOCKPLANE_LOG=debug` (an EnvFilter) prints each operation's and phase's span with
+    // its timings on stderr; nothing is printed without it.
+    if let Ok(filter) = std::env::var("LOCKPLANE_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     match cli::run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

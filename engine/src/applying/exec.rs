@@ -71,7 +71,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use crate::catalog::Catalog;
 use crate::events::{Receipt, StepApplied, StepOutcome, StepReceipt, Timing};
 use crate::hash::{catalog_hash, CanonicalError, CatalogHash};
-use crate::ident::{qualified, quote_literal};
+use crate::ident::{qualified, quote_ident, quote_literal};
 use crate::introspect::{introspect, IntrospectError, IntrospectOptions};
 use crate::plan::{Hazard, Plan, Step};
 
@@ -86,10 +86,17 @@ pub struct ApplyOptions {
     /// `statement_timeout` for each non-transactional step (index builds and validations
     /// legitimately take longer than the transaction's statements).
     pub step_timeout: Duration,
-    /// How many times a non-transactional step that failed for a transient reason (lock
-    /// timeout, deadlock, cancellation, timeout) is tried again; `0` tries once.
+    /// How many times a non-transactional step that failed for another transient reason
+    /// (cancellation, timeout, serialization failure) is tried again; `0` tries once.
     pub retries: u32,
-    /// Pause before the first retry; doubled before each next one.
+    /// How many times a phase (the transaction, rolled back whole, or a step run alone) whose
+    /// statement could not get its lock within `lock_timeout` (or was chosen as a deadlock
+    /// victim) is tried again; `0` tries once. Each wait is reported with who blocked it
+    /// ([`ProgressSink::lock_waited`]).
+    pub lock_retries: u32,
+    /// Pause before the first retry; doubled before each next one (at most
+    /// [`MAX_RETRY_DELAY`]), each pause drawn between half and all of that so that several
+    /// waiting appliers do not retry in step.
     pub retry_delay: Duration,
     /// How long to wait for the per-database advisory lock held by another apply.
     pub lock_wait: Duration,
@@ -114,6 +121,35 @@ pub struct ApplyOptions {
     pub stop: Option<Arc<AtomicBool>>,
 }
 
+/// The default `lock_timeout`: short, because every query on the table queues behind a
+/// statement waiting for its lock (pgroll waits 500 ms, Reshape 1 s); a phase that could not
+/// get its locks is rolled back and tried again after a pause instead.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The default [`ApplyOptions::lock_retries`].
+pub const DEFAULT_LOCK_RETRIES: u32 = 10;
+
+/// The longest pause between two tries.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(8);
+
+/// The pause before try `attempt + 1` (after `attempt` failed, from 1): `base` doubled per
+/// earlier attempt, at most [`MAX_RETRY_DELAY`], then drawn between half and all of it.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let full = base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(MAX_RETRY_DELAY);
+    // Jitter needs no strong randomness: the clock's nanoseconds and the process do.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mixed = (u64::from(nanos) ^ (u64::from(std::process::id()) << 20))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        >> 40;
+    let fraction = 0.5 + 0.5 * (mixed as f64 / (1u64 << 24) as f64);
+    full.mul_f64(fraction.min(1.0))
+}
+
 impl ApplyOptions {
     fn stopped(&self) -> bool {
         self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
@@ -123,11 +159,12 @@ impl ApplyOptions {
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
-            lock_timeout: Duration::from_secs(5),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
             statement_timeout: Duration::from_secs(60),
             step_timeout: Duration::from_secs(3600),
             retries: 2,
-            retry_delay: Duration::from_millis(500),
+            lock_retries: DEFAULT_LOCK_RETRIES,
+            retry_delay: Duration::from_millis(250),
             lock_wait: Duration::from_secs(30),
             advisory_lock: true,
             check_hashes: true,
@@ -147,6 +184,7 @@ impl std::fmt::Debug for ApplyOptions {
             .field("statement_timeout", &self.statement_timeout)
             .field("step_timeout", &self.step_timeout)
             .field("retries", &self.retries)
+            .field("lock_retries", &self.lock_retries)
             .field("retry_delay", &self.retry_delay)
             .field("lock_wait", &self.lock_wait)
             .field("advisory_lock", &self.advisory_lock)
@@ -192,6 +230,10 @@ pub struct StepProgress {
 pub trait ProgressSink: Send + Sync {
     /// A phase committed.
     fn step_applied(&self, progress: &StepProgress) -> Result<(), String>;
+
+    /// Told each time a phase could not get a lock and is about to be tried again: which
+    /// step waited, who held the lock, and the pause before the next try.
+    fn lock_waited(&self, _wait: &LockWait) {}
 }
 
 impl<F> ProgressSink for F
@@ -334,6 +376,12 @@ impl PgFailure {
             )
     }
 
+    /// Whether the statement gave up waiting for a lock (`lock_timeout`) or was chosen as a
+    /// deadlock victim: trying again later, once the other session is done, may succeed.
+    pub fn is_lock_failure(&self) -> bool {
+        matches!(self.sqlstate.as_deref(), Some("55P03" | "40P01"))
+    }
+
     /// One line: `ERROR 23505: message (DETAIL …) at character N`.
     pub fn describe(&self, sql: &str) -> String {
         let mut s = match &self.sqlstate {
@@ -405,15 +453,165 @@ impl std::fmt::Display for LockHolder {
 }
 
 fn holders_text(holders: &[LockHolder]) -> String {
-    if holders.is_empty() {
-        "an unknown session (it may have just ended: try again)".into()
+    listed(
+        holders,
+        "an unknown session (it may have just ended: try again)",
+        ", ",
+    )
+}
+
+/// `items` shown and joined with `separator`, or `none` when there are none.
+fn listed<T: std::fmt::Display>(items: &[T], none: &str, separator: &str) -> String {
+    if items.is_empty() {
+        none.into()
     } else {
-        holders
+        items
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(separator)
     }
+}
+
+/// A session holding a lock on a table a step needed, read after the step gave up waiting.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Blocker {
+    /// Backend pid (`SELECT pg_terminate_backend(pid)` ends it).
+    pub pid: i32,
+    /// Its `application_name`.
+    pub application_name: String,
+    /// The role it is connected as.
+    pub usename: String,
+    /// `active`, `idle in transaction`, …
+    pub state: String,
+    /// When its transaction started, when it is in one.
+    pub xact_start: Option<String>,
+    /// The table it holds a lock on.
+    pub relation: String,
+    /// The lock mode (`AccessShareLock`, …).
+    pub mode: String,
+    /// Its current (or, when idle, last) statement, shortened.
+    pub query: String,
+}
+
+impl std::fmt::Display for Blocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} (application_name '{}', user '{}', {}",
+            self.pid, self.application_name, self.usename, self.state
+        )?;
+        if let Some(since) = &self.xact_start {
+            write!(f, ", in a transaction since {since}")?;
+        }
+        write!(f, ", holding {} on {}", self.mode, self.relation)?;
+        if !self.query.is_empty() {
+            write!(f, ", statement: {}", self.query)?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// How often a failed phase was tried, and who blocked it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tries {
+    /// How many times the phase was tried.
+    pub attempts: u32,
+    /// For a lock failure, who held the lock after the last try (empty otherwise).
+    pub blockers: Vec<Blocker>,
+}
+
+/// A phase that could not get its lock, about to be tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockWait {
+    /// The step that gave up waiting.
+    pub step_id: String,
+    /// Which try failed, from 1.
+    pub attempt: u32,
+    /// How many tries there are in all.
+    pub attempts: u32,
+    /// What Postgres said.
+    pub failure: PgFailure,
+    /// Who held the lock (empty when they were gone by the time they were looked up).
+    pub blockers: Vec<Blocker>,
+    /// The pause before the next try.
+    pub retry_in: Duration,
+}
+
+/// The sessions holding locks on the tables `sql` names, other than this one.
+pub async fn blockers_of(client: &Client, sql: &str) -> Vec<Blocker> {
+    let tables = tables_of(sql);
+    if tables.is_empty() {
+        return Vec::new();
+    }
+    let rows = client
+        .query(
+            "SELECT DISTINCT ON (a.pid, l.relation, l.mode) a.pid, \
+                    coalesce(a.application_name, ''), coalesce(a.usename::text, ''), \
+                    coalesce(a.state, ''), a.xact_start::text, l.relation::regclass::text, \
+                    l.mode, pg_catalog.left(coalesce(a.query, ''), 120) \
+             FROM pg_catalog.pg_locks l \
+             JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.granted AND l.locktype = 'relation' \
+               AND l.pid <> pg_catalog.pg_backend_pid() \
+               AND l.relation IN (SELECT pg_catalog.to_regclass(n) \
+                                  FROM pg_catalog.unnest($1::text[]) AS n) \
+             ORDER BY a.pid, l.relation, l.mode",
+            &[&tables],
+        )
+        .await
+        .unwrap_or_default();
+    rows.iter()
+        .map(|r| Blocker {
+            pid: r.get(0),
+            application_name: r.get(1),
+            usename: r.get(2),
+            state: r.get(3),
+            xact_start: r.get(4),
+            relation: r.get(5),
+            mode: r.get(6),
+            query: r
+                .get::<_, String>(7)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+        .collect()
+}
+
+/// Every table `sql` names, quoted for `to_regclass` (`"public"."t"`).
+fn tables_of(sql: &str) -> Vec<String> {
+    let Ok(parsed) = pg_query::parse(sql, 0) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = parsed
+        .protobuf
+        .nodes()
+        .into_iter()
+        .filter_map(|(node, ..)| match node {
+            pg_query::NodeRef::RangeVar(rv) if rv.schemaname.is_empty() => {
+                Some(quote_ident(&rv.relname))
+            }
+            pg_query::NodeRef::RangeVar(rv) => Some(format!(
+                "{}.{}",
+                quote_ident(&rv.schemaname),
+                quote_ident(&rv.relname)
+            )),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The sessions that blocked a step, for a message: each with what it holds and does.
+pub fn blockers_text(blockers: &[Blocker]) -> String {
+    listed(
+        blockers,
+        "a session that had let go by the time it was looked up",
+        "; ",
+    )
 }
 
 /// Why [`apply`] refused or failed.
@@ -519,7 +717,7 @@ pub enum ApplyError {
     },
     /// A statement failed. For a transactional step the transaction was rolled back and the
     /// database is as it was before the apply.
-    #[error("{}", step_failed_message(step_id, sql, failure, *rolled_back, live_hash.as_ref()))]
+    #[error("{}", step_failed_message(step_id, sql, failure, *rolled_back, live_hash.as_ref(), tries))]
     StepFailed {
         /// The failing step's id.
         step_id: String,
@@ -533,6 +731,9 @@ pub enum ApplyError {
         rolled_back: bool,
         /// The live catalog hash after the failure, when it could be read.
         live_hash: Option<CatalogHash>,
+        /// How many times the phase was tried and, for a lock failure, who held the lock
+        /// after the last try.
+        tries: Box<Tries>,
         /// What ran, the failing statement included.
         receipts: Vec<Receipt>,
     },
@@ -631,7 +832,30 @@ fn step_failed_message(
     failure: &PgFailure,
     rolled_back: bool,
     live_hash: Option<&CatalogHash>,
+    tries: &Tries,
 ) -> String {
+    let (attempts, blockers) = (tries.attempts, &tries.blockers);
+    if failure.is_lock_failure() {
+        let state = if rolled_back {
+            "the transaction was rolled back: the database is as it was before this phase"
+                .to_owned()
+        } else {
+            format!(
+                "the phases before it stay applied (live hash {}): resume from the ledger once \
+                 the blocker is gone (`lockplane apply PLAN.json --resume`)",
+                live_hash.map(|h| h.0.as_str()).unwrap_or("unknown")
+            )
+        };
+        return format!(
+            "step {step_id} could not get its lock in {attempts} tr{} ({}): blocked by {}\n  \
+             SQL: {sql}\n  {state}; wait for that session to finish, or end it \
+             (SELECT pg_terminate_backend(pid)), then apply again; --lock-retries and \
+             --lock-timeout-ms wait longer",
+            if attempts == 1 { "y" } else { "ies" },
+            failure.describe(sql),
+            blockers_text(blockers)
+        );
+    }
     let state = if rolled_back {
         "the transaction was rolled back: nothing of this phase was applied, the database is \
          as it was before this phase"
@@ -725,19 +949,36 @@ pub fn check_confirmation(plan: &Plan, confirmation: Option<&str>) -> Result<(),
 /// Applies `plan` to the database `client` is connected to (see the module docs).
 ///
 /// `confirmation` must be the plan's id when the plan requires confirmation.
+#[tracing::instrument(level = "debug", name = "apply", skip_all, fields(plan = %plan.plan_id, steps = plan.steps.len()))]
 pub async fn apply(
     client: &mut Client,
     plan: &Plan,
     opts: &ApplyOptions,
     confirmation: Option<&str>,
 ) -> Result<ApplyReport, ApplyError> {
+    apply_and_read(client, plan, opts, confirmation, None)
+        .await
+        .map(|(report, _)| report)
+}
+
+/// [`apply`], also returning the catalog the database ended at (read anyway to check the
+/// target). `base_read`: the hash of the database as the caller read it on this connection
+/// just before, with nothing run in between (a private shadow database); the executor then
+/// does not read it again before the first step.
+pub async fn apply_and_read(
+    client: &mut Client,
+    plan: &Plan,
+    opts: &ApplyOptions,
+    confirmation: Option<&str>,
+    base_read: Option<CatalogHash>,
+) -> Result<(ApplyReport, Catalog), ApplyError> {
     check_confirmation(plan, confirmation)?;
     let start = resume_index(plan, opts.resume_after.as_ref())?;
     if !opts.advisory_lock {
-        return run_locked(client, plan, opts, start).await;
+        return run_locked(client, plan, opts, start, base_read).await;
     }
     let key = acquire_lock(client, opts.lock_wait).await?;
-    let result = run_locked(client, plan, opts, start).await;
+    let result = run_locked(client, plan, opts, start, base_read).await;
     // Always release; if the connection broke the session is gone and so is the lock.
     let _ = client
         .simple_query(&format!("SELECT pg_catalog.pg_advisory_unlock({key})"))
@@ -927,25 +1168,38 @@ async fn run_locked(
     plan: &Plan,
     opts: &ApplyOptions,
     start: usize,
-) -> Result<ApplyReport, ApplyError> {
+    base_read: Option<CatalogHash>,
+) -> Result<(ApplyReport, Catalog), ApplyError> {
     let expected_base = match &opts.resume_after {
         Some(r) => r.catalog_hash.clone(),
         None => plan.base_hash.clone(),
     };
-    let (live, live_hash) = live_catalog(client).await?;
-    if opts.check_hashes && live_hash != expected_base {
-        let drifted = match (&opts.base_catalog, &opts.resume_after) {
-            (Some(base), None) => drift(base, &live),
-            _ => Vec::new(),
+    // Without hash checks nothing needs the catalog before the first step.
+    if opts.check_hashes {
+        let (live, live_hash) = match base_read {
+            Some(hash) => (None, hash),
+            None => {
+                let (live, hash) = live_catalog(client).await?;
+                (Some(live), hash)
+            }
         };
-        return Err(ApplyError::Stale {
-            base: expected_base,
-            live: live_hash,
-            drifted,
-        });
+        if live_hash != expected_base {
+            let drifted = match (&opts.base_catalog, &opts.resume_after, &live) {
+                (Some(base), None, Some(live)) => drift(base, live),
+                _ => Vec::new(),
+            };
+            return Err(ApplyError::Stale {
+                base: expected_base,
+                live: live_hash,
+                drifted,
+            });
+        }
     }
 
     let mut receipts: Vec<Receipt> = Vec::new();
+    // The catalog as read after the last phase, when the progress report read it: the
+    // end state then needs no second read.
+    let mut last_read: Option<(Catalog, CatalogHash)> = None;
     let mut i = start;
     while i < plan.steps.len() {
         if opts.stopped() {
@@ -957,12 +1211,19 @@ async fn run_locked(
             });
         }
         let phase_start = i;
+        last_read = None;
         let progress = if plan.steps[i].transactional {
             let mut end = i;
             while end < plan.steps.len() && plan.steps[end].transactional {
                 end += 1;
             }
-            let receipt = run_transaction(client, plan, opts, i, end, &receipts).await?;
+            let (receipt, checked) =
+                run_transaction_retried(client, plan, opts, i, end, &receipts).await?;
+            // On a private database (no advisory lock: a shadow) nothing else changes the
+            // catalog between that check and COMMIT and the next read: it is the state now.
+            if !opts.advisory_lock {
+                last_read = checked;
+            }
             let steps = receipt.steps.clone();
             receipts.push(receipt);
             i = end;
@@ -975,7 +1236,8 @@ async fn run_locked(
             (steps, false)
         };
         if let Some(sink) = &opts.progress {
-            let (_, hash) = live_catalog(client).await?;
+            let (catalog, hash) = live_catalog(client).await?;
+            last_read = Some((catalog, hash.clone()));
             let last = &plan.steps[i - 1];
             let report = StepProgress {
                 plan_id: plan.plan_id.clone(),
@@ -999,7 +1261,10 @@ async fn run_locked(
         }
     }
 
-    let (after, resulting_hash) = live_catalog(client).await?;
+    let (after, resulting_hash) = match last_read {
+        Some(read) => read,
+        None => live_catalog(client).await?,
+    };
     if opts.check_hashes && resulting_hash != plan.target_hash {
         return Err(ApplyError::TargetMismatch {
             expected: plan.target_hash.clone(),
@@ -1012,13 +1277,92 @@ async fn run_locked(
             receipts,
         });
     }
-    Ok(ApplyReport {
-        resulting_hash,
-        receipts,
-    })
+    Ok((
+        ApplyReport {
+            resulting_hash,
+            receipts,
+        },
+        after,
+    ))
 }
 
-/// Runs steps `from..to` (all transactional) in one transaction.
+/// One try of a transaction.
+enum Attempt {
+    /// Committed: its receipt, and the catalog it checked before COMMIT.
+    Done(Receipt, Option<(Catalog, CatalogHash)>),
+    /// Rolled back because step `step` could not get its lock; to be tried again.
+    Blocked {
+        step: usize,
+        failure: PgFailure,
+        steps: Vec<StepReceipt>,
+    },
+}
+
+/// Runs steps `from..to` in one transaction, tried again (rolled back whole each time) while a
+/// statement cannot get its lock, up to [`ApplyOptions::lock_retries`] times.
+async fn run_transaction_retried(
+    client: &mut Client,
+    plan: &Plan,
+    opts: &ApplyOptions,
+    from: usize,
+    to: usize,
+    earlier: &[Receipt],
+) -> Result<(Receipt, Option<(Catalog, CatalogHash)>), ApplyError> {
+    let mut attempt = 1;
+    let mut prior = Vec::new();
+    loop {
+        let tried = run_transaction(client, plan, opts, from, to, earlier, attempt, prior).await?;
+        match tried {
+            Attempt::Done(receipt, checked) => return Ok((receipt, checked)),
+            Attempt::Blocked {
+                step,
+                failure,
+                steps,
+            } => {
+                prior = steps;
+                lock_pause(client, plan, opts, step, attempt, failure).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// After try `attempt` of the phase failed on step `step`'s lock: reports who holds the lock
+/// and waits before the next try.
+async fn lock_pause(
+    client: &Client,
+    plan: &Plan,
+    opts: &ApplyOptions,
+    step: usize,
+    attempt: u32,
+    failure: PgFailure,
+) {
+    let pause = backoff(opts.retry_delay, attempt);
+    let blockers = blockers_of(client, &plan.steps[step].sql).await;
+    tracing::info!(
+        step = %plan.steps[step].id,
+        attempt,
+        blockers = %blockers_text(&blockers),
+        retry_in_ms = pause.as_millis() as u64,
+        "waiting for a lock"
+    );
+    if let Some(sink) = &opts.progress {
+        sink.lock_waited(&LockWait {
+            step_id: plan.steps[step].id.clone(),
+            attempt,
+            attempts: opts.lock_retries.saturating_add(1),
+            failure,
+            blockers,
+            retry_in: pause,
+        });
+    }
+    tokio::time::sleep(pause).await;
+}
+
+/// Runs steps `from..to` (all transactional) in one transaction: try `attempt` (from 1), after
+/// the receipts of the statements that failed on their lock in the tries before (`prior`).
+#[allow(clippy::too_many_arguments)]
+#[tracing::instrument(level = "debug", name = "phase", skip_all, fields(from = %plan.steps[from].id, steps = to - from))]
 async fn run_transaction(
     client: &mut Client,
     plan: &Plan,
@@ -1026,8 +1370,11 @@ async fn run_transaction(
     from: usize,
     to: usize,
     earlier: &[Receipt],
-) -> Result<Receipt, ApplyError> {
+    attempt: u32,
+    prior: Vec<StepReceipt>,
+) -> Result<Attempt, ApplyError> {
     let clock = Clock::start();
+    let mut checked_catalog = None;
     client
         .simple_query(&format!(
             "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
@@ -1036,7 +1383,7 @@ async fn run_transaction(
         ))
         .await
         .map_err(session("starting the transaction"))?;
-    let mut steps = Vec::new();
+    let mut steps = prior;
     for (index, step) in plan.steps.iter().enumerate().take(to).skip(from) {
         let c = Clock::start();
         let ran = if opts.stopped() {
@@ -1048,16 +1395,36 @@ async fn run_transaction(
             Ok(rows) => steps.push(c.receipt(&step.sql, rows, StepOutcome::Ok)),
             Err(failure) => {
                 steps.push(c.receipt(&step.sql, None, failure.outcome(opts.statement_timeout)));
-                for later in &plan.steps[index + 1..to] {
-                    steps.push(Clock::start().receipt(&later.sql, None, StepOutcome::Skipped));
-                }
                 // ROLLBACK also ends a transaction a cancel left aborted. If it fails the
                 // connection is gone, and the server rolls back on its own.
                 let _ = client.simple_query("ROLLBACK").await;
+                let lock = failure.is_lock_failure();
+                if lock && attempt <= opts.lock_retries && !opts.stopped() {
+                    return Ok(Attempt::Blocked {
+                        step: index,
+                        failure,
+                        steps,
+                    });
+                }
+                for later in &plan.steps[index + 1..to] {
+                    steps.push(Clock::start().receipt(&later.sql, None, StepOutcome::Skipped));
+                }
+                let blockers = if lock {
+                    blockers_of(client, &step.sql).await
+                } else {
+                    Vec::new()
+                };
                 let live_hash = live_catalog(client).await.ok().map(|(_, h)| h);
                 let mut receipts = earlier.to_vec();
                 receipts.push(seal(plan, steps, &clock)?);
-                return Err(step_failed(step, index, failure, true, live_hash, receipts));
+                return Err(step_failed(
+                    step,
+                    index,
+                    failure,
+                    (true, attempt, blockers),
+                    live_hash,
+                    receipts,
+                ));
             }
         }
     }
@@ -1071,7 +1438,9 @@ async fn run_transaction(
                 .map_err(ApplyError::from)
                 .and_then(|c| Ok((catalog_hash(&c)?, c)));
         match checked {
-            Ok((actual, _)) if actual == expected => {}
+            Ok((actual, catalog)) if actual == expected => {
+                checked_catalog = Some((catalog, actual));
+            }
             other => {
                 let _ = client.simple_query("ROLLBACK").await;
                 let mut receipts = earlier.to_vec();
@@ -1108,22 +1477,24 @@ async fn run_transaction(
             &plan.steps[last],
             last,
             failure,
-            true,
+            (true, attempt, Vec::new()),
             live_hash,
             receipts,
         ));
     }
-    seal(plan, steps, &clock)
+    Ok(Attempt::Done(seal(plan, steps, &clock)?, checked_catalog))
 }
 
+/// `how`: whether the phase was rolled back, how many tries it had, who blocked the last.
 fn step_failed(
     step: &Step,
     index: usize,
     failure: PgFailure,
-    rolled_back: bool,
+    how: (bool, u32, Vec<Blocker>),
     live_hash: Option<CatalogHash>,
     receipts: Vec<Receipt>,
 ) -> ApplyError {
+    let (rolled_back, attempts, blockers) = how;
     ApplyError::StepFailed {
         step_id: step.id.clone(),
         step_index: u32::try_from(index).unwrap_or(u32::MAX),
@@ -1131,11 +1502,13 @@ fn step_failed(
         failure: Box::new(failure),
         rolled_back,
         live_hash,
+        tries: Box::new(Tries { attempts, blockers }),
         receipts,
     }
 }
 
 /// Runs one non-transactional step in autocommit, with its timeout and retries.
+#[tracing::instrument(level = "debug", name = "phase", skip_all, fields(from = %plan.steps[index].id, steps = 1))]
 async fn run_alone(
     client: &mut Client,
     plan: &Plan,
@@ -1167,7 +1540,9 @@ async fn run_alone(
     let built_index = concurrent_index(&step.sql);
     let mut steps = Vec::new();
     let mut delay = opts.retry_delay;
-    let mut attempt = 0;
+    // Tries again after other transient failures, and after lock failures (counted apart:
+    // they have their own, larger budget).
+    let (mut attempt, mut lock_attempt) = (0, 0);
     let result = loop {
         let c = Clock::start();
         let failure = match run_with_timeout(client, &step.sql, backstop(opts.step_timeout)).await {
@@ -1184,12 +1559,22 @@ async fn run_alone(
                 break Ok(());
             }
         }
-        let retry = attempt < opts.retries && failure.is_transient() && !opts.stopped();
-        if retry {
+        let lock = failure.is_lock_failure();
+        let retry = !opts.stopped()
+            && if lock {
+                lock_attempt < opts.lock_retries
+            } else {
+                attempt < opts.retries && failure.is_transient()
+            };
+        if retry && lock {
+            lock_attempt += 1;
+            lock_pause(client, plan, opts, index, lock_attempt, failure.clone()).await;
+        } else if retry {
             attempt += 1;
             tokio::time::sleep(delay).await;
             delay = delay.saturating_mul(2);
         }
+
         // A failed concurrent build leaves an INVALID index behind: drop it before a retry
         // (which would otherwise fail on the name) and before giving up (an invalid index is
         // still maintained on every write, for nothing). After the pause, because the drop
@@ -1258,11 +1643,22 @@ async fn run_alone(
             Ok(receipt)
         }
         Err(failure) => {
+            let blockers = if failure.is_lock_failure() {
+                blockers_of(client, &step.sql).await
+            } else {
+                Vec::new()
+            };
             let live_hash = live_catalog(client).await.ok().map(|(_, h)| h);
             let mut receipts = earlier.to_vec();
             receipts.push(seal(plan, steps, &clock)?);
+            let attempts = attempt + lock_attempt + 1;
             Err(step_failed(
-                step, index, failure, false, live_hash, receipts,
+                step,
+                index,
+                failure,
+                (false, attempts, blockers),
+                live_hash,
+                receipts,
             ))
         }
     }

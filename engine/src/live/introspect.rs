@@ -78,6 +78,7 @@ pub struct IntrospectOptions {
 }
 
 /// Reads the catalog of the database `client` is connected to.
+#[tracing::instrument(level = "debug", name = "introspect", skip_all)]
 pub async fn introspect(
     client: &mut Client,
     options: &IntrospectOptions,
@@ -88,6 +89,7 @@ pub async fn introspect(
 /// Like [`introspect`], but the server reads with two backends at once: `helper`, a second
 /// connection to the same database, imports the snapshot exported by `client`, so both see the
 /// same committed state. About twice as fast on large catalogs (the server work dominates).
+#[tracing::instrument(level = "debug", name = "introspect", skip_all)]
 pub async fn introspect_parallel(
     client: &mut Client,
     helper: &mut Client,
@@ -116,6 +118,7 @@ async fn snapshot_transaction(
 /// Like [`introspect`], but inside the transaction `client` already has open (the executor's
 /// check before `COMMIT`): the catalog as this transaction sees it, its own changes included.
 /// Sets `search_path` empty for the rest of the transaction (`set_config(…, true)`).
+#[tracing::instrument(level = "debug", name = "introspect", skip_all)]
 pub async fn introspect_in_transaction(
     client: &Client,
     options: &IntrospectOptions,

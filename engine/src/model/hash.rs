@@ -76,6 +76,7 @@ pub fn sha3_256_hex(bytes: &[u8]) -> String {
 }
 
 /// The catalog hash of `catalog`: its canonical JSON, hashed.
+#[tracing::instrument(level = "debug", name = "hash", skip_all)]
 pub fn catalog_hash(catalog: &Catalog) -> Result<CatalogHash, CanonicalError> {
     let bytes = canonical_json(catalog)?;
     Ok(CatalogHash(format!(

@@ -297,6 +297,7 @@ pub struct Refusal {
 /// materialised on a scratch database and introspected), with `live`'s unsupported objects
 /// carried over; `target_hash` is its hash. `renames` says which desired tables and columns
 /// are live ones under a new name.
+#[tracing::instrument(level = "debug", name = "plan", skip_all)]
 pub fn plan(
     live: &Catalog,
     desired: &Catalog,
@@ -347,6 +348,7 @@ fn drop_invalid_indexes(live: &Catalog) -> Vec<Step> {
 /// What the forward plan destroyed cannot come back: every step that re-creates a table or a
 /// column the forward plan dropped carries a [`HazardKind::DataNotRestored`] hazard saying it
 /// comes back empty.
+#[tracing::instrument(level = "debug", name = "reverse", skip_all)]
 pub fn reverse(
     live: &Catalog,
     desired: &Catalog,

@@ -29,7 +29,9 @@ use crate::hash::{catalog_hash, CanonicalError, CatalogHash};
 use crate::ident::quote_ident;
 use crate::merge::Conflict;
 use crate::plan::{plan, LockLevel, Plan, PlanError, Step, TableStats};
-use crate::shadow::{LiveSource, Shadow, ShadowError, ShadowOptions, ShadowReport, ShadowTarget};
+use crate::shadow::{
+    Forward, LiveSource, Shadow, ShadowError, ShadowOptions, ShadowReport, ShadowTarget,
+};
 
 /// How [`propose`] runs.
 #[derive(Debug, Clone)]
@@ -47,6 +49,9 @@ pub struct ProposeOptions {
     /// where the guard is the boundary. The CLI, run by an operator with their own
     /// credentials, leaves it off.
     pub guard: bool,
+    /// Keep live's reproduction on the shadow server for the next plan
+    /// ([`Shadow::reproduce_keeping`]): for a shadow server that is Lockplane's alone.
+    pub keep_reproduction: bool,
 }
 
 impl Default for ProposeOptions {
@@ -56,6 +61,7 @@ impl Default for ProposeOptions {
             prove: true,
             apply: ApplyOptions::default(),
             guard: false,
+            keep_reproduction: false,
         }
     }
 }
@@ -166,6 +172,7 @@ pub async fn propose(
 /// the document was read are kept rather than reverted, and an object both changed
 /// differently is [`ProposeError::Conflict`]. When live is still `read_at`, or without one,
 /// this is [`propose`].
+#[tracing::instrument(level = "debug", name = "propose", skip_all)]
 pub async fn propose_with_base(
     live: &LiveSource<'_>,
     document: &Catalog,
@@ -175,20 +182,51 @@ pub async fn propose_with_base(
     target: ShadowTarget<'_>,
     opts: &ProposeOptions,
 ) -> Result<Proposed, ProposeError> {
-    let shadow = Shadow::reproduce(live, target, opts.apply.lock_wait).await?;
+    let shadow =
+        Shadow::reproduce_keeping(live, target, opts.apply.lock_wait, opts.keep_reproduction)
+            .await?;
     let result = async {
         // Live as dumped: if it moved since the caller read it, the plan starts from now.
         let base = shadow.base();
         let wanted = crate::dsl::scope_to_live(document, base);
         let leading = prerequisites(live.client, &wanted).await?;
-        let desired = shadow.materialize(&wanted, renames, &leading).await?;
+        let shadow_opts = ShadowOptions {
+            renames: renames.clone(),
+            stats: stats.clone(),
+            apply: opts.apply.clone(),
+            keep: opts.keep_reproduction,
+        };
+        // The materialisation: the plan to the document as written, run on a clone with
+        // live's table sizes, so that when the plan to what Postgres stored is the same one
+        // (the usual case) this run is already its forward proof.
+        let to_document = with_leading(
+            plan(base, &wanted, renames, stats, &opts.created_by)?,
+            &leading,
+        )?;
+        let forward = shadow.forward(&to_document, &shadow_opts).await?;
+        let desired = forward.target().clone();
         // What the merge takes from live needs nothing live lacks: the prerequisites of
         // the document's part were checked above.
         let desired = match read_at {
-            Some(read_at) => rebased(read_at, desired, base)?,
+            Some(read_at) => match rebased(read_at, desired, base) {
+                Ok(desired) => desired,
+                Err(e) => {
+                    forward.discard().await;
+                    return Err(e);
+                }
+            },
             None => desired,
         };
-        plan_on(&shadow, base, desired, renames, stats, &leading, opts).await
+        plan_on(
+            &shadow,
+            forward,
+            base,
+            desired,
+            &shadow_opts,
+            &leading,
+            opts,
+        )
+        .await
     }
     .await;
     let dump_tool = shadow.dump_tool().to_owned();
@@ -218,32 +256,57 @@ fn rebased(read_at: &Catalog, desired: Catalog, live: &Catalog) -> Result<Catalo
     })
 }
 
-/// Plans `live` → `desired` (a materialised catalog), and proves the plan unless told not to.
+/// `made`, with `leading` steps first when there are any.
+fn with_leading(made: Plan, leading: &[Step]) -> Result<Plan, PlanError> {
+    if leading.is_empty() {
+        Ok(made)
+    } else {
+        made.with_leading_steps(leading.to_vec())
+    }
+}
+
+/// Plans `live` → `desired` (a materialised catalog), and proves the plan unless told not to:
+/// on the materialisation's clone (`materialised`) when the plan runs exactly what it ran,
+/// else on a fresh clone.
 async fn plan_on(
     shadow: &Shadow<'_>,
+    materialised: Forward<'_>,
     live: &Catalog,
     desired: Catalog,
-    renames: &Renames,
-    stats: &TableStats,
+    shadow_opts: &ShadowOptions,
     leading: &[Step],
     opts: &ProposeOptions,
 ) -> Result<(Plan, Catalog, Option<ShadowReport>), ProposeError> {
-    let mut made = plan(live, &desired, renames, stats, &opts.created_by)?;
-    if opts.guard {
-        crate::guard::check_plan(&made)?;
-    }
-    if !leading.is_empty() {
-        made = made.with_leading_steps(leading.to_vec())?;
-    }
+    let made = (|| -> Result<Plan, ProposeError> {
+        let made = plan(
+            live,
+            &desired,
+            &shadow_opts.renames,
+            &shadow_opts.stats,
+            &opts.created_by,
+        )?;
+        if opts.guard {
+            crate::guard::check_plan(&made)?;
+        }
+        Ok(with_leading(made, leading)?)
+    })();
+    let made = match made {
+        Ok(made) => made,
+        Err(e) => {
+            materialised.discard().await;
+            return Err(e);
+        }
+    };
     if !opts.prove || made.steps.is_empty() {
+        materialised.discard().await;
         return Ok((made, desired, None));
     }
-    let shadow_opts = ShadowOptions {
-        renames: renames.clone(),
-        stats: stats.clone(),
-        apply: opts.apply.clone(),
+    let report = if materialised.ran(&made) {
+        materialised.prove_reverse(shadow_opts).await?
+    } else {
+        materialised.discard().await;
+        shadow.prove(&made, shadow_opts).await?
     };
-    let report = shadow.prove(&made, &shadow_opts).await?;
     let proven = made.with_proof(&report.reached, report.target_hash.clone())?;
     Ok((proven, report.target.clone(), Some(report)))
 }

@@ -11,7 +11,12 @@
 //! is installed: whatever a plan needs (Lockplane's helpers) is a step of the plan.
 //!
 //! That reproduction is kept as a template; each use works on a fresh clone of it
-//! (`CREATE DATABASE … TEMPLATE`):
+//! (`CREATE DATABASE … TEMPLATE`, by file copy on Postgres 15 and later). On a shadow server
+//! that outlives the run (`--shadow-url`, the server `lockplane serve` starts), the proven
+//! reproduction is kept after the run as `lockplane_kept_<key>`, the key being the SHA3 of
+//! pg_dump's and the server's versions, live's catalog hash and the dump itself: the next plan
+//! against the same live database dumps and reads it again (that is how it knows it is the
+//! same) but restores nothing. The three most recent are kept.
 //! - [`Shadow::materialize`] turns a desired catalog into the catalog Postgres stores for it
 //!   (casts, defaults, spellings, and what cascades), by planning from live to it and running
 //!   that on a clone;
@@ -71,6 +76,9 @@ pub struct ShadowOptions {
     /// Timeouts and retries for the statements run on the shadow (the advisory lock and the
     /// resume point are not used there).
     pub apply: ApplyOptions,
+    /// Keep the reproduction on the shadow server for later runs
+    /// ([`Shadow::reproduce_keeping`]).
+    pub keep: bool,
 }
 
 impl Default for ShadowOptions {
@@ -79,6 +87,7 @@ impl Default for ShadowOptions {
             renames: Renames::none(),
             stats: TableStats::default(),
             apply: ApplyOptions::default(),
+            keep: false,
         }
     }
 }
@@ -88,10 +97,9 @@ impl Default for ShadowOptions {
 pub struct LiveSource<'a> {
     /// A connection to it (roles and the server version are read through it).
     pub client: &'a Client,
-    /// How to connect to it: `pg_dump` connects with these settings.
+    /// How to connect to it: `pg_dump` connects with these settings. Its catalog is read
+    /// on pg_dump's snapshot ([`Shadow::base`]), not taken from the caller.
     pub config: &'a crate::connect::ConnTarget,
-    /// Its catalog as last introspected (the shadow reads it again on pg_dump's snapshot).
-    pub catalog: &'a Catalog,
 }
 
 /// What a successful proof established.
@@ -186,13 +194,13 @@ pub enum ShadowError {
         "creating the desired schema on the shadow failed: the document asks for something \
          this Postgres refuses (fix the document): {0}"
     )]
-    Reproduce(#[source] ApplyError),
+    Reproduce(#[source] Box<ApplyError>),
     /// The plan failed on the shadow: the real apply would fail the same way.
     #[error("the plan fails on the shadow database: {0}")]
-    Forward(#[source] ApplyError),
+    Forward(#[source] Box<ApplyError>),
     /// The reverse plan failed on the shadow: the plan cannot be rolled back as planned.
     #[error("the reverse plan fails on the shadow database (the plan could not be undone): {0}")]
-    Reverse(#[source] ApplyError),
+    Reverse(#[source] Box<ApplyError>),
     /// Planning (the materialisation or the reverse) failed.
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -217,7 +225,7 @@ impl ShadowError {
     pub fn failed_step(&self) -> Option<(&str, &str, &PgFailure)> {
         match self {
             ShadowError::Reproduce(e) | ShadowError::Forward(e) | ShadowError::Reverse(e) => {
-                match e {
+                match e.as_ref() {
                     ApplyError::StepFailed {
                         step_id,
                         sql,
@@ -426,7 +434,7 @@ async fn build(
     };
     exec::apply(client, &create, &opts, Some(&create.plan_id))
         .await
-        .map_err(ShadowError::Reproduce)?;
+        .map_err(|e| ShadowError::Reproduce(Box::new(e)))?;
     Ok(introspect(client, &IntrospectOptions::default()).await?)
 }
 
@@ -489,9 +497,28 @@ impl Server<'_> {
 
     async fn create_database(&self, name: &str, template: &str) -> Result<(), ShadowError> {
         let admin = self.connect(&self.admin_db()).await?;
+        // Postgres 15 copies a template block by block through the WAL by default; copying
+        // its files is about twice as fast for a catalog-only database (a checkpoint, cheap
+        // on a shadow server).
+        let version: i32 = admin
+            .query_one(
+                "SELECT pg_catalog.current_setting('server_version_num')::int",
+                &[],
+            )
+            .await
+            .map_err(|source| ShadowError::Setup {
+                what: "reading the shadow server's version",
+                source,
+            })?
+            .get(0);
+        let strategy = if version >= 150000 {
+            " STRATEGY FILE_COPY"
+        } else {
+            ""
+        };
         admin
             .batch_execute(&format!(
-                "CREATE DATABASE {} TEMPLATE {}",
+                "CREATE DATABASE {} TEMPLATE {}{strategy}",
                 quote_ident(name),
                 quote_ident(template)
             ))
@@ -520,6 +547,12 @@ impl Server<'_> {
 pub struct Shadow<'a> {
     server: Server<'a>,
     template: String,
+    /// Reproductions are kept on this server ([`Shadow::reproduce_keeping`]).
+    keep: bool,
+    /// The template is a kept reproduction (see [`Shadow::reproduce`]): not dropped after use.
+    kept: bool,
+    /// A clone of the template made while live was being dumped, for the first use.
+    spare: Mutex<Option<String>>,
     base: Catalog,
     base_hash: CatalogHash,
     dump_tool: String,
@@ -545,6 +578,20 @@ impl<'a> Shadow<'a> {
         live: &LiveSource<'_>,
         target: ShadowTarget<'a>,
         lock_wait: Duration,
+    ) -> Result<Shadow<'a>, ShadowError> {
+        Shadow::reproduce_keeping(live, target, lock_wait, false).await
+    }
+
+    /// [`Shadow::reproduce`], keeping the proven reproduction on the shadow server after use
+    /// when `keep` (see the module docs), and starting from a kept one when there is one for
+    /// this very dump. For a shadow server that is Lockplane's alone: kept databases name
+    /// live's roles, which then cannot be dropped on that server until the databases are.
+    #[tracing::instrument(level = "debug", name = "shadow.reproduce", skip_all)]
+    pub async fn reproduce_keeping(
+        live: &LiveSource<'_>,
+        target: ShadowTarget<'a>,
+        lock_wait: Duration,
+        keep: bool,
     ) -> Result<Shadow<'a>, ShadowError> {
         let setup = |what| move |source| ShadowError::Setup { what, source };
         let live_major: u32 = live
@@ -573,9 +620,14 @@ impl<'a> Shadow<'a> {
             ShadowTarget::Cluster(cluster) => Server::Borrowed(cluster),
             ShadowTarget::Url(url) => Server::Url(Box::new(crate::connect::resolve(Some(url))?)),
         };
+        // A throwaway cluster goes with this run: nothing to keep there.
+        let keep = keep && !matches!(server, Server::Owned(_));
         let mut shadow = Shadow {
             server,
             template: scratch_name(),
+            keep,
+            kept: false,
+            spare: Mutex::new(None),
             base: Catalog::default(),
             base_hash: CatalogHash(String::new()),
             dump_tool: String::new(),
@@ -634,14 +686,6 @@ impl<'a> Shadow<'a> {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {} TEMPLATE template0",
-                quote_ident(&self.template)
-            ))
-            .await
-            .map_err(setup("creating the shadow database"))?;
-        drop(admin);
 
         // Dump and read live on one snapshot, so the reproduction is compared with exactly
         // the catalog it was dumped from, however busy live is.
@@ -658,16 +702,78 @@ impl<'a> Shadow<'a> {
             .await
             .map_err(live_err)?
             .get(0);
-        let at_dump =
-            crate::introspect::introspect_in_transaction(&snap, &IntrospectOptions::default())
-                .await?;
-        let dump = pg_dump(&tools, live.config, lock_wait, &snapshot).await;
+        // pg_dump is another process: it runs while this session reads the catalog, and
+        // meanwhile the shadow server clones the reproduction last kept for this live
+        // database, which is most likely the one this dump will find.
+        let read_options = IntrospectOptions::default();
+        let source = kept_source(live.config);
+        let (at_dump, dump, spare) = tokio::join!(
+            crate::introspect::introspect_in_transaction(&snap, &read_options),
+            pg_dump(&tools, live.config, lock_wait, &snapshot),
+            self.speculative_clone(&admin, &source)
+        );
         let _ = snap.batch_execute("COMMIT").await;
         drop(snap);
-        let dump = dump?;
+        let (at_dump, dump) = (at_dump?, dump?);
+        let live_hash = catalog_hash(&at_dump)?;
+
+        // A reproduction already made of this very dump, by the same tools, that hashed like
+        // this very catalog is the same database: keep it and use it again.
+        // pg_dump guards its output with a random `\restrict` key: not part of the schema.
+        let schema_text = without_restrict_guard(&dump).unwrap_or_else(|| dump.clone());
+        let kept_name = kept_name(&[
+            tools.version.as_bytes(),
+            shadow_version.as_bytes(),
+            live_hash.0.as_bytes(),
+            schema_text.as_bytes(),
+        ]);
+        let exists = admin
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
+                &[&kept_name],
+            )
+            .await
+            .map_err(setup("looking for a kept reproduction"))?
+            .is_some();
+        let keep = self.keep;
+        let spare = match spare {
+            Some((template, clone)) if keep && exists && template == kept_name => Some(clone),
+            Some((_, clone)) => {
+                self.server.drop_database(&clone).await;
+                None
+            }
+            None => None,
+        };
+        if keep && exists {
+            tracing::debug!(template = %kept_name, spare = spare.is_some(), "reusing a kept reproduction of live");
+            if let Ok(mut slot) = self.spare.lock() {
+                *slot = spare;
+            }
+            // The next run against this live database clones it while dumping.
+            let _ = admin
+                .batch_execute(&format!(
+                    "COMMENT ON DATABASE {} IS {}",
+                    quote_ident(&kept_name),
+                    quote_literal(&source)
+                ))
+                .await;
+            self.template = kept_name;
+            self.kept = true;
+            self.base = at_dump;
+            self.base_hash = live_hash;
+            return Ok(());
+        }
+
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {} TEMPLATE template0",
+                quote_ident(&self.template)
+            ))
+            .await
+            .map_err(setup("creating the shadow database"))?;
         let script = restorable(&dump, &settings);
         let restore_config = self.server.config(&self.template);
-        psql_restore(&tools, &restore_config, script)
+        restore(&tools, &restore_config, script)
             .await
             .map_err(|message| ShadowError::Restore {
                 server: shadow_version.clone(),
@@ -678,7 +784,6 @@ impl<'a> Shadow<'a> {
         let base = introspect(&mut client, &IntrospectOptions::default()).await?;
         drop(client);
         let base_hash = catalog_hash(&base)?;
-        let live_hash = catalog_hash(&at_dump)?;
         if base_hash != live_hash {
             return Err(ShadowError::NotFaithful {
                 live: live_hash,
@@ -691,7 +796,67 @@ impl<'a> Shadow<'a> {
         // live's (see `Catalog::invalid_indexes`).
         self.base.invalid_indexes = at_dump.invalid_indexes;
         self.base_hash = base_hash;
+        if keep {
+            self.keep_as(&admin, kept_name, &source).await;
+        }
         Ok(())
+    }
+
+    /// Clones the reproduction most recently kept for `source` (a live database), if there is
+    /// one: `(its name, the clone's name)`. Best effort; nothing on any failure.
+    async fn speculative_clone(&self, admin: &Client, source: &str) -> Option<(String, String)> {
+        if !self.keep {
+            return None;
+        }
+        let template: String = admin
+            .query_opt(
+                "SELECT datname::text FROM pg_catalog.pg_database \
+                 WHERE datname LIKE 'lockplane\\_kept\\_%' \
+                   AND pg_catalog.shobj_description(oid, 'pg_database') = $1 \
+                 ORDER BY oid DESC LIMIT 1",
+                &[&source],
+            )
+            .await
+            .ok()??
+            .get(0);
+        let clone = scratch_name();
+        self.server.create_database(&clone, &template).await.ok()?;
+        Some((template, clone))
+    }
+
+    /// Renames the proven reproduction to its kept name, and drops the oldest kept ones
+    /// beyond [`KEPT_REPRODUCTIONS`]. Best effort: another process may have kept the same
+    /// reproduction meanwhile (the rename fails and this one is dropped after use), and a kept
+    /// one being cloned cannot be dropped (it stays until a later run).
+    async fn keep_as(&mut self, admin: &Client, kept_name: String, source: &str) {
+        let renamed = admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} RENAME TO {kept}; COMMENT ON DATABASE {kept} IS {source}",
+                name = quote_ident(&self.template),
+                kept = quote_ident(&kept_name),
+                source = quote_literal(source)
+            ))
+            .await;
+        if renamed.is_err() {
+            return;
+        }
+        self.template = kept_name;
+        self.kept = true;
+        let older = admin
+            .query(
+                "SELECT datname::text FROM pg_catalog.pg_database \
+                 WHERE datname LIKE 'lockplane\\_kept\\_%' AND datname <> $1 \
+                 ORDER BY oid DESC OFFSET $2",
+                &[&self.template, &(KEPT_REPRODUCTIONS - 1)],
+            )
+            .await
+            .unwrap_or_default();
+        for row in older {
+            let name: String = row.get(0);
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&name)))
+                .await;
+        }
     }
 
     /// The live catalog as it was when it was dumped (read on pg_dump's snapshot), which the
@@ -707,9 +872,17 @@ impl<'a> Shadow<'a> {
     }
 
     /// A fresh clone of the reproduction.
+    #[tracing::instrument(level = "debug", name = "shadow.clone", skip_all)]
     async fn clone_base(&self) -> Result<(String, Client), ShadowError> {
-        let name = scratch_name();
-        self.server.create_database(&name, &self.template).await?;
+        let spare = self.spare.lock().ok().and_then(|mut slot| slot.take());
+        let name = match spare {
+            Some(name) => name,
+            None => {
+                let name = scratch_name();
+                self.server.create_database(&name, &self.template).await?;
+                name
+            }
+        };
         match self.server.connect(&name).await {
             Ok(client) => Ok((name, client)),
             Err(e) => {
@@ -728,89 +901,187 @@ impl<'a> Shadow<'a> {
         renames: &Renames,
         leading: &[Step],
     ) -> Result<Catalog, ShadowError> {
-        let (name, mut client) = self.clone_base().await?;
-        let result = async {
-            let mut to_desired = plan(
-                &self.base,
-                desired,
-                renames,
-                &TableStats::all_empty(&self.base),
-                "lockplane-shadow",
-            )?;
-            if !leading.is_empty() {
-                to_desired = to_desired.with_leading_steps(leading.to_vec())?;
-            }
-            let opts = ApplyOptions {
-                advisory_lock: false,
-                check_hashes: false,
-                ..ApplyOptions::default()
-            };
-            exec::apply(&mut client, &to_desired, &opts, Some(&to_desired.plan_id))
-                .await
-                .map_err(ShadowError::Forward)?;
-            Ok(introspect(&mut client, &IntrospectOptions::default()).await?)
+        let mut to_desired = plan(
+            &self.base,
+            desired,
+            renames,
+            &TableStats::all_empty(&self.base),
+            "lockplane-shadow",
+        )?;
+        if !leading.is_empty() {
+            to_desired = to_desired.with_leading_steps(leading.to_vec())?;
         }
-        .await;
-        drop(client);
-        self.server.drop_database(&name).await;
-        result
+        let forward = self.forward(&to_desired, &ShadowOptions::default()).await?;
+        let reached = forward.target.clone();
+        forward.discard().await;
+        Ok(reached)
     }
 
     /// Runs `plan` on a clone as the executor will run it live, then its reverse (see the
     /// module docs).
+    #[tracing::instrument(level = "debug", name = "shadow.prove", skip_all)]
     pub async fn prove(
         &self,
         forward_plan: &Plan,
         opts: &ShadowOptions,
     ) -> Result<ShadowReport, ShadowError> {
-        if forward_plan.base_hash != self.base_hash {
+        self.forward(forward_plan, opts)
+            .await?
+            .prove_reverse(opts)
+            .await
+    }
+
+    /// Runs `plan` (made from [`Shadow::base`]) on a fresh clone as the executor will run it
+    /// live, recording the hash after each phase, and keeps the clone: the catalog it reached
+    /// is what Postgres stores for the plan's target, and [`Forward::prove_reverse`] finishes
+    /// the proof on the same clone. Planning live → document and running that here is the
+    /// materialisation of the document and, when the final plan is the same one, its proof.
+    #[tracing::instrument(level = "debug", name = "shadow.forward", skip_all)]
+    pub async fn forward(
+        &self,
+        plan: &Plan,
+        opts: &ShadowOptions,
+    ) -> Result<Forward<'_>, ShadowError> {
+        if plan.base_hash != self.base_hash {
             return Err(ShadowError::BaseNotLive {
-                base: forward_plan.base_hash.clone(),
+                base: plan.base_hash.clone(),
                 live: self.base_hash.clone(),
             });
         }
         let (name, mut client) = self.clone_base().await?;
-        let result = self.prove_on(&mut client, forward_plan, opts).await;
-        drop(client);
-        self.server.drop_database(&name).await;
-        result
-    }
-
-    async fn prove_on(
-        &self,
-        client: &mut Client,
-        forward_plan: &Plan,
-        opts: &ShadowOptions,
-    ) -> Result<ShadowReport, ShadowError> {
         let phases = std::sync::Arc::new(PhaseHashes::default());
         let run_opts = ApplyOptions {
             advisory_lock: false,
             // The target is what the shadow reaches; a proven plan's phase hashes are checked.
-            check_hashes: forward_plan.steps.iter().any(|s| s.reaches.is_some()),
+            check_hashes: plan.steps.iter().any(|s| s.reaches.is_some()),
             resume_after: None,
             progress: Some(phases.clone()),
             ..opts.apply.clone()
         };
-        let forward = exec::apply(client, forward_plan, &run_opts, Some(&forward_plan.plan_id))
-            .await
-            .map_err(ShadowError::Forward)?;
-        let target = introspect(client, &IntrospectOptions::default()).await?;
-        let target_hash = catalog_hash(&target)?;
+        let ran = exec::apply_and_read(
+            &mut client,
+            plan,
+            &run_opts,
+            Some(&plan.plan_id),
+            Some(self.base_hash.clone()),
+        )
+        .await;
+        let (report, target) = match ran {
+            Ok(done) => done,
+            Err(e) => {
+                drop(client);
+                self.server.drop_database(&name).await;
+                return Err(ShadowError::Forward(Box::new(e)));
+            }
+        };
         let reached = phases.0.lock().map(|m| m.clone()).unwrap_or_default();
-
-        let mut report = ShadowReport {
-            base_hash: self.base_hash.clone(),
-            target_hash,
+        Ok(Forward {
+            shadow: self,
+            name,
+            client,
+            plan: plan.clone(),
+            target_hash: report.resulting_hash.clone(),
             target,
             reached,
-            forward,
+            report,
+        })
+    }
+
+    /// Drops the reproduction unless it is kept (or stops the throwaway cluster).
+    pub async fn destroy(self) {
+        let Shadow {
+            server,
+            template,
+            kept,
+            spare,
+            ..
+        } = self;
+        if let Some(spare) = spare.into_inner().ok().flatten() {
+            server.drop_database(&spare).await;
+        }
+        match server {
+            Server::Owned(cluster) => {
+                let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+            }
+            _ if kept => {}
+            other => other.drop_database(&template).await,
+        }
+    }
+}
+
+/// A plan run forward on a clone of the reproduction ([`Shadow::forward`]), the clone kept.
+pub struct Forward<'s> {
+    shadow: &'s Shadow<'s>,
+    name: String,
+    client: Client,
+    plan: Plan,
+    report: ApplyReport,
+    reached: BTreeMap<String, CatalogHash>,
+    target: Catalog,
+    target_hash: CatalogHash,
+}
+
+impl Forward<'_> {
+    /// The catalog the clone reached: what Postgres stores for the plan's target.
+    pub fn target(&self) -> &Catalog {
+        &self.target
+    }
+
+    /// Whether `other` runs exactly the statements this run ran, phase for phase: then this
+    /// run is `other`'s forward proof too.
+    pub fn ran(&self, other: &Plan) -> bool {
+        self.plan.base_hash == other.base_hash
+            && self.plan.steps.len() == other.steps.len()
+            && self
+                .plan
+                .steps
+                .iter()
+                .zip(&other.steps)
+                .all(|(a, b)| a.id == b.id && a.sql == b.sql && a.transactional == b.transactional)
+    }
+
+    /// Drops the clone.
+    pub async fn discard(self) {
+        let Forward {
+            shadow,
+            name,
+            client,
+            ..
+        } = self;
+        drop(client);
+        shadow.server.drop_database(&name).await;
+    }
+
+    /// Finishes the proof: the reverse plan (from what the clone reached back to live) runs
+    /// on the same clone and must bring it back to live's hash. The clone is dropped.
+    #[tracing::instrument(level = "debug", name = "shadow.reverse", skip_all)]
+    pub async fn prove_reverse(
+        mut self,
+        opts: &ShadowOptions,
+    ) -> Result<ShadowReport, ShadowError> {
+        let result = self.reverse_on_clone(opts).await;
+        self.discard().await;
+        result
+    }
+
+    async fn reverse_on_clone(
+        &mut self,
+        opts: &ShadowOptions,
+    ) -> Result<ShadowReport, ShadowError> {
+        let shadow = self.shadow;
+        let mut report = ShadowReport {
+            base_hash: shadow.base_hash.clone(),
+            target_hash: self.target_hash.clone(),
+            target: self.target.clone(),
+            reached: self.reached.clone(),
+            forward: self.report.clone(),
             reverse: None,
             reverse_run: None,
             reverse_refused: Vec::new(),
-            dump_tool: self.dump_tool.clone(),
+            dump_tool: shadow.dump_tool.clone(),
         };
         let reversed = match reverse(
-            &self.base,
+            &shadow.base,
             &report.target,
             &opts.renames,
             &opts.stats,
@@ -830,25 +1101,18 @@ impl<'a> Shadow<'a> {
             progress: None,
             ..opts.apply.clone()
         };
-        let back = exec::apply(client, &reversed, &back_opts, Some(&reversed.plan_id))
-            .await
-            .map_err(ShadowError::Reverse)?;
+        let (back, _) = exec::apply_and_read(
+            &mut self.client,
+            &reversed,
+            &back_opts,
+            Some(&reversed.plan_id),
+            Some(self.target_hash.clone()),
+        )
+        .await
+        .map_err(|e| ShadowError::Reverse(Box::new(e)))?;
         report.reverse = Some(reversed);
         report.reverse_run = Some(back);
         Ok(report)
-    }
-
-    /// Drops the reproduction (or stops the throwaway cluster).
-    pub async fn destroy(self) {
-        let Shadow {
-            server, template, ..
-        } = self;
-        match server {
-            Server::Owned(cluster) => {
-                let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
-            }
-            other => other.drop_database(&template).await,
-        }
     }
 }
 
@@ -859,7 +1123,7 @@ pub async fn dry_run(
     target: ShadowTarget<'_>,
     opts: &ShadowOptions,
 ) -> Result<ShadowReport, ShadowError> {
-    let shadow = Shadow::reproduce(live, target, opts.apply.lock_wait).await?;
+    let shadow = Shadow::reproduce_keeping(live, target, opts.apply.lock_wait, opts.keep).await?;
     let result = shadow.prove(plan_to_prove, opts).await;
     shadow.destroy().await;
     result
@@ -902,6 +1166,7 @@ fn tool_name(tools: &PgBinaries) -> String {
 }
 
 /// `pg_dump --schema-only` of the database `config` points at.
+#[tracing::instrument(level = "debug", name = "pg_dump", skip_all)]
 async fn pg_dump(
     tools: &PgBinaries,
     config: &crate::connect::ConnTarget,
@@ -955,6 +1220,67 @@ fn restorable(dump: &str, settings: &BTreeSet<String>) -> String {
         }
     }
     out
+}
+
+/// What a kept reproduction's comment says it reproduces: the live server and database.
+fn kept_source(live: &crate::connect::ConnTarget) -> String {
+    format!("lockplane: reproduction of {}", live.describe())
+}
+
+/// How many reproductions a shadow server keeps (the most recent ones).
+const KEPT_REPRODUCTIONS: i64 = 3;
+
+/// The name of the kept reproduction of `parts` (pg_dump's and the shadow server's versions,
+/// live's catalog hash, the dump): `lockplane_kept_` and 96 bits of their SHA3-256.
+fn kept_name(parts: &[&[u8]]) -> String {
+    use sha3::{Digest, Sha3_256};
+    let mut hasher = Sha3_256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    let digest = hasher.finalize();
+    format!("lockplane_kept_{}", hex::encode(&digest[..12]))
+}
+
+/// Restores a plain dump, all or nothing: sent as one multi-statement query (Postgres runs it
+/// as one implicit transaction, without a round trip per statement: about 40 % faster than
+/// psql at 2,000 tables) unless it holds psql meta-commands other than pg_dump's
+/// `\restrict`/`\unrestrict` guard, which psql then runs.
+#[tracing::instrument(level = "debug", name = "restore", skip_all)]
+async fn restore(
+    tools: &PgBinaries,
+    config: &crate::connect::ConnTarget,
+    script: String,
+) -> Result<(), String> {
+    let Some(batch) = without_restrict_guard(&script) else {
+        return psql_restore(tools, config, script).await;
+    };
+    let client = crate::connect::connect(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    client.batch_execute(&batch).await.map_err(|e| {
+        let failure = exec::PgFailure::from_error(&e);
+        failure.describe(&batch)
+    })
+}
+
+/// The dump without pg_dump's `\restrict KEY` / `\unrestrict KEY` lines, when those are its
+/// only psql meta-commands (a line starting with a backslash elsewhere could be inside a
+/// function body, so any other one sends the dump to psql).
+fn without_restrict_guard(script: &str) -> Option<String> {
+    let mut out = String::with_capacity(script.len());
+    for line in script.lines() {
+        if line.starts_with("\\restrict ") || line.starts_with("\\unrestrict ") {
+            continue;
+        }
+        if line.starts_with('\\') {
+            return None;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    Some(out)
 }
 
 /// Restores a plain dump with psql, all or nothing.
@@ -1026,4 +1352,24 @@ async fn run_captured(
     })
     .await;
     joined.map_err(|e| e.to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restrict_guard_goes_and_other_meta_commands_send_the_dump_to_psql() {
+        let dump = "--\n\\restrict abc\nCREATE TABLE t ();\n\\unrestrict abc\n";
+        assert_eq!(
+            without_restrict_guard(dump).as_deref(),
+            Some("--\nCREATE TABLE t ();\n")
+        );
+        // Two dumps of one schema differ only in the guard's random key: same kept name.
+        let again = dump.replace("abc", "xyz");
+        let key = |d: &str| kept_name(&[without_restrict_guard(d).unwrap_or_default().as_bytes()]);
+        assert_eq!(key(dump), key(&again));
+        assert_ne!(key(dump), key("CREATE TABLE u ();\n"));
+        assert_eq!(without_restrict_guard("\\connect other\nSELECT 1;\n"), None);
+    }
 }

@@ -50,7 +50,7 @@ pub(crate) async fn run(at: &ledger::LedgerAt, actor: &str, args: Args) -> Resul
             introspect_parallel(&mut client, &mut helper, &IntrospectOptions { schemas }).await?;
         Manifest::new(catalog).map_err(|e| CliError::Output(e.to_string()))?
     } else {
-        let runtime = super::plan::runtime(at, None, true, None, None).await?;
+        let runtime = super::plan::runtime(at, super::plan::Settings::default()).await?;
         // The reading below is the first look, when there was none: no separate baseline.
         let db = super::plan::attach_with(
             &runtime,

@@ -240,10 +240,17 @@ impl From<lockplane_actors::Error> for CliError {
                 }
             }
             E::Stale { .. } => CliError::Stale(e.to_string()),
-            E::Apply(lockplane_engine::exec::ApplyError::Interrupted { .. }) => {
+            E::Apply(ref a)
+                if matches!(
+                    a.as_ref(),
+                    lockplane_engine::exec::ApplyError::Interrupted { .. }
+                ) =>
+            {
                 CliError::Interrupted(e.to_string())
             }
-            E::Apply(lockplane_engine::exec::ApplyError::Stale { .. }) => {
+            E::Apply(ref a)
+                if matches!(a.as_ref(), lockplane_engine::exec::ApplyError::Stale { .. }) =>
+            {
                 CliError::Stale(e.to_string())
             }
             E::Apply(_) => CliError::ApplyFailed(e.to_string()),

@@ -35,6 +35,11 @@ pub(crate) struct PlanArgs {
     /// cluster started from the local Postgres binaries.
     #[arg(long)]
     shadow_url: Option<String>,
+    /// Keep live's reproduction on the --shadow-url server, so that the next plan against
+    /// the same live schema restores nothing (for a shadow server that is Lockplane's alone:
+    /// kept databases name live's roles there).
+    #[arg(long, env = "LOCKPLANE_KEEP_SHADOW")]
+    keep_shadow: bool,
     /// Skip the shadow dry run (not recommended). A shadow is still used to materialise the
     /// document (a throwaway cluster, or --shadow-url).
     #[arg(long)]
@@ -55,9 +60,18 @@ pub(crate) struct ApplyArgs {
     /// Database to apply to (else DATABASE_URL, else the PG* variables).
     #[arg(long)]
     database_url: Option<String>,
-    /// `lock_timeout` of every statement, in milliseconds.
-    #[arg(long, default_value_t = 5_000)]
+    /// `lock_timeout` of every statement, in milliseconds: how long the application's queries
+    /// on a table may queue behind a statement waiting for its lock.
+    #[arg(long, default_value_t = 500)]
     lock_timeout_ms: u64,
+    /// How many more times a phase that could not get its lock is tried (rolled back whole,
+    /// after a growing pause, each wait reported with who blocks it).
+    #[arg(long, default_value_t = 10)]
+    lock_retries: u32,
+    /// `statement_timeout` of each statement of the transaction (table rewrites included),
+    /// in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    statement_timeout: u64,
     /// Seconds to wait for the database's apply lock while other applies (of any process,
     /// any ledger) run; each is serialised, and a plan whose base moved is rebased once it
     /// gets the lock.
@@ -82,25 +96,46 @@ pub(crate) struct ApplyArgs {
 /// passed through the agents' SQL guard).
 pub(crate) async fn runtime(
     at: &ledger::LedgerAt,
-    shadow_url: Option<&str>,
-    dry_run: bool,
-    lock_timeout: Option<Duration>,
-    lock_wait: Option<Duration>,
+    settings: Settings<'_>,
 ) -> Result<Lockplane, CliError> {
     let mut config = Config::new(at.location.clone());
     config.ledger_wait = at.wait;
     config.guard_plans = false;
-    config.dry_run = dry_run;
-    if let Some(url) = shadow_url {
+    config.dry_run = settings.dry_run;
+    config.keep_reproductions = settings.keep_shadow;
+    if let Some(url) = settings.shadow_url {
         config.shadow = ShadowConfig::Url(url.to_owned());
     }
-    if let Some(timeout) = lock_timeout {
-        config.lock_timeout = timeout;
-    }
-    if let Some(wait) = lock_wait {
-        config.lock_wait = wait;
+    if let Some(apply) = settings.apply {
+        config.lock_timeout = Duration::from_millis(apply.lock_timeout_ms);
+        config.lock_retries = apply.lock_retries;
+        config.statement_timeout = Duration::from_secs(apply.statement_timeout);
+        config.lock_wait = Duration::from_secs(apply.lock_wait);
     }
     Ok(Lockplane::open(config).await?)
+}
+
+/// What a CLI command sets in its runtime.
+pub(crate) struct Settings<'a> {
+    /// `--shadow-url`.
+    pub(crate) shadow_url: Option<&'a str>,
+    /// Prove plans on the shadow.
+    pub(crate) dry_run: bool,
+    /// `--keep-shadow`.
+    pub(crate) keep_shadow: bool,
+    /// `lockplane apply`'s timeouts and retries.
+    pub(crate) apply: Option<&'a ApplyArgs>,
+}
+
+impl Default for Settings<'_> {
+    fn default() -> Self {
+        Settings {
+            shadow_url: None,
+            dry_run: true,
+            keep_shadow: false,
+            apply: None,
+        }
+    }
 }
 
 /// Attaches the database of `--database-url` (else `DATABASE_URL`, else the `PG*` variables).
@@ -186,15 +221,33 @@ pub(crate) async fn run_plan(
         source,
     })?;
     let name = args.file.display().to_string();
-    // Read here first: its problems are shown with their places in the file.
-    lockplane_engine::dsl::load_file_text(&name, &text)?;
-    let runtime = runtime(at, args.shadow_url.as_deref(), !args.no_shadow, None, None).await?;
-    let db = attach(
-        &runtime,
-        args.database_url.as_deref(),
-        args.db_id.as_deref(),
-    )
-    .await?;
+    // Read here first: its problems are shown with their places in the file. A large
+    // document takes a second or more to read: meanwhile the runtime starts and attaches.
+    let checked = {
+        let (name, text) = (name.clone(), text.clone());
+        tokio::task::spawn_blocking(move || {
+            lockplane_engine::dsl::load_file_text(&name, &text).map(|_| ())
+        })
+    };
+    let attached = async {
+        let settings = Settings {
+            shadow_url: args.shadow_url.as_deref(),
+            dry_run: !args.no_shadow,
+            keep_shadow: args.keep_shadow,
+            apply: None,
+        };
+        let runtime = runtime(at, settings).await?;
+        let db = attach(
+            &runtime,
+            args.database_url.as_deref(),
+            args.db_id.as_deref(),
+        )
+        .await?;
+        Ok::<_, CliError>((runtime, db))
+    };
+    let (checked, attached) = tokio::join!(checked, attached);
+    checked.map_err(|e| CliError::Usage(format!("reading {name}: {e}")))??;
+    let (runtime, db) = attached?;
     eprintln!(
         "lockplane: reproducing the database on a shadow (pg_dump), materialising the document{}…",
         if args.no_shadow {
@@ -330,14 +383,11 @@ pub(crate) async fn run_apply(
             });
         }
     }
-    let runtime = runtime(
-        at,
-        None,
-        true,
-        Some(Duration::from_millis(args.lock_timeout_ms)),
-        Some(Duration::from_secs(args.lock_wait)),
-    )
-    .await?;
+    let settings = Settings {
+        apply: Some(&args),
+        ..Settings::default()
+    };
+    let runtime = runtime(at, settings).await?;
     // Attaching reconciles an apply a stopped process left open (recorded as applied when its
     // target is live).
     let db = attach(
@@ -639,6 +689,22 @@ impl ProgressSink for ApplyProgress {
         self.announce(end);
         // Showing progress never stops an apply.
         Ok(())
+    }
+
+    fn lock_waited(&self, wait: &lockplane_engine::exec::LockWait) {
+        let who = lockplane_engine::exec::blockers_text(&wait.blockers);
+        let line = format!(
+            "step {} could not get its lock (try {} of {}), blocked by {who}; trying again \
+             in {:.1} s",
+            wait.step_id,
+            wait.attempt,
+            wait.attempts,
+            wait.retry_in.as_secs_f64()
+        );
+        match &self.bar {
+            Some(bar) => bar.println(format!("  … {line}")),
+            None => eprintln!("lockplane: {line}"),
+        }
     }
 }
 

@@ -104,7 +104,10 @@ async fn apply_until_done(
             }
             // Stale before the advisory lock (the runtime's check) or under it (the
             // executor's): either way nothing ran, and the agent proposes again.
-            Err(Error::Stale { .. }) | Err(Error::Apply(ApplyError::Stale { .. })) => {
+            Err(e)
+                if matches!(e, Error::Stale { .. })
+                    || matches!(&e, Error::Apply(a) if matches!(**a, ApplyError::Stale { .. })) =>
+            {
                 tally.refused_stale += 1;
                 let p = lp.propose(db, "swarm.yaml", doc, agent).await?;
                 if p.plan.steps.is_empty() {

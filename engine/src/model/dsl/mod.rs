@@ -237,6 +237,7 @@ pub fn to_catalog(doc: &Document) -> Result<Catalog, DslErrors> {
 }
 
 /// Parses and converts, reporting every problem of both steps at once.
+#[tracing::instrument(level = "debug", name = "dsl.load", skip_all)]
 pub fn load(file: &str, text: &str, format: Format) -> Result<Loaded, DslErrors> {
     let (doc, mut errors, unread) = parse_collecting(file, text, format);
     let source = Some(Arc::from(text));
