@@ -2614,7 +2614,7 @@ fn sequence_defaults(data_type: &str, increment: i64) -> (i64, i64, i64) {
 
 /// The options of a new sequence that differ from Postgres' defaults (`AS type` included when
 /// `with_type`, i.e. for a standalone sequence; an identity's type is its column's).
-fn sequence_options(o: &SequenceOptions, with_type: bool) -> Vec<String> {
+pub(crate) fn sequence_options(o: &SequenceOptions, with_type: bool) -> Vec<String> {
     let mut out = Vec::new();
     if with_type && o.data_type != "bigint" {
         out.push(format!("AS {}", o.data_type));
