@@ -164,21 +164,27 @@ pub enum PgrollError {
 /// to run them.
 ///
 /// ```
-/// use lockplane_engine::dsl::load_file_text;
 /// use lockplane_engine::diff::Renames;
+/// use lockplane_engine::dsl::load_file_text;
 /// use lockplane_engine::pgroll::{export, Operation, PgrollOptions};
 /// use lockplane_engine::plan::TableStats;
 ///
-/// let base = load_file_text("a.yaml", "version: 1\nschemas:\n  public:\n    tables:\n      \
-///     users:\n        columns:\n          id: {type: bigint, pk: true}\n")?.catalog;
-/// let target = load_file_text("b.yaml", "version: 1\nschemas:\n  public:\n    tables:\n      \
-///     users:\n        columns:\n          id: {type: bigint, pk: true}\n          \
-///     email: {type: text}\n")?.catalog;
+/// let doc = |columns: &str| {
+///     format!("version: 1\nschemas:\n  public:\n    tables:\n      users:\n        columns:\n{columns}")
+/// };
+/// let id = "          - { name: id, type: bigint, pk: true }\n";
+/// let email = "          - { name: email, type: text }\n";
+/// let base = load_file_text("a.yaml", &doc(id))?.catalog;
+/// let target = load_file_text("b.yaml", &doc(&format!("{id}{email}")))?.catalog;
 /// let stats = TableStats::all_empty(&base);
 /// let migrations = export(&base, &target, &Renames::none(), &stats, &PgrollOptions::default())?;
 /// assert_eq!(migrations.len(), 1);
-/// let Operation::AddColumn(add) = &migrations[0].operations[0] else { panic!() };
-/// assert_eq!((add.table.as_str(), add.column.name.as_str(), add.column.nullable), ("users", "email", true));
+/// let Operation::AddColumn(add) = &migrations[0].operations[0] else {
+///     panic!("expected add_column, got {:?}", migrations[0].operations[0]);
+/// };
+/// assert_eq!(add.table, "users");
+/// assert_eq!((add.column.name.as_str(), add.column.data_type.as_str()), ("email", "text"));
+/// assert!(add.column.nullable);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn export(
@@ -284,7 +290,7 @@ enum Mapping {
     /// Nothing: another operation carries it.
     Skip,
     /// An operation.
-    Op(Operation, Vec<Touch>),
+    Op(Box<Operation>, Vec<Touch>),
     /// Part of the column's one `alter_column`.
     Facet(String, String, Facet),
 }
@@ -318,7 +324,7 @@ struct Alter {
 }
 
 enum Item {
-    Op(Operation, Vec<Touch>),
+    Op(Box<Operation>, Vec<Touch>),
     Sql(Step),
 }
 
@@ -550,13 +556,13 @@ impl<'a> Exporter<'a> {
                 up,
                 down,
             });
-            items.push((position, Item::Op(op, touches)));
+            items.push((position, Item::Op(Box::new(op), touches)));
         }
         items.sort_by_key(|(p, _)| *p);
         let mut builder = Builder::new(VSchema::from_catalog(self.base, self.schema));
         for (_, item) in items {
             match item {
-                Item::Op(op, touches) => builder.op(op, touches)?,
+                Item::Op(op, touches) => builder.op(*op, touches)?,
                 Item::Sql(step) => builder.sql(step),
             }
         }
@@ -575,7 +581,7 @@ impl<'a> Exporter<'a> {
     fn map(&self, i: usize, change: &Change) -> Result<Mapping, PgrollError> {
         use Change as C;
         let s = self.schema;
-        let op = |op: Operation, touches: Vec<Touch>| Ok(Mapping::Op(op, touches));
+        let op = |op: Operation, touches: Vec<Touch>| Ok(Mapping::Op(Box::new(op), touches));
         let facet = |t: &str, c: &str, f: Facet| Ok(Mapping::Facet(t.to_owned(), c.to_owned(), f));
         match change {
             C::CreateTable { schema, name, .. } if schema == s => match self.created.get(name) {
@@ -770,7 +776,7 @@ impl<'a> Exporter<'a> {
                 index,
                 ..
             } if schema == s => Ok(match create_index(table, name, index) {
-                Some(ci) => Mapping::Op(Operation::CreateIndex(ci), vec![]),
+                Some(ci) => Mapping::Op(Box::new(Operation::CreateIndex(ci)), vec![]),
                 None => Mapping::Sql,
             }),
             C::DropIndex { schema, name, .. } if schema == s => op(
@@ -1016,7 +1022,7 @@ impl<'a> Exporter<'a> {
                       references: Option<TableReference>| {
             let t = touches(&columns);
             Mapping::Op(
-                Operation::CreateConstraint(CreateConstraint {
+                Box::new(Operation::CreateConstraint(CreateConstraint {
                     table: table.to_owned(),
                     name: name.to_owned(),
                     kind: kind.to_owned(),
@@ -1026,7 +1032,7 @@ impl<'a> Exporter<'a> {
                     check,
                     no_inherit,
                     references,
-                }),
+                })),
                 t,
             )
         };
@@ -1036,7 +1042,7 @@ impl<'a> Exporter<'a> {
                          references: Option<ColumnReference>| {
             let same = quote_ident(column);
             Mapping::Op(
-                Operation::AlterColumn(AlterColumn {
+                Box::new(Operation::AlterColumn(AlterColumn {
                     table: table.to_owned(),
                     column: column.to_owned(),
                     data_type: None,
@@ -1048,7 +1054,7 @@ impl<'a> Exporter<'a> {
                     references,
                     up: same.clone(),
                     down: same,
-                }),
+                })),
                 vec![Touch(table.to_owned(), column.to_owned())],
             )
         };
@@ -1166,12 +1172,12 @@ impl<'a> Exporter<'a> {
             [column] => {
                 let same = quote_ident(column);
                 Mapping::Op(
-                    Operation::DropConstraint(DropConstraint {
+                    Box::new(Operation::DropConstraint(DropConstraint {
                         table: table.to_owned(),
                         name: name.to_owned(),
                         up: same.clone(),
                         down: same,
-                    }),
+                    })),
                     touches,
                 )
             }
@@ -1181,12 +1187,14 @@ impl<'a> Exporter<'a> {
                     .map(|col| (col.clone(), quote_ident(col)))
                     .collect();
                 Mapping::Op(
-                    Operation::DropMulticolumnConstraint(DropMulticolumnConstraint {
-                        table: table.to_owned(),
-                        name: name.to_owned(),
-                        up: identity.clone(),
-                        down: identity,
-                    }),
+                    Box::new(Operation::DropMulticolumnConstraint(
+                        DropMulticolumnConstraint {
+                            table: table.to_owned(),
+                            name: name.to_owned(),
+                            up: identity.clone(),
+                            down: identity,
+                        },
+                    )),
                     touches,
                 )
             }
