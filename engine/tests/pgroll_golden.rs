@@ -372,3 +372,66 @@ async fn export_plan_refuses_what_is_not_its_plan() {
         "{err}"
     );
 }
+
+/// Catalogs read back from the ledger carry no column positions (they are not part of the
+/// manifest): exporting the recorded plan from them gives the same migrations, in the plan's
+/// column order, as from the introspected catalogs.
+#[tokio::test]
+async fn catalogs_without_column_positions_export_the_plan_the_same() {
+    let renames = Renames::none();
+    let (a, b, stats) = transition(
+        "CREATE TABLE t (id int PRIMARY KEY, zeta text, alpha text)",
+        "CREATE TABLE t (id int PRIMARY KEY, zeta text NOT NULL, alpha bigint,
+           yank text, bravo text);
+         CREATE TABLE n (zulu int, mike text, alpha int GENERATED ALWAYS AS (zulu * 2) STORED);
+         CREATE INDEX n_mike ON n (mike);",
+    )
+    .await;
+    let planned = plan(&a, &b, &renames, &stats, "pgroll-golden").expect("plan");
+    let options = PgrollOptions::default();
+    let direct = export_plan(&planned, &a, &b, &renames, &stats, &options).expect("export");
+    let read_back = |c: &Catalog| -> Catalog {
+        let manifest = lockplane_engine::Manifest::new(c.clone()).expect("manifest");
+        let bytes = serde_json::to_vec(&manifest).expect("JSON");
+        serde_json::from_slice::<lockplane_engine::Manifest>(&bytes)
+            .expect("manifest back")
+            .catalog
+    };
+    let (a2, b2) = (read_back(&a), read_back(&b));
+    assert!(
+        b2.schemas["public"].tables["n"].columns_in_order()[0].0 == "alpha",
+        "read back, columns are in name order"
+    );
+    let ledger = export_plan(&planned, &a2, &b2, &renames, &stats, &options).expect("export");
+    assert_eq!(ledger, direct);
+    let json = serde_json::to_value(&direct).expect("JSON");
+    let columns: Vec<&str> = json[0]["operations"]
+        .as_array()
+        .expect("operations")
+        .iter()
+        .find_map(|op| op.pointer("/create_table/columns"))
+        .and_then(Value::as_array)
+        .expect("create_table n")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        ["zulu", "mike", "alpha"],
+        "the plan's column order"
+    );
+    let added: Vec<&str> = json[0]["operations"]
+        .as_array()
+        .expect("operations")
+        .iter()
+        .filter_map(|op| {
+            op.pointer("/add_column/column/name")
+                .and_then(Value::as_str)
+        })
+        .collect();
+    assert_eq!(
+        added,
+        ["yank", "bravo"],
+        "the plan's order of added columns"
+    );
+}

@@ -131,16 +131,12 @@ pub enum PgrollError {
     /// [`export_plan`]: the plan's steps are not what its catalogs compile to (statistics
     /// moved since it was planned, so the online forms differ).
     #[error(
-        "the plan's step {step} is `{found}`, but its catalogs now compile to `{expected}` \
-         (table statistics changed since it was planned?); plan again"
+        "the plan and its catalogs disagree: {detail} (table statistics changed since it was \
+         planned?); plan again"
     )]
     PlanMismatch {
-        /// The plan's step id.
-        step: String,
-        /// What compiling gives.
-        expected: String,
-        /// What the plan has.
-        found: String,
+        /// The step without a counterpart.
+        detail: String,
     },
     /// The export broke one of pgroll's rules: a bug of the exporter, never output.
     #[error(
@@ -201,8 +197,10 @@ pub fn export(
 }
 
 /// [`export`] of `plan`, which must be the plan of `base` → `target` with `renames` and
-/// `stats`: its steps after those it starts with (Lockplane's helpers) must be exactly what
-/// they compile to, else [`PgrollError::PlanMismatch`]. The leading steps become `sql`.
+/// `stats` (the catalogs may come back from the ledger, without column positions): its steps
+/// after those it starts with (Lockplane's helpers) must be the statements they compile to,
+/// else [`PgrollError::PlanMismatch`]. The export follows the plan's order and uses its SQL;
+/// the leading steps become `sql`.
 pub fn export_plan(
     plan: &Plan,
     base: &Catalog,
@@ -226,25 +224,81 @@ pub fn export_plan(
     }
     let changes = diff(base, target, renames);
     let compiled = compile_with_origins(base, target, &changes, stats)?;
-    let mismatch = |step: &Step, expected: &str| PgrollError::PlanMismatch {
-        step: step.id.clone(),
-        expected: expected.to_owned(),
-        found: step.sql.clone(),
-    };
-    let Some(lead) = plan.steps.len().checked_sub(compiled.len()) else {
-        let extra = &compiled[plan.steps.len()].0;
+    // The plan starts with steps of its own (Lockplane's helpers); the rest must be the
+    // compiled steps. A catalog read back from the ledger has no column positions, so the
+    // compiler may order columns differently (in a CREATE TABLE, among a table's column
+    // changes): each plan step is matched with the compiled statement that equals it up to
+    // column order, and the plan's own order and text are kept.
+    let lead = plan.steps.len().saturating_sub(compiled.len());
+    let mut unmatched: BTreeMap<(String, bool), Vec<usize>> = BTreeMap::new();
+    for (j, (step, _)) in compiled.iter().enumerate().rev() {
+        unmatched
+            .entry((up_to_column_order(&step.sql), step.transactional))
+            .or_default()
+            .push(j);
+    }
+    let mut ordered = Vec::with_capacity(compiled.len());
+    for planned in &plan.steps[lead..] {
+        let key = (up_to_column_order(&planned.sql), planned.transactional);
+        let Some(j) = unmatched.get_mut(&key).and_then(Vec::pop) else {
+            return Err(PgrollError::PlanMismatch {
+                detail: format!(
+                    "its step {} `{}` is not one its catalogs compile to",
+                    planned.id, planned.sql
+                ),
+            });
+        };
+        ordered.push((planned.clone(), compiled[j].1));
+    }
+    if let Some(&j) = unmatched.values().flatten().next() {
         return Err(PgrollError::PlanMismatch {
-            step: "(none)".into(),
-            expected: extra.sql.clone(),
-            found: String::new(),
+            detail: format!(
+                "its catalogs also compile to `{}`, which the plan lacks",
+                compiled[j].0.sql
+            ),
         });
-    };
-    for (planned, (step, _)) in plan.steps[lead..].iter().zip(&compiled) {
-        if planned.sql != step.sql || planned.transactional != step.transactional {
-            return Err(mismatch(planned, &step.sql));
+    }
+    Exporter::new(base, target, &changes, &ordered, &options.schema).run(&plan.steps[..lead])
+}
+
+/// A statement with the column list of a `CREATE TABLE` sorted: what stays the same whatever
+/// order the table's columns come in (the compiler writes one column or constraint a line).
+fn up_to_column_order(sql: &str) -> String {
+    if sql.starts_with("CREATE TABLE ") || sql.starts_with("CREATE UNLOGGED TABLE ") {
+        if let Some((head, body)) = sql.split_once(" (\n") {
+            let body = body.strip_suffix("\n)").unwrap_or(body);
+            let mut lines: Vec<&str> = body.split(",\n").map(str::trim).collect();
+            lines.sort_unstable();
+            return format!("{head} ({})", lines.join(", "));
         }
     }
-    Exporter::new(base, target, &changes, &compiled, &options.schema).run(&plan.steps[..lead])
+    sql.to_owned()
+}
+
+/// The columns of a compiled `CREATE TABLE`, in its order (each column line starts with the
+/// quoted name; constraint lines start with `CONSTRAINT`).
+fn created_columns(sql: &str) -> Vec<String> {
+    let Some((_, body)) = sql.split_once(" (\n") else {
+        return Vec::new();
+    };
+    body.split(",\n")
+        .filter_map(|line| {
+            let rest = line.trim_start().strip_prefix('"')?;
+            let mut name = String::new();
+            let mut chars = rest.chars().peekable();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' if chars.peek() == Some(&'"') => {
+                        name.push('"');
+                        chars.next();
+                    }
+                    '"' => return Some(name),
+                    c => name.push(c),
+                }
+            }
+            None
+        })
+        .collect()
 }
 
 /// The columns a constraint uses, in the table's column order for a check or an exclusion
@@ -438,7 +492,7 @@ impl<'a> Exporter<'a> {
             let Change::CreateTable { name, table, .. } = &changes[i] else {
                 continue;
             };
-            let Some(mut op) = self.create_table(name, table) else {
+            let Some(mut op) = self.create_table(i, name, table) else {
                 continue;
             };
             for (j, change) in changes.iter().enumerate() {
@@ -829,11 +883,21 @@ impl<'a> Exporter<'a> {
         }
     }
 
-    /// `create_table` for a new table, or `None` when pgroll cannot say all of it.
-    fn create_table(&self, name: &str, table: &Table) -> Option<CreateTable> {
+    /// `create_table` for new table `name` (change `i`), or `None` when pgroll cannot say all
+    /// of it. Columns come in the order of the plan's `CREATE TABLE`.
+    fn create_table(&self, i: usize, name: &str, table: &Table) -> Option<CreateTable> {
         if table.unlogged {
             return None;
         }
+        let order: Vec<String> = self
+            .compiled
+            .iter()
+            .find(|(_, origin)| *origin == i)
+            .map(|(step, _)| created_columns(&step.sql))
+            .unwrap_or_default();
+        let mut columns = table.columns_in_order();
+        // Stable: columns the statement does not name keep their own order, after the others.
+        columns.sort_by_key(|(n, _)| order.iter().position(|o| o == *n).unwrap_or(usize::MAX));
         let inline = inline_in_create(table);
         let mut constraints = Vec::new();
         for (cname, c) in &table.constraints {
@@ -843,8 +907,7 @@ impl<'a> Exporter<'a> {
         }
         Some(CreateTable {
             name: name.to_owned(),
-            columns: table
-                .columns_in_order()
+            columns: columns
                 .into_iter()
                 .map(|(n, c)| self.column(name, n, c))
                 .collect(),
