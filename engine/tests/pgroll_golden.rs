@@ -435,3 +435,46 @@ async fn catalogs_without_column_positions_export_the_plan_the_same() {
         "the plan's order of added columns"
     );
 }
+
+/// A new table pgroll cannot create (unlogged; an exclusion constraint with INCLUDE) stays the
+/// plan's SQL, and so does everything on it — its index, its comments, foreign keys to it —
+/// since pgroll never learns of it; the tables pgroll can create are still operations.
+#[tokio::test]
+async fn a_table_pgroll_cannot_create_takes_what_is_on_it_along() {
+    let renames = Renames::none();
+    let (a, b, stats) = transition(
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE TABLE t (id int PRIMARY KEY);
+         CREATE UNLOGGED TABLE u (id int PRIMARY KEY, t_id int REFERENCES t);
+         CREATE INDEX u_t_id ON u (t_id);
+         COMMENT ON COLUMN u.t_id IS 'owner';
+         CREATE TABLE w (id int PRIMARY KEY, x int,
+           CONSTRAINT w_x_excl EXCLUDE USING btree (x WITH =) INCLUDE (id));
+         CREATE TABLE v (id int PRIMARY KEY, w_id int REFERENCES w);",
+    )
+    .await;
+    let planned = plan(&a, &b, &renames, &stats, "pgroll-golden").expect("plan");
+    let options = PgrollOptions::default();
+    let migrations = export_plan(&planned, &a, &b, &renames, &stats, &options).expect("export");
+    common::assert_pgroll_valid("unlogged", &migrations, &a, &options.schema);
+    let json = serde_json::to_string(&migrations).expect("JSON");
+    assert!(
+        json.contains(r#"CREATE UNLOGGED TABLE \"public\".\"u\""#),
+        "{json}"
+    );
+    assert!(json.contains(r#"CREATE INDEX \"u_t_id\""#), "{json}");
+    assert!(
+        json.contains(r#"COMMENT ON COLUMN \"public\".\"u\".\"t_id\""#),
+        "{json}"
+    );
+    assert!(json.contains(r#"CREATE TABLE \"public\".\"w\""#), "{json}");
+    assert!(json.contains(r#"REFERENCES \"public\".\"w\""#), "{json}");
+    assert_eq!(
+        kinds(&migrations)
+            .iter()
+            .filter(|k| **k == "create_table")
+            .count(),
+        1,
+        "v is still a create_table: {json}"
+    );
+}

@@ -55,6 +55,11 @@
 //!   `CAST(col AS old_type)` down. A column added NOT NULL without a default (nor identity,
 //!   generation or serial) has no honest `up`: that is [`PgrollError::NeedsUp`], naming the
 //!   column.
+//! - **What pgroll runs differently.** pgroll expands, then contracts: a migration's drops
+//!   take effect when it completes (the new version's views hide the object from the start),
+//!   and its `onComplete` SQL runs then too, after its operations complete, in order. `sql`
+//!   operations carry no `down`: rolling back a started migration leaves its raw SQL done
+//!   (Lockplane's reverse plan is the way back).
 //! - **Checked before it is returned.** Every migration is checked against pgroll's rules
 //!   ([`check_sequence`]: the code-level rules of its `Validate` and file reader, against the
 //!   schema the base catalog gives); a broken rule is [`PgrollError::Invalid`], never output.
@@ -390,6 +395,9 @@ struct Exporter<'a> {
     schema: &'a str,
     /// Tables the plan creates that become `create_table`, with their operation.
     created: BTreeMap<String, CreateTable>,
+    /// Tables of the schema the plan creates that pgroll cannot (raw SQL): everything about
+    /// them stays SQL too, since pgroll's view of the schema never learns of them.
+    sql_tables: BTreeSet<String>,
     /// Columns the plan adds to existing tables of the schema: `(table, column)`.
     added: BTreeSet<(String, String)>,
     /// Columns written `serial` (or `smallserial`, `bigserial`): `(table, column) → type`.
@@ -400,6 +408,12 @@ struct Exporter<'a> {
     folded: BTreeSet<usize>,
     /// Desired table name → live name, for tables renamed by the plan.
     live_names: BTreeMap<String, String>,
+    /// Tables of the schema the plan drops or renames (either name).
+    moved_tables: BTreeSet<String>,
+    /// Constraints of the schema the plan drops: `(table, name)`.
+    dropped_constraints: BTreeSet<(String, String)>,
+    /// For each change, the positions of its steps among `compiled`.
+    steps_of: Vec<Vec<usize>>,
 }
 
 impl<'a> Exporter<'a> {
@@ -417,12 +431,21 @@ impl<'a> Exporter<'a> {
             compiled,
             schema,
             created: BTreeMap::new(),
+            sql_tables: BTreeSet::new(),
             added: BTreeSet::new(),
             serial: BTreeMap::new(),
             serial_sequences: BTreeSet::new(),
             folded: BTreeSet::new(),
             live_names: BTreeMap::new(),
+            moved_tables: BTreeSet::new(),
+            dropped_constraints: BTreeSet::new(),
+            steps_of: vec![Vec::new(); changes.len()],
         };
+        for (j, (_, origin)) in compiled.iter().enumerate() {
+            if let Some(steps) = e.steps_of.get_mut(*origin) {
+                steps.push(j);
+            }
+        }
         e.prepare();
         e
     }
@@ -462,8 +485,31 @@ impl<'a> Exporter<'a> {
                 }
                 Change::RenameTable { schema, from, to } if schema == s => {
                     self.live_names.insert(to.clone(), from.clone());
+                    self.moved_tables.insert(from.clone());
+                    self.moved_tables.insert(to.clone());
+                }
+                Change::DropTable { schema, name, .. } if schema == s => {
+                    self.moved_tables.insert(name.clone());
+                }
+                Change::DropConstraint {
+                    schema,
+                    table,
+                    name,
+                    ..
+                } if schema == s => {
+                    self.dropped_constraints
+                        .insert((table.clone(), name.clone()));
                 }
                 _ => {}
+            }
+        }
+        // The constraints added to each table: `table → change indexes`.
+        let mut added_constraints: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (j, change) in changes.iter().enumerate() {
+            if let Change::AddConstraint { schema, table, .. } = change {
+                if schema == s {
+                    added_constraints.entry(table.as_str()).or_default().push(j);
+                }
             }
         }
         if let Some(target_schema) = self.target.schemas.get(s) {
@@ -493,21 +539,19 @@ impl<'a> Exporter<'a> {
                 continue;
             };
             let Some(mut op) = self.create_table(i, name, table) else {
+                self.sql_tables.insert(name.clone());
                 continue;
             };
-            for (j, change) in changes.iter().enumerate() {
+            for &j in added_constraints.get(name.as_str()).into_iter().flatten() {
                 if let Change::AddConstraint {
-                    schema,
-                    table: t,
                     name: cname,
                     constraint,
-                } = change
+                    ..
+                } = &changes[j]
                 {
-                    if schema == s && t == name {
-                        if let Some(fk) = self.inline_foreign_key(name, table, cname, constraint) {
-                            op.constraints.push(fk);
-                            self.folded.insert(j);
-                        }
+                    if let Some(fk) = self.inline_foreign_key(name, table, cname, constraint) {
+                        op.constraints.push(fk);
+                        self.folded.insert(j);
                     }
                 }
             }
@@ -517,7 +561,9 @@ impl<'a> Exporter<'a> {
 
     /// Position of change `i`'s first step among the compiled steps.
     fn first_step(&self, i: usize) -> Option<usize> {
-        self.compiled.iter().position(|(_, origin)| *origin == i)
+        self.steps_of
+            .get(i)
+            .and_then(|steps| steps.first().copied())
     }
 
     fn run(self, leading: &[Step]) -> Result<Vec<Migration>, PgrollError> {
@@ -537,10 +583,8 @@ impl<'a> Exporter<'a> {
             match self.map(i, change)? {
                 Mapping::Skip => {}
                 Mapping::Sql => {
-                    for (j, (step, origin)) in self.compiled.iter().enumerate() {
-                        if *origin == i {
-                            items.push((lead + j, Item::Sql(step.clone())));
-                        }
+                    for &j in &self.steps_of[i] {
+                        items.push((lead + j, Item::Sql(self.compiled[j].0.clone())));
                     }
                 }
                 Mapping::Op(op, touches) => items.push((position, Item::Op(op, touches))),
@@ -635,6 +679,9 @@ impl<'a> Exporter<'a> {
     fn map(&self, i: usize, change: &Change) -> Result<Mapping, PgrollError> {
         use Change as C;
         let s = self.schema;
+        if table_of(change).is_some_and(|(schema, t)| schema == s && self.sql_tables.contains(t)) {
+            return Ok(Mapping::Sql);
+        }
         let op = |op: Operation, touches: Vec<Touch>| Ok(Mapping::Op(Box::new(op), touches));
         let facet = |t: &str, c: &str, f: Facet| Ok(Mapping::Facet(t.to_owned(), c.to_owned(), f));
         match change {
@@ -890,10 +937,8 @@ impl<'a> Exporter<'a> {
             return None;
         }
         let order: Vec<String> = self
-            .compiled
-            .iter()
-            .find(|(_, origin)| *origin == i)
-            .map(|(step, _)| created_columns(&step.sql))
+            .first_step(i)
+            .map(|j| created_columns(&self.compiled[j].0.sql))
             .unwrap_or_default();
         let mut columns = table.columns_in_order();
         // Stable: columns the statement does not name keep their own order, after the others.
@@ -979,7 +1024,7 @@ impl<'a> Exporter<'a> {
         else {
             return None;
         };
-        if references.schema != self.schema {
+        if references.schema != self.schema || self.sql_tables.contains(&references.table) {
             return None;
         }
         Some((
@@ -1029,20 +1074,12 @@ impl<'a> Exporter<'a> {
                     && k.columns == references.columns
             })
         } else {
-            let touched = self.changes.iter().any(|ch| match ch {
-                Change::DropTable { schema, name, .. } => schema == self.schema && name == target,
-                Change::RenameTable { schema, from, to } => {
-                    schema == self.schema && (from == target || to == target)
-                }
-                _ => false,
-            });
             let kept = |kname: &str| {
-                !self.changes.iter().any(|ch| {
-                    matches!(ch, Change::DropConstraint { schema, table: t, name: n, .. }
-                        if schema == self.schema && t == target && n == kname)
-                })
+                !self
+                    .dropped_constraints
+                    .contains(&(target.to_owned(), kname.to_owned()))
             };
-            !touched
+            !self.moved_tables.contains(target)
                 && self
                     .base
                     .schemas
@@ -1265,6 +1302,35 @@ impl<'a> Exporter<'a> {
     }
 }
 
+/// The table a table-level change is about: `(schema, table)`.
+fn table_of(change: &Change) -> Option<(&str, &str)> {
+    use Change as C;
+    match change {
+        C::AddColumn { schema, table, .. }
+        | C::DropColumn { schema, table, .. }
+        | C::RenameColumn { schema, table, .. }
+        | C::AlterColumnType { schema, table, .. }
+        | C::SetDefault { schema, table, .. }
+        | C::DropDefault { schema, table, .. }
+        | C::SetNotNull { schema, table, .. }
+        | C::DropNotNull { schema, table, .. }
+        | C::AddConstraint { schema, table, .. }
+        | C::DropConstraint { schema, table, .. }
+        | C::RenameConstraint { schema, table, .. }
+        | C::CreateIndex { schema, table, .. }
+        | C::DropIndex { schema, table, .. }
+        | C::Comment {
+            object: CommentObject::Column { schema, table, .. },
+            ..
+        } => Some((schema, table)),
+        C::Comment {
+            object: CommentObject::Table { schema, name },
+            ..
+        } => Some((schema, name)),
+        _ => None,
+    }
+}
+
 /// `create_index` for an index on plain columns that pgroll can write exactly.
 fn create_index(table: &str, name: &str, index: &Index) -> Option<CreateIndex> {
     if !index.include.is_empty()
@@ -1415,40 +1481,42 @@ impl Builder {
 
     fn op(&mut self, op: Operation, touches: Vec<Touch>) -> Result<(), PgrollError> {
         let value = serde_json::to_value(&op)?;
-        if let Some(current) = &self.current {
-            let reused = touches.iter().any(|t| current.touched.contains(t));
-            let fits =
-                !current.sealed && !reused && current.during.clone().validate(&value).is_ok();
-            if !fits {
-                self.close();
+        // It joins the migration being gathered when that one takes operations still, the
+        // operation touches none of its columns, and pgroll would validate it there
+        // (`validate` changes nothing when it refuses).
+        let joined = match self.current.as_mut() {
+            Some(c) if !c.sealed && !touches.iter().any(|t| c.touched.contains(t)) => {
+                c.during.validate(&value).is_ok()
             }
-        }
-        if self.current.is_none() {
+            _ => false,
+        };
+        if !joined {
+            self.close();
             self.flush_pending();
+            let mut during = self.state.clone();
+            if let Err(rule) = during.validate(&value) {
+                return Err(PgrollError::Invalid {
+                    violations: vec![Violation {
+                        at: format!("migrations[{}].operations[0]", self.migrations.len()),
+                        rule,
+                    }],
+                });
+            }
             self.current = Some(Current {
                 ops: Vec::new(),
                 values: Vec::new(),
-                during: self.state.clone(),
+                during,
                 touched: BTreeSet::new(),
                 sealed: false,
                 open_sql: false,
             });
         }
-        let Some(current) = self.current.as_mut() else {
-            return Ok(());
-        };
-        if let Err(rule) = current.during.validate(&value) {
-            return Err(PgrollError::Invalid {
-                violations: vec![Violation {
-                    at: format!("operations[{}]", current.ops.len()),
-                    rule,
-                }],
-            });
+        if let Some(current) = self.current.as_mut() {
+            current.touched.extend(touches);
+            current.ops.push(op);
+            current.values.push(value);
+            current.open_sql = false;
         }
-        current.touched.extend(touches);
-        current.ops.push(op);
-        current.values.push(value);
-        current.open_sql = false;
         Ok(())
     }
 

@@ -663,7 +663,7 @@ impl VSchema {
     /// What pgroll's `Validate` checks of `op` against this schema, changing it the way
     /// `Validate` does (only `create_table`, `add_column`, `rename_*` and `drop_table` record
     /// anything before the migration completes). The schema-free rules of the operation are
-    /// checked too.
+    /// checked too. A refused operation changes nothing: every check comes before any change.
     pub(crate) fn validate(&mut self, op: &Value) -> Result<(), String> {
         let Some((kind, body)) = split(op) else {
             return Err("an operation is an object with exactly one key".into());
