@@ -255,6 +255,20 @@ pub(crate) fn compile_with_origins(
     changes: &[Change],
     stats: &TableStats,
 ) -> Result<Vec<(Step, usize)>, PlanError> {
+    Ok(compile_with_phases(live, desired, changes, stats)?
+        .into_iter()
+        .map(|(step, origin, _)| (step, origin))
+        .collect())
+}
+
+/// Like [`compile_with_origins`], with each step's `Phase` as a rank (steps come in rank
+/// order), for callers that regroup steps within a phase (the pgroll export).
+pub(crate) fn compile_with_phases(
+    live: &Catalog,
+    desired: &Catalog,
+    changes: &[Change],
+    stats: &TableStats,
+) -> Result<Vec<(Step, usize, u8)>, PlanError> {
     let refusals: Vec<Refusal> = changes
         .iter()
         .filter_map(|c| match c {
@@ -346,6 +360,7 @@ pub(crate) fn compile_with_origins(
                     reaches: None,
                 },
                 d.origin,
+                d.phase as u8,
             )
         })
         .collect())

@@ -23,7 +23,9 @@
 //!   multi-statement query, i.e. one implicit transaction; a step the plan runs alone stays
 //!   alone); `sql` after an operation joins that migration with `onComplete: true` (it runs
 //!   once the migration's operations have completed, in order) and the next operation starts
-//!   a new migration. A new migration also starts when an operation would reuse a name an
+//!   a new migration. Within one phase of the plan (all its table creations, all its index
+//!   builds, …) the raw SQL goes after the operations, which it never prepares, so a phase is
+//!   not cut into a migration per step. A new migration also starts when an operation would reuse a name an
 //!   earlier operation of the same migration drops (pgroll's `Validate` still sees the old
 //!   object until the migration completes) or would touch a column an earlier operation of the
 //!   same migration already touches (pgroll duplicates a column once per migration).
@@ -80,7 +82,7 @@ use crate::catalog::{
     self as cat, Catalog, ConstraintDef, ForeignKeyAction, ForeignKeyMatch, IdentityGeneration,
     Index, Table,
 };
-use crate::compile::{compile_with_origins, sequence_options};
+use crate::compile::{compile_with_phases, sequence_options};
 use crate::diff::{diff, inline_in_create, mentions_ident, Change, CommentObject, Renames};
 use crate::hash::{catalog_hash, CanonicalError, CatalogHash};
 use crate::ident::quote_ident;
@@ -196,7 +198,7 @@ pub fn export(
     options: &PgrollOptions,
 ) -> Result<Vec<Migration>, PgrollError> {
     let changes = diff(base, target, renames);
-    let compiled = compile_with_origins(base, target, &changes, stats)?;
+    let compiled = compile_with_phases(base, target, &changes, stats)?;
     let leading = drop_invalid_indexes(base);
     Exporter::new(base, target, &changes, &compiled, &options.schema).run(&leading)
 }
@@ -228,7 +230,7 @@ pub fn export_plan(
         }
     }
     let changes = diff(base, target, renames);
-    let compiled = compile_with_origins(base, target, &changes, stats)?;
+    let compiled = compile_with_phases(base, target, &changes, stats)?;
     // The plan starts with steps of its own (Lockplane's helpers); the rest must be the
     // compiled steps. A catalog read back from the ledger has no column positions, so the
     // compiler may order columns differently (in a CREATE TABLE, among a table's column
@@ -236,7 +238,7 @@ pub fn export_plan(
     // column order, and the plan's own order and text are kept.
     let lead = plan.steps.len().saturating_sub(compiled.len());
     let mut unmatched: BTreeMap<(String, bool), Vec<usize>> = BTreeMap::new();
-    for (j, (step, _)) in compiled.iter().enumerate().rev() {
+    for (j, (step, _, _)) in compiled.iter().enumerate().rev() {
         unmatched
             .entry((up_to_column_order(&step.sql), step.transactional))
             .or_default()
@@ -253,7 +255,7 @@ pub fn export_plan(
                 ),
             });
         };
-        ordered.push((planned.clone(), compiled[j].1));
+        ordered.push((planned.clone(), compiled[j].1, compiled[j].2));
     }
     if let Some(&j) = unmatched.values().flatten().next() {
         return Err(PgrollError::PlanMismatch {
@@ -391,7 +393,9 @@ struct Exporter<'a> {
     base: &'a Catalog,
     target: &'a Catalog,
     changes: &'a [Change],
-    compiled: &'a [(Step, usize)],
+    /// The plan's steps (after its leading ones) with the change each comes from and its
+    /// phase rank.
+    compiled: &'a [(Step, usize, u8)],
     schema: &'a str,
     /// Tables the plan creates that become `create_table`, with their operation.
     created: BTreeMap<String, CreateTable>,
@@ -421,7 +425,7 @@ impl<'a> Exporter<'a> {
         base: &'a Catalog,
         target: &'a Catalog,
         changes: &'a [Change],
-        compiled: &'a [(Step, usize)],
+        compiled: &'a [(Step, usize, u8)],
         schema: &'a str,
     ) -> Exporter<'a> {
         let mut e = Exporter {
@@ -441,7 +445,7 @@ impl<'a> Exporter<'a> {
             dropped_constraints: BTreeSet::new(),
             steps_of: vec![Vec::new(); changes.len()],
         };
-        for (j, (_, origin)) in compiled.iter().enumerate() {
+        for (j, (_, origin, _)) in compiled.iter().enumerate() {
             if let Some(steps) = e.steps_of.get_mut(*origin) {
                 steps.push(j);
             }
@@ -656,7 +660,19 @@ impl<'a> Exporter<'a> {
             });
             items.push((position, Item::Op(Box::new(op), touches)));
         }
-        items.sort_by_key(|(p, _)| *p);
+        // Plan order, except that within a phase raw SQL goes after the operations: steps of one
+        // phase do not prepare one another across change kinds (what a step needs comes from
+        // an earlier phase; renames of constraints, sequences and view columns follow their
+        // table's rename, an operation), and since raw SQL after an operation closes its
+        // migration, SQL in the middle of a phase would cut it into one migration per step.
+        let phase = |p: usize| match p.checked_sub(lead) {
+            None => 0u16,
+            Some(j) => self
+                .compiled
+                .get(j)
+                .map_or(u16::MAX, |c| u16::from(c.2) + 1),
+        };
+        items.sort_by_key(|(p, item)| (phase(*p), matches!(item, Item::Sql(_)), *p));
         let mut builder = Builder::new(VSchema::from_catalog(self.base, self.schema));
         for (_, item) in items {
             match item {
