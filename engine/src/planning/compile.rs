@@ -2489,7 +2489,8 @@ fn deferral(deferrable: bool, initially_deferred: bool, explicit: bool) -> Strin
     }
 }
 
-fn fk_action(a: ForeignKeyAction) -> &'static str {
+/// The SQL of a referential action (`NO ACTION`, `CASCADE`, …).
+pub(crate) fn fk_action(a: ForeignKeyAction) -> &'static str {
     match a {
         ForeignKeyAction::NoAction => "NO ACTION",
         ForeignKeyAction::Restrict => "RESTRICT",

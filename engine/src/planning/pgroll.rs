@@ -79,10 +79,9 @@ use serde_json::Value;
 
 // The catalog's `Column` and `Constraint` are spelt `cat::…`: the bare names are pgroll's.
 use crate::catalog::{
-    self as cat, Catalog, ConstraintDef, ForeignKeyAction, ForeignKeyMatch, IdentityGeneration,
-    Index, Table,
+    self as cat, Catalog, ConstraintDef, ForeignKeyMatch, IdentityGeneration, Index, Table,
 };
-use crate::compile::{compile_with_phases, sequence_options};
+use crate::compile::{compile_with_phases, fk_action, sequence_options};
 use crate::diff::{diff, inline_in_create, mentions_ident, Change, CommentObject, Renames};
 use crate::hash::{catalog_hash, CanonicalError, CatalogHash};
 use crate::ident::quote_ident;
@@ -1441,16 +1440,6 @@ fn with_collation(data_type: &str, collation: Option<&str>) -> String {
     match collation {
         Some(c) => format!("{data_type} COLLATE {c}"),
         None => data_type.to_owned(),
-    }
-}
-
-fn fk_action(a: ForeignKeyAction) -> &'static str {
-    match a {
-        ForeignKeyAction::NoAction => "NO ACTION",
-        ForeignKeyAction::Restrict => "RESTRICT",
-        ForeignKeyAction::Cascade => "CASCADE",
-        ForeignKeyAction::SetNull => "SET NULL",
-        ForeignKeyAction::SetDefault => "SET DEFAULT",
     }
 }
 
