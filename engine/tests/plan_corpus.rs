@@ -1,12 +1,14 @@
 //! Plans over real public schemas (read from `../shared/corpus` or `$LOCKPLANE_CORPUS`;
 //! skipped with a notice when absent): Chinook built from an empty database and taken down
 //! again, and a realistic change to Pagila (views over the changed table, triggers, functions,
-//! partitions and a materialized view that Lockplane does not manage).
+//! partitions and a materialized view that Lockplane does not manage). Each forward plan is
+//! also exported as pgroll migrations, which must be valid by pgroll's schema and code rules.
 
 mod common;
 
 use common::{database_with, read};
 use lockplane_engine::diff::Renames;
+use lockplane_engine::pgroll::{export_plan, Migration, Operation, PgrollOptions};
 use lockplane_engine::plan::{plan, read_stats, reverse, HazardKind, Plan};
 use lockplane_engine::{catalog_hash, testkit};
 use tokio_postgres::Client;
@@ -38,14 +40,18 @@ async fn apply(client: &Client, plan: &Plan) {
 }
 
 /// Plans A → B, applies it, checks B's hash; then the reverse, back to A's hash. Returns the
-/// forward plan.
-async fn round_trip(a: &str, b: &str) -> Plan {
+/// forward plan and its pgroll export (checked valid).
+async fn round_trip(a: &str, b: &str) -> (Plan, Vec<Migration>) {
     let (_, mut client_a) = database_with(a).await;
     let (_, mut client_b) = database_with(b).await;
     let cat_a = read(&mut client_a).await;
     let cat_b = read(&mut client_b).await;
     let stats = read_stats(&client_a).await.expect("stats");
     let forward = plan(&cat_a, &cat_b, &Renames::none(), &stats, "corpus").expect("plan");
+    let options = PgrollOptions::default();
+    let migrations = export_plan(&forward, &cat_a, &cat_b, &Renames::none(), &stats, &options)
+        .expect("pgroll export");
+    common::assert_pgroll_valid("corpus", &migrations, &cat_a, &options.schema);
     apply(&client_a, &forward).await;
     let after = read(&mut client_a).await;
     assert_eq!(
@@ -66,7 +72,11 @@ async fn round_trip(a: &str, b: &str) -> Plan {
         "reverse plan did not come back to A: {:#?}",
         back.steps
     );
-    forward
+    (forward, migrations)
+}
+
+fn operations(migrations: &[Migration]) -> impl Iterator<Item = &Operation> {
+    migrations.iter().flat_map(|m| m.operations.iter())
 }
 
 #[tokio::test]
@@ -74,7 +84,7 @@ async fn chinook_from_an_empty_database_and_back() {
     let Some(chinook) = testkit::corpus_sql("chinook-schema.sql") else {
         return;
     };
-    let forward = round_trip("", &chinook).await;
+    let (forward, migrations) = round_trip("", &chinook).await;
     // Eleven tables, their keys inline; foreign keys after every table exists.
     let creates = forward
         .steps
@@ -94,6 +104,31 @@ async fn chinook_from_an_empty_database_and_back() {
         .expect("tables");
     assert!(last_table < first_fk);
     assert!(!forward.requires_confirmation);
+    // As pgroll: the same eleven tables, each with its foreign keys written inside it when what
+    // they reference is created before it, the others added after; no raw SQL.
+    let tables = operations(&migrations)
+        .filter(|op| matches!(op, Operation::CreateTable(_)))
+        .count();
+    assert_eq!(tables, 11);
+    let fks = forward
+        .steps
+        .iter()
+        .filter(|s| s.sql.contains("FOREIGN KEY"))
+        .count();
+    let exported_fks = operations(&migrations)
+        .map(|op| match op {
+            Operation::CreateTable(t) => t
+                .constraints
+                .iter()
+                .filter(|c| c.kind == "foreign_key")
+                .count(),
+            Operation::AlterColumn(a) => usize::from(a.references.is_some()),
+            Operation::CreateConstraint(c) => usize::from(c.kind == "foreign_key"),
+            _ => 0,
+        })
+        .sum::<usize>();
+    assert_eq!(exported_fks, fks);
+    assert!(!operations(&migrations).any(|op| matches!(op, Operation::Sql(_))));
 }
 
 #[tokio::test]
@@ -111,7 +146,18 @@ async fn pagila_column_type_change_under_views_triggers_and_functions() {
          CREATE INDEX customer_loyalty_idx ON public.customer (loyalty);
          COMMENT ON TABLE public.film IS 'movies';"
     );
-    let forward = round_trip(&pagila, &changed).await;
+    let (forward, migrations) = round_trip(&pagila, &changed).await;
+    // As pgroll: the type change is an alter_column with its casts, between raw SQL that drops
+    // and re-creates the views over it.
+    let retyped = operations(&migrations)
+        .find_map(|op| match op {
+            Operation::AlterColumn(a) if a.table == "film" && a.column == "length" => Some(a),
+            _ => None,
+        })
+        .expect("alter_column film.length");
+    assert_eq!(retyped.data_type.as_deref(), Some("integer"));
+    assert_eq!(retyped.up, r#"CAST("length" AS integer)"#);
+    assert_eq!(retyped.down, r#"CAST("length" AS smallint)"#);
     let sql: Vec<&str> = forward.steps.iter().map(|s| s.sql.as_str()).collect();
     // The views over film are dropped before the type change and created again after it.
     let retype = sql

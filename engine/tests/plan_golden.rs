@@ -3,14 +3,19 @@
 //! reach B's hash, the reverse plan applied after it must come back to A's hash, and
 //! plan(B → B) must be empty.
 //!
+//! Every plan is also exported as pgroll migrations, which must be valid by pgroll's schema and
+//! the rules it enforces in code (`common::assert_pgroll_valid`).
+//!
 //! Set `LOCKPLANE_GOLDEN_PRINT=1` to print the planned SQL of every case instead of failing on
-//! a difference (to write the expectation of a new case; read it before pasting it).
+//! a difference (to write the expectation of a new case; read it before pasting it), and its
+//! pgroll export.
 
 mod common;
 
 use common::{database_with, read};
 use lockplane_engine::catalog::Catalog;
 use lockplane_engine::diff::Renames;
+use lockplane_engine::pgroll::{export_plan, PgrollError, PgrollOptions};
 use lockplane_engine::plan::{plan, read_stats, reverse, HazardKind, Plan, PlanError};
 use lockplane_engine::{catalog_hash, testkit};
 use tokio_postgres::Client;
@@ -83,6 +88,7 @@ async fn run(case: Case<'_>) -> Plan {
     assert_eq!(forward.base_hash, hash_a);
     assert_eq!(forward.target_hash, hash_b);
     assert_eq!(forward.computed_id().expect("id"), forward.plan_id);
+    pgroll_export(&case, &forward, &cat_a, &cat_b, &stats);
 
     apply(&client_a, &forward).await;
     let after = read(&mut client_a).await;
@@ -134,6 +140,65 @@ async fn run(case: Case<'_>) -> Plan {
     drop(client_b);
     let _ = testkit::shared_cluster();
     forward
+}
+
+/// The same plan as pgroll migrations must be what pgroll accepts (its JSON Schema and the
+/// rules it enforces in code, against A's schema). The one refusal allowed is a column added
+/// NOT NULL without default, which pgroll cannot fill without an `up` expression: then B must
+/// really add such a column.
+fn pgroll_export(
+    case: &Case<'_>,
+    forward: &Plan,
+    cat_a: &Catalog,
+    cat_b: &Catalog,
+    stats: &lockplane_engine::plan::TableStats,
+) {
+    let options = PgrollOptions::default();
+    match export_plan(forward, cat_a, cat_b, &case.renames, stats, &options) {
+        Ok(migrations) => {
+            if std::env::var_os("LOCKPLANE_GOLDEN_PRINT").is_some() {
+                eprintln!(
+                    "--- {} as pgroll:\n{}",
+                    case.name,
+                    serde_json::to_string_pretty(&migrations).unwrap_or_default()
+                );
+            }
+            assert!(
+                forward.steps.is_empty() || !migrations.is_empty(),
+                "{}: a plan with steps exported to no migration",
+                case.name
+            );
+            common::assert_pgroll_valid(case.name, &migrations, cat_a, &options.schema);
+        }
+        Err(PgrollError::NeedsUp { column }) => {
+            let parts: Vec<&str> = column.splitn(3, '.').collect();
+            let [schema, table, name] = parts.as_slice() else {
+                panic!("{}: NeedsUp names {column:?}", case.name);
+            };
+            let added = cat_b
+                .schemas
+                .get(*schema)
+                .and_then(|s| s.tables.get(*table))
+                .and_then(|t| t.columns.get(*name))
+                .expect("the refused column is in B");
+            let before = cat_a
+                .schemas
+                .get(*schema)
+                .and_then(|s| s.tables.get(*table))
+                .is_some_and(|t| t.columns.contains_key(*name));
+            assert!(
+                !before
+                    && added.not_null
+                    && added.default.is_none()
+                    && added.identity.is_none()
+                    && added.generated.is_none(),
+                "{}: pgroll export refused {column}, which is no NOT NULL column added without \
+                 default",
+                case.name
+            );
+        }
+        Err(e) => panic!("{}: pgroll export failed: {e}", case.name),
+    }
 }
 
 macro_rules! golden {

@@ -59,6 +59,30 @@ pub fn corpus_sql(file: &str) -> Option<String> {
     }
 }
 
+/// Environment variable naming the folder of pgroll's format (its `schema.json`, test cases
+/// and examples).
+pub const PGROLL_ENV: &str = "LOCKPLANE_PGROLL_DIR";
+
+/// The folder holding pgroll's `schema.json`, `testdata/` and `examples/`: `$LOCKPLANE_PGROLL_DIR`
+/// or the `shared/pgroll` folder beside the repository. `None`, with a one-line notice on
+/// stderr, when neither has its `schema.json` (a user's clone has no `shared/`).
+pub fn pgroll_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os(PGROLL_ENV)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pgroll")
+        });
+    if dir.join("schema.json").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "pgroll format {} not found (set {PGROLL_ENV}); skipping",
+            dir.display()
+        );
+        None
+    }
+}
+
 /// The README's DSL example (the YAML block starting with the `users` table), read from the
 /// repository's README.md: tests run it through every surface, so the README cannot drift
 /// from what works.

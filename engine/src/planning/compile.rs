@@ -255,6 +255,20 @@ pub(crate) fn compile_with_origins(
     changes: &[Change],
     stats: &TableStats,
 ) -> Result<Vec<(Step, usize)>, PlanError> {
+    Ok(compile_with_phases(live, desired, changes, stats)?
+        .into_iter()
+        .map(|(step, origin, _)| (step, origin))
+        .collect())
+}
+
+/// Like [`compile_with_origins`], with each step's `Phase` as a rank (steps come in rank
+/// order), for callers that regroup steps within a phase (the pgroll export).
+pub(crate) fn compile_with_phases(
+    live: &Catalog,
+    desired: &Catalog,
+    changes: &[Change],
+    stats: &TableStats,
+) -> Result<Vec<(Step, usize, u8)>, PlanError> {
     let refusals: Vec<Refusal> = changes
         .iter()
         .filter_map(|c| match c {
@@ -346,6 +360,7 @@ pub(crate) fn compile_with_origins(
                     reaches: None,
                 },
                 d.origin,
+                d.phase as u8,
             )
         })
         .collect())
@@ -2474,7 +2489,8 @@ fn deferral(deferrable: bool, initially_deferred: bool, explicit: bool) -> Strin
     }
 }
 
-fn fk_action(a: ForeignKeyAction) -> &'static str {
+/// The SQL of a referential action (`NO ACTION`, `CASCADE`, …).
+pub(crate) fn fk_action(a: ForeignKeyAction) -> &'static str {
     match a {
         ForeignKeyAction::NoAction => "NO ACTION",
         ForeignKeyAction::Restrict => "RESTRICT",
@@ -2614,7 +2630,7 @@ fn sequence_defaults(data_type: &str, increment: i64) -> (i64, i64, i64) {
 
 /// The options of a new sequence that differ from Postgres' defaults (`AS type` included when
 /// `with_type`, i.e. for a standalone sequence; an identity's type is its column's).
-fn sequence_options(o: &SequenceOptions, with_type: bool) -> Vec<String> {
+pub(crate) fn sequence_options(o: &SequenceOptions, with_type: bool) -> Vec<String> {
     let mut out = Vec::new();
     if with_type && o.data_type != "bigint" {
         out.push(format!("AS {}", o.data_type));

@@ -11,12 +11,14 @@
 //! - [`plan`]: the hashed `Plan` value, its reverse, table statistics;
 //! - [`merge`]: three-way catalog merges (proposals, rebases, documents with a base);
 //! - [`review`]: a plan's SQL read back with Postgres' parser;
+//! - [`pgroll`]: a plan as pgroll migrations (pure), and pgroll's code-level rules;
 //! - [`shadow`]: reproducing live, materialising documents, proving plans and their reverse;
 //! - [`proposal`]: the one path from a document to a proven plan.
 
 pub mod compile;
 pub mod diff;
 pub mod merge;
+pub mod pgroll;
 pub mod plan;
 pub mod proposal;
 pub mod review;

@@ -321,7 +321,7 @@ pub fn plan(
 /// anything else: a failed concurrent build left them, a new build of the same name would
 /// fail on them, and they slow every write for nothing. Run alone, concurrently, so no write
 /// waits; `IF EXISTS` because they are not part of the catalog a shadow reproduces.
-fn drop_invalid_indexes(live: &Catalog) -> Vec<Step> {
+pub(crate) fn drop_invalid_indexes(live: &Catalog) -> Vec<Step> {
     live.invalid_indexes
         .iter()
         .map(|(schema, name)| Step {

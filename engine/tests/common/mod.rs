@@ -64,3 +64,74 @@ pub fn table<'a>(catalog: &'a Catalog, name: &str) -> &'a Table {
 pub fn server_major() -> u32 {
     testkit::shared_cluster().expect("cluster").major_version()
 }
+
+/// pgroll's `schema.json` from `dir`, compiled by the `jsonschema` crate.
+pub fn pgroll_validator(dir: &std::path::Path) -> jsonschema::Validator {
+    let path = dir.join("schema.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let schema: serde_json::Value = serde_json::from_str(&text).expect("schema.json is JSON");
+    assert!(
+        jsonschema::meta::is_valid(&schema),
+        "pgroll's schema.json is not a valid JSON Schema"
+    );
+    jsonschema::validator_for(&schema).expect("pgroll's schema compiles")
+}
+
+/// Every way `instance` breaks the schema, located.
+pub fn schema_problems(
+    validator: &jsonschema::Validator,
+    instance: &serde_json::Value,
+) -> Vec<String> {
+    validator
+        .iter_errors(instance)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+/// Asserts that `migrations` (an export, in order) are what pgroll accepts from a database
+/// whose schema `schema` is `base`'s: each migration valid by pgroll's JSON Schema, every rule
+/// pgroll enforces in code (`check_sequence`) holding, and every column written with an
+/// explicit `nullable`. `None` when pgroll's format is not available (already said).
+pub fn assert_pgroll_valid(
+    what: &str,
+    migrations: &[lockplane_engine::pgroll::Migration],
+    base: &Catalog,
+    schema: &str,
+) -> Option<()> {
+    let dir = testkit::pgroll_dir()?;
+    let validator = pgroll_validator(&dir);
+    let values: Vec<serde_json::Value> = migrations
+        .iter()
+        .map(|m| serde_json::to_value(m).expect("migration JSON"))
+        .collect();
+    for (i, m) in values.iter().enumerate() {
+        let problems = schema_problems(&validator, m);
+        assert!(
+            problems.is_empty(),
+            "{what}: migration {i} breaks pgroll's schema: {problems:?}\n{}",
+            serde_json::to_string_pretty(m).unwrap_or_default()
+        );
+        for op in m["operations"].as_array().into_iter().flatten() {
+            let columns = op
+                .pointer("/create_table/columns")
+                .and_then(|c| c.as_array())
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(op.pointer("/add_column/column").cloned());
+            for column in columns {
+                assert!(
+                    column.get("nullable").is_some_and(|n| n.is_boolean()),
+                    "{what}: a column without an explicit nullable: {column}"
+                );
+            }
+        }
+    }
+    let violations = lockplane_engine::pgroll::check_sequence(&values, base, schema);
+    assert!(
+        violations.is_empty(),
+        "{what}: pgroll's code-level rules: {violations:?}\n{}",
+        serde_json::to_string_pretty(&values).unwrap_or_default()
+    );
+    Some(())
+}

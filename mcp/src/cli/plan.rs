@@ -25,12 +25,21 @@ pub(crate) struct PlanArgs {
     /// Database to plan against (else DATABASE_URL, else the PG* variables).
     #[arg(long)]
     database_url: Option<String>,
-    /// Write the plan (JSON) here, for `lockplane apply`.
+    /// Write the plan (JSON) here, for `lockplane apply` (whatever --format prints).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Print the plan as JSON instead of the readable form.
-    #[arg(long)]
+    /// Print the plan as JSON instead of the readable form (same as --format json).
+    #[arg(long, conflicts_with = "format")]
     json: bool,
+    /// What to print: the readable plan, the plan as JSON, or the plan as pgroll migrations
+    /// (a JSON array of migrations in the order to run them, each the content of one pgroll
+    /// migration file).
+    #[arg(long, value_enum)]
+    format: Option<PlanFormat>,
+    /// With --format pgroll: the schema pgroll manages (`pgroll --schema`); changes elsewhere
+    /// become raw SQL operations.
+    #[arg(long, default_value = "public", value_name = "SCHEMA")]
+    pgroll_schema: String,
     /// Shadow server for the dry run (a role that may create databases); default: a throwaway
     /// cluster started from the local Postgres binaries.
     #[arg(long)]
@@ -47,6 +56,18 @@ pub(crate) struct PlanArgs {
     /// The database's id in the ledger; default `host:port/dbname`.
     #[arg(long, env = "LOCKPLANE_DB_ID", value_name = "ID")]
     db_id: Option<String>,
+}
+
+/// What `lockplane plan` prints on standard output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PlanFormat {
+    /// The readable plan: steps, locks, hazards.
+    #[default]
+    Text,
+    /// The plan as JSON (what --out writes).
+    Json,
+    /// The plan as pgroll migrations (JSON).
+    Pgroll,
 }
 
 /// Flags of `lockplane apply`.
@@ -295,10 +316,79 @@ pub(crate) async fn run_plan(
             source,
         })?;
     }
-    if args.json {
-        return print(&serde_json::to_string_pretty(&plan).map_err(failed)?);
+    let format = if args.json {
+        PlanFormat::Json
+    } else {
+        args.format.unwrap_or_default()
+    };
+    match format {
+        PlanFormat::Text => print(&readable(&plan, &shadow_line, args.out.as_deref())),
+        PlanFormat::Json => print(&serde_json::to_string_pretty(&plan).map_err(failed)?),
+        PlanFormat::Pgroll => {
+            let migrations = pgroll_migrations(
+                &runtime,
+                &db,
+                at,
+                &plan,
+                args.database_url.as_deref(),
+                &args.pgroll_schema,
+            )
+            .await?;
+            print(&serde_json::to_string_pretty(&migrations).map_err(failed)?)
+        }
     }
-    print(&readable(&plan, &shadow_line, args.out.as_deref()))
+}
+
+/// The proposal as pgroll migrations: exported from what the ledger recorded with the plan
+/// (its base and target catalogs, its renames) and live's table statistics, which decide the
+/// SQL the plan's raw steps carry (`export_plan` checks the export is that very plan).
+// TODO(actors): one call on the runtime once it can hand out a plan's recorded catalogs; the
+// CLI reads them from the ledger meanwhile.
+async fn pgroll_migrations(
+    runtime: &Lockplane,
+    db: &DatabaseId,
+    at: &ledger::LedgerAt,
+    plan: &Plan,
+    url: Option<&str>,
+    schema: &str,
+) -> Result<Vec<lockplane_engine::pgroll::Migration>, CliError> {
+    use lockplane_engine::pgroll::{export_plan, PgrollOptions};
+    let view = runtime
+        .list_plans(db)
+        .await?
+        .into_iter()
+        .find(|v| v.plan.plan_id == plan.plan_id)
+        .ok_or_else(|| CliError::Runtime(format!("plan {} is not in the ledger", plan.plan_id)))?;
+    let (Some(base), Some(target)) = (&view.plan.base_manifest, &view.plan.target_manifest) else {
+        return Err(CliError::Runtime(format!(
+            "the ledger holds plan {} without its catalogs",
+            plan.plan_id
+        )));
+    };
+    let store = ledger::open(at)?;
+    let catalog = |blob: &events::BlobRef| -> Result<lockplane_engine::Catalog, CliError> {
+        let missing = || {
+            CliError::Runtime(format!(
+                "the ledger at {} lacks the catalog {blob} recorded with plan {}",
+                at.location, plan.plan_id
+            ))
+        };
+        let address = blob.as_str().parse().map_err(|_| missing())?;
+        let bytes = store.get_blob(&address)?.ok_or_else(missing)?;
+        let manifest: lockplane_engine::Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| CliError::Runtime(format!("catalog {blob} does not decode: {e}")))?;
+        Ok(manifest.catalog)
+    };
+    let (base, target) = (catalog(base)?, catalog(target)?);
+    let client = connect::connect(&super::resolve_target(url)?).await?;
+    let stats = lockplane_engine::plan::read_stats(&client)
+        .await
+        .map_err(|e| CliError::Database(format!("cannot read table statistics: {e}")))?;
+    let options = PgrollOptions {
+        schema: schema.to_owned(),
+    };
+    export_plan(plan, &base, &target, &view.plan.renames, &stats, &options)
+        .map_err(|e| CliError::Refused(e.to_string()))
 }
 
 fn readable(plan: &Plan, shadow_line: &str, out: Option<&Path>) -> String {

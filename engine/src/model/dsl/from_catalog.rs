@@ -107,7 +107,7 @@ fn constraint_name_counts(schema: &Schema) -> BTreeMap<&str, usize> {
 
 /// The serial sequence behind `schema.table.column`, when the column is exactly what
 /// `serial` would make: then it is written as `serial` and the sequence is left out.
-fn serial_of(
+pub(crate) fn serial_of(
     schema_name: &str,
     schema: &Schema,
     table: &str,

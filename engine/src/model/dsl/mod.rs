@@ -157,6 +157,7 @@ use std::sync::Arc;
 pub use document::*;
 pub use error::{DslError, DslErrors};
 pub use from_catalog::from_catalog;
+pub(crate) use from_catalog::serial_of;
 pub use schema::json_schema;
 pub use scope::{renames, scope_to_live, PUBLIC_SCHEMA_COMMENT};
 pub use tree::Format;
