@@ -163,7 +163,36 @@ fn rewrite_hazard_is_graded() {
         .find(|h| h.kind == HazardKind::TableRewrite)
         .unwrap();
     assert!(rewrite.detail.contains("~5,000 rows"), "{}", rewrite.detail);
+    assert!(
+        rewrite.detail.contains("estimated about a second"),
+        "{}",
+        rewrite.detail
+    );
     assert!(p.steps[0].lock == LockLevel::AccessExclusive);
+    // The estimate grows with the table's size: 3 GB at 50 MB/s.
+    let p = plan(
+        &a,
+        &b,
+        &Renames::none(),
+        &stats(40_000_000, 3 << 30),
+        "test",
+    )
+    .unwrap();
+    let rewrite = p
+        .hazards
+        .iter()
+        .find(|h| h.kind == HazardKind::TableRewrite)
+        .unwrap();
+    assert!(
+        rewrite.detail.contains("estimated about 62 s"),
+        "{}",
+        rewrite.detail
+    );
+    assert!(
+        rewrite.detail.contains("statement_timeout"),
+        "{}",
+        rewrite.detail
+    );
     // Unknown size (no statistics for the table) is treated as large, not as empty.
     let p = plan(&a, &b, &Renames::none(), &TableStats::default(), "test").unwrap();
     assert!(kinds(&p).contains(&HazardKind::AccessExclusiveLock));

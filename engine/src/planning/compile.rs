@@ -181,6 +181,37 @@ impl Population {
     }
 }
 
+/// The rewrite rate a plan's estimates assume: a heap rewritten and its indexes rebuilt on
+/// ordinary hardware (a conservative figure: the estimate is there to size
+/// `statement_timeout`, and to warn).
+const REWRITE_BYTES_PER_SECOND: i64 = 50 << 20;
+
+impl Population {
+    /// How long rewriting the table may hold its lock, from its size: `"; estimated …"`.
+    fn rewrite_estimate(self) -> String {
+        match self {
+            Population::Known(s) if !s.is_empty() && s.bytes > 0 => {
+                let seconds = (s.bytes + REWRITE_BYTES_PER_SECOND - 1) / REWRITE_BYTES_PER_SECOND;
+                format!(
+                    "; estimated {} under ACCESS EXCLUSIVE at 50 MB/s, within the apply's \
+                     statement_timeout (60 s unless set: --statement-timeout)",
+                    if seconds <= 1 {
+                        "about a second".to_owned()
+                    } else {
+                        format!("about {} s", thousands(seconds))
+                    }
+                )
+            }
+            Population::Unknown => {
+                "; its duration cannot be estimated without statistics (ANALYZE the table); \
+                 the apply's statement_timeout bounds it"
+                    .into()
+            }
+            _ => String::new(),
+        }
+    }
+}
+
 fn thousands(n: i64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
@@ -859,9 +890,10 @@ impl Compiler<'_> {
                     kind: HazardKind::TableRewrite,
                     object: path(&[schema, table]),
                     detail: format!(
-                        "SET {} rewrites the whole table and its indexes ({})",
+                        "SET {} rewrites the whole table and its indexes ({}{})",
                         if *unlogged { "UNLOGGED" } else { "LOGGED" },
-                        pop.describe()
+                        pop.describe(),
+                        pop.rewrite_estimate()
                     ),
                 }];
                 hazards.extend(self.lock_hazard(schema, table, "until the rewrite finishes"));
@@ -1580,8 +1612,9 @@ impl Compiler<'_> {
                 kind: HazardKind::TableRewrite,
                 object: object.clone(),
                 detail: format!(
-                    "adding the column rewrites the table: it {why} ({})",
-                    pop.describe()
+                    "adding the column rewrites the table: it {why} ({}{})",
+                    pop.describe(),
+                    pop.rewrite_estimate()
                 ),
             });
             hazards.extend(self.lock_hazard(schema, table, "until the rewrite finishes"));
@@ -1706,8 +1739,9 @@ impl Compiler<'_> {
                 object: object.clone(),
                 detail: format!(
                     "{from} → {to} is not binary-coercible: Postgres rewrites the table and \
-                     rebuilds its indexes ({})",
-                    pop.describe()
+                     rebuilds its indexes ({}{})",
+                    pop.describe(),
+                    pop.rewrite_estimate()
                 ),
             });
             hazards.extend(self.lock_hazard(schema, table, "until the rewrite finishes"));
