@@ -150,6 +150,8 @@ async fn main() {
             .arg(cluster.url("live"))
             .arg("--shadow-url")
             .arg(cluster.url("postgres"))
+            // The bench's cluster is Lockplane's alone: reproductions may be kept there.
+            .arg("--keep-shadow")
             .args(extra);
         c
     };
