@@ -714,6 +714,16 @@ impl<'a> Shadow<'a> {
         );
         let _ = snap.batch_execute("COMMIT").await;
         drop(snap);
+        // From here the spare clone is the shadow's: `destroy` drops it unless it is used.
+        let spare_of = match spare {
+            Some((template, clone)) => {
+                if let Ok(mut slot) = self.spare.lock() {
+                    *slot = Some(clone);
+                }
+                Some(template)
+            }
+            None => None,
+        };
         let (at_dump, dump) = (at_dump?, dump?);
         let live_hash = catalog_hash(&at_dump)?;
 
@@ -736,19 +746,15 @@ impl<'a> Shadow<'a> {
             .map_err(setup("looking for a kept reproduction"))?
             .is_some();
         let keep = self.keep;
-        let spare = match spare {
-            Some((template, clone)) if keep && exists && template == kept_name => Some(clone),
-            Some((_, clone)) => {
+        let spare_fits = keep && exists && spare_of.as_deref() == Some(kept_name.as_str());
+        if !spare_fits {
+            let unused = self.spare.lock().ok().and_then(|mut slot| slot.take());
+            if let Some(clone) = unused {
                 self.server.drop_database(&clone).await;
-                None
             }
-            None => None,
-        };
+        }
         if keep && exists {
-            tracing::debug!(template = %kept_name, spare = spare.is_some(), "reusing a kept reproduction of live");
-            if let Ok(mut slot) = self.spare.lock() {
-                *slot = spare;
-            }
+            tracing::debug!(template = %kept_name, spare = spare_fits, "reusing a kept reproduction of live");
             // The next run against this live database clones it while dumping.
             let _ = admin
                 .batch_execute(&format!(
