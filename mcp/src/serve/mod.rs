@@ -92,6 +92,20 @@ pub(crate) struct ServeArgs {
         value_name = "SECONDS"
     )]
     lock_wait: u64,
+    /// `lock_timeout` of every statement an apply runs, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    lock_timeout_ms: u64,
+    /// How many more times an apply tries a phase that could not get its lock.
+    #[arg(long, default_value_t = 10)]
+    lock_retries: u32,
+    /// `statement_timeout` of each statement of an apply's transaction and of `apply_sql`,
+    /// in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    statement_timeout: u64,
+    /// Keep live's reproduction on the --shadow-url server for the next plan (a server that
+    /// is Lockplane's alone); the throwaway shadow cluster always does.
+    #[arg(long, env = "LOCKPLANE_KEEP_SHADOW")]
+    keep_shadow: bool,
     /// The most bytes one tool answer may take; a larger one is cut and answered with a
     /// `result_too_large` error (common clients refuse messages over 10 MiB).
     #[arg(long, value_name = "BYTES", default_value_t = answer::DEFAULT_MAX_RESULT_BYTES,
@@ -162,6 +176,10 @@ pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(
     config.allowed_roles = args.allowed_roles.clone();
     config.dry_run = !args.no_dry_run;
     config.lock_wait = Duration::from_secs(args.lock_wait);
+    config.lock_timeout = Duration::from_millis(args.lock_timeout_ms);
+    config.lock_retries = args.lock_retries;
+    config.statement_timeout = Duration::from_secs(args.statement_timeout);
+    config.keep_reproductions = args.keep_shadow;
     if let Some(shadow) = &args.shadow_url {
         config.shadow = ShadowConfig::Url(shadow.clone());
     }
