@@ -687,3 +687,70 @@ async fn each_failure_class_has_its_code_and_exit_status() {
     );
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
 }
+
+/// `lockplane apply` behind a session idle in a transaction on the table: each wait is printed
+/// with who blocks it, and once the tries are spent the failure names the blocker and says the
+/// database is as it was (exit status 8); with the blocker gone the same plan applies.
+#[tokio::test]
+async fn a_blocked_apply_names_the_blocker_and_changes_nothing() {
+    let url = database("CREATE TABLE users (id bigint PRIMARY KEY, email text)").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let doc = dir.path().join("schema.yaml");
+    std::fs::write(
+        &doc,
+        "version: 1\nschemas:\n  public:\n    comment: standard public schema\n    tables:\n      users:\n        columns:\n          - { name: id, type: bigint, pk: true }\n          - { name: email, type: text }\n          - { name: nick, type: text }\n",
+    )
+    .expect("write");
+    let plan_file = dir.path().join("plan.json");
+    let (doc_s, plan_s) = (
+        doc.to_str().expect("path"),
+        plan_file.to_str().expect("path"),
+    );
+    let planned = lockplane(&ledger, &url, &["plan", "-f", doc_s, "--out", plan_s]);
+    assert!(planned.status.success(), "{}", text(&planned.stderr));
+
+    let mut config: tokio_postgres::Config = url.parse().expect("url");
+    config.application_name("nightly-report");
+    let (blocker, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    blocker
+        .batch_execute("BEGIN; SELECT count(*) FROM users")
+        .await
+        .expect("block");
+    let refused = lockplane(
+        &ledger,
+        &url,
+        &[
+            "apply",
+            plan_s,
+            "--lock-timeout-ms",
+            "200",
+            "--lock-retries",
+            "2",
+        ],
+    );
+    let err = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(8), "{err}");
+    assert!(err.contains("could not get its lock (try 1 of 3)"), "{err}");
+    assert!(err.contains("could not get its lock in 3 tries"), "{err}");
+    assert!(err.contains("application_name 'nightly-report'"), "{err}");
+    assert!(err.contains("idle in transaction"), "{err}");
+    assert!(err.contains("the database is as it was"), "{err}");
+    let columns: i64 = blocker
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users'",
+            &[],
+        )
+        .await
+        .expect("columns")
+        .get(0);
+    assert_eq!(columns, 2, "the refused apply changed the table");
+
+    blocker.batch_execute("ROLLBACK").await.expect("release");
+    let applied = lockplane(&ledger, &url, &["apply", plan_s]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+}
