@@ -24,8 +24,44 @@ fn fail(text: &str, message: impl Into<String>) -> NormalizeError {
 
 const SELECT_PREFIX: &str = "SELECT ";
 
+/// Memoises `compute(key)` in `cache` (one per thread). A document or a catalog repeats the
+/// same expressions and types across thousands of tables, and each costs pg_query parses
+/// (and a deparse): at 2,000 tables most of reading a document. Only for pure functions of
+/// the string. Emptied when full, so memory stays bounded.
+pub(crate) fn memoized<V: Clone + 'static>(
+    cache: &'static std::thread::LocalKey<std::cell::RefCell<std::collections::HashMap<String, V>>>,
+    key: &str,
+    compute: impl FnOnce(&str) -> V,
+) -> V {
+    const LIMIT: usize = 16_384;
+    if let Some(hit) = cache.with(|c| c.borrow().get(key).cloned()) {
+        return hit;
+    }
+    let value = compute(key);
+    cache.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= LIMIT {
+            c.clear();
+        }
+        c.insert(key.to_owned(), value.clone());
+    });
+    value
+}
+
+/// A per-thread cache of one pure function of a string (see [`memoized`]).
+pub(crate) type Memo<V> = std::cell::RefCell<std::collections::HashMap<String, V>>;
+
+thread_local! {
+    static EXPRESSIONS: Memo<Result<String, NormalizeError>> = Default::default();
+    static CONSTRAINTS: Memo<Result<String, NormalizeError>> = Default::default();
+}
+
 /// Normalises a scalar expression (a default, a CHECK, an index predicate, a policy qual).
 pub fn expression(text: &str) -> Result<String, NormalizeError> {
+    memoized(&EXPRESSIONS, text, expression_uncached)
+}
+
+fn expression_uncached(text: &str) -> Result<String, NormalizeError> {
     let wrapped = format!("{SELECT_PREFIX}{text}");
     let parsed = parse_one(&wrapped, text)?;
     if !is_single_expression(&parsed) {
@@ -171,6 +207,10 @@ fn unqualify(node: &mut pg_query::protobuf::Node, q: &str) {
 /// Normalises a table constraint clause (as `pg_get_constraintdef` prints it), by parsing it
 /// inside an `ALTER TABLE … ADD` statement.
 pub fn constraint_clause(text: &str) -> Result<String, NormalizeError> {
+    memoized(&CONSTRAINTS, text, constraint_clause_uncached)
+}
+
+fn constraint_clause_uncached(text: &str) -> Result<String, NormalizeError> {
     const PREFIX: &str = "ALTER TABLE t ADD ";
     let deparsed = reparse(&format!("{PREFIX}{text}"), text)?;
     match deparsed.strip_prefix(PREFIX) {

@@ -56,6 +56,13 @@ fn strings(list: Option<&serde_json::Value>) -> Vec<&str> {
 /// column or a string that happens to read `tenant_id` is left alone) and qualified at the
 /// positions the parser reports for them.
 pub fn expression_with_helpers(text: &str) -> Result<String, String> {
+    thread_local! {
+        static WITH_HELPERS: crate::normalize::Memo<Result<String, String>> = Default::default();
+    }
+    crate::normalize::memoized(&WITH_HELPERS, text, expression_with_helpers_uncached)
+}
+
+fn expression_with_helpers_uncached(text: &str) -> Result<String, String> {
     // Validate first, so that errors are about the text as written.
     normalize::expression(text).map_err(|e| clean(&e.message))?;
     let (sql, json) = tree(text)?;

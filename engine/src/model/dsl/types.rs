@@ -373,7 +373,15 @@ fn typmods(nodes: &[Node]) -> Result<Vec<i64>, String> {
         .collect()
 }
 
+thread_local! {
+    static TYPES: crate::normalize::Memo<Result<TypeName, String>> = Default::default();
+}
+
 fn parse(text: &str) -> Result<TypeName, String> {
+    crate::normalize::memoized(&TYPES, text, parse_uncached)
+}
+
+fn parse_uncached(text: &str) -> Result<TypeName, String> {
     let bad = |message: String| format!("cannot parse type `{text}`: {message}");
     // Type-name mode accepts exactly one type name: nothing can be smuggled around it.
     pg_query::parse(text, pg_query::ParserOptions::TYPE_NAME)
