@@ -364,7 +364,7 @@ fn old_scores(turn: u64, w: u32) -> String {
 }
 
 /// The new application always gives a score.
-fn new_scores(turn: u64, _: u32) -> String {
+fn new_scores(turn: u64, w: u32) -> String {
     if turn.is_multiple_of(2) {
         format!(
             "INSERT INTO scores (id, score) VALUES ({}, 7)",

@@ -481,6 +481,17 @@ impl OnlineMigration {
             });
         }
         let changed: BTreeSet<&str> = self.changes.iter().map(|c| c.column.as_str()).collect();
+        // The trigger binds every column to a PL/pgSQL variable of its name: these would
+        // shadow the trigger's own variables.
+        for c in &shape.columns {
+            let lower = c.name.to_ascii_lowercase();
+            if ["new", "old", "found"].contains(&lower.as_str()) || lower.starts_with("tg_") {
+                return Err(OnlineError::Unsupported {
+                    column: c.name.clone(),
+                    why: "its name shadows a PL/pgSQL trigger variable",
+                });
+            }
+        }
         for c in &self.changes {
             let Some(col) = shape.column(&c.column) else {
                 return Err(OnlineError::NoSuchColumn {
