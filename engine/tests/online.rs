@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::{database_with, read};
 use lockplane_engine::online::{
-    backfill, complete_sql, expand_sql, rollback_sql, run_phase, BackfillOptions,
-    BackfillProgress, ColumnChange, OnlineError, OnlineMigration, TableShape,
+    backfill, complete_sql, expand_sql, rollback_sql, run_phase, BackfillOptions, BackfillProgress,
+    ColumnChange, OnlineError, OnlineMigration, TableShape,
 };
 use lockplane_engine::{catalog_hash, testkit};
 use tokio_postgres::Client;
@@ -100,9 +100,15 @@ fn key(turn: u64, worker: u32) -> u64 {
 /// The old application: inserts and updates through the base schema, old shape.
 fn old_orders(turn: u64, w: u32) -> String {
     if turn.is_multiple_of(2) {
-        format!("INSERT INTO orders (qty, note) VALUES ({}, 'old')", turn % 500)
+        format!(
+            "INSERT INTO orders (qty, note) VALUES ({}, 'old')",
+            turn % 500
+        )
     } else {
-        format!("UPDATE orders SET qty = qty + 1 WHERE id = {}", key(turn, w))
+        format!(
+            "UPDATE orders SET qty = qty + 1 WHERE id = {}",
+            key(turn, w)
+        )
     }
 }
 
@@ -111,7 +117,10 @@ fn old_orders(turn: u64, w: u32) -> String {
 /// have reached yet (which must not lose their old value).
 fn new_orders(turn: u64, w: u32) -> String {
     match turn % 3 {
-        0 => format!("INSERT INTO orders (quantity, note) VALUES ({}, 'new')", turn % 700),
+        0 => format!(
+            "INSERT INTO orders (quantity, note) VALUES ({}, 'new')",
+            turn % 700
+        ),
         1 => "UPDATE orders SET quantity = quantity + 2 \
               WHERE id = (SELECT max(id) FROM orders)"
             .to_owned(),
@@ -232,9 +241,20 @@ async fn type_change_with_rename_under_traffic_then_complete() {
     );
     assert!(count(&client, "SELECT count(*) FROM orders WHERE note = 'new'").await > 0);
     assert!(count(&client, "SELECT count(*) FROM orders WHERE note = 'old'").await > 0);
-    assert!(count(&client, "SELECT count(*) FROM orders WHERE note = 'touched'").await > 0);
+    assert!(
+        count(
+            &client,
+            "SELECT count(*) FROM orders WHERE note = 'touched'"
+        )
+        .await
+            > 0
+    );
     assert_eq!(
-        count(&client, "SELECT count(*) FROM orders WHERE _lp_new_qty IS NULL").await,
+        count(
+            &client,
+            "SELECT count(*) FROM orders WHERE _lp_new_qty IS NULL"
+        )
+        .await,
         0
     );
     // The new application sees the new shape.
@@ -272,14 +292,25 @@ async fn type_change_with_rename_under_traffic_then_complete() {
         count(&client, "SELECT sum(quantity)::bigint FROM orders").await,
         sum_before
     );
-    assert_eq!(count(&client, "SELECT count(*) FROM orders").await, rows_before);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM orders").await,
+        rows_before
+    );
     // No trigger, function or check left; the version schema's view follows the rename.
     assert_eq!(
-        count(&client, "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal").await,
+        count(
+            &client,
+            "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal"
+        )
+        .await,
         0
     );
     assert_eq!(
-        count(&client, "SELECT count(*) FROM pg_proc WHERE proname LIKE '\\_lp%'").await,
+        count(
+            &client,
+            "SELECT count(*) FROM pg_proc WHERE proname LIKE '\\_lp%'"
+        )
+        .await,
         0
     );
     assert_eq!(
@@ -322,7 +353,10 @@ async fn rollback_leaves_the_table_as_it_was_with_every_write() {
     .await
     .expect("rollback");
 
-    assert_eq!(catalog_hash(&read(&mut client).await).expect("hash"), before);
+    assert_eq!(
+        catalog_hash(&read(&mut client).await).expect("hash"),
+        before
+    );
     assert_eq!(count(&client, "SELECT count(*) FROM orders").await, rows);
     assert_eq!(count(&client, digest).await, data);
     assert_eq!(
@@ -359,7 +393,10 @@ fn old_scores(turn: u64, w: u32) -> String {
             10_000_000 + turn * 4 + u64::from(w)
         ),
         1 => format!("UPDATE scores SET score = NULL WHERE id = {}", key(turn, w)),
-        _ => format!("UPDATE scores SET score = 5 WHERE id = {}", key(turn, w + 3)),
+        _ => format!(
+            "UPDATE scores SET score = 5 WHERE id = {}",
+            key(turn, w + 3)
+        ),
     }
 }
 
@@ -501,10 +538,17 @@ async fn backfill_cancelled_mid_way_resumes_and_fills_each_row_once() {
         other => panic!("the backfill was not cancelled: {other:?}"),
     };
     eprintln!("cancelled after key {resume_after:?}, {first_run} rows filled");
-    assert!(first_run >= 20_000 && first_run < ROWS as u64, "{first_run}");
+    assert!(
+        first_run >= 20_000 && first_run < ROWS as u64,
+        "{first_run}"
+    );
     // The cancelled batch was rolled back: what is filled is exactly what was reported.
     assert_eq!(
-        count(&client, "SELECT count(*) FROM orders WHERE _lp_new_qty IS NOT NULL").await,
+        count(
+            &client,
+            "SELECT count(*) FROM orders WHERE _lp_new_qty IS NOT NULL"
+        )
+        .await,
         first_run as i64
     );
 
@@ -519,9 +563,15 @@ async fn backfill_cancelled_mid_way_resumes_and_fills_each_row_once() {
     report("resumed backfill", &second.progress);
     assert_eq!(first_run + second.progress.rows_filled, ROWS as u64);
     // Run again from the start: nothing is left to fill.
-    let third = backfill(&client, &m, &shape, &BackfillOptions::default(), &mut |_| {})
-        .await
-        .expect("again");
+    let third = backfill(
+        &client,
+        &m,
+        &shape,
+        &BackfillOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .expect("again");
     report("backfill again from the start", &third.progress);
     assert_eq!(third.progress.rows_filled, 0);
     assert_eq!(third.progress.rows_scanned, ROWS as u64);
@@ -533,4 +583,130 @@ async fn backfill_cancelled_mid_way_resumes_and_fills_each_row_once() {
         .await,
         0
     );
+}
+
+/// The server builds `LOCKPLANE_PG_MATRIX` lists (`major=bin_dir` pairs, as for
+/// `tests/matrix.rs`), the local one always included.
+fn matrix() -> Vec<lockplane_engine::cluster::PgBinaries> {
+    use lockplane_engine::cluster::PgBinaries;
+    let mut all = vec![PgBinaries::locate(None).expect("local Postgres binaries")];
+    let listed = std::env::var("LOCKPLANE_PG_MATRIX").unwrap_or_default();
+    for spec in listed.split_whitespace() {
+        let (_, dir) = spec.split_once('=').expect("major=bin_dir");
+        let bins = PgBinaries::locate(Some(std::path::Path::new(dir))).expect("matrix binaries");
+        if all.iter().all(|b| b.major != bins.major) {
+            all.push(bins);
+        }
+    }
+    all
+}
+
+/// Expand, writes from both sides, backfill, complete (and, on a second database, rollback)
+/// on every listed server: `security_invoker` views from Postgres 15, plain views on 14.
+#[tokio::test]
+async fn expand_complete_and_rollback_on_every_listed_postgres_version() {
+    for bins in matrix() {
+        let major = bins.major;
+        let cluster = tokio::task::spawn_blocking(move || {
+            lockplane_engine::cluster::Cluster::start(&bins)
+        })
+        .await
+        .expect("join")
+        .expect("start cluster");
+        for (db, complete) in [("complete", true), ("rollback", false)] {
+            cluster.create_database(db).await.expect("create database");
+            let mut client = cluster.connect(db).await.expect("connect");
+            client
+                .batch_execute(&format!(
+                    "{ORDERS} INSERT INTO orders (qty, note) SELECT g % 1000, 'seed' \
+                     FROM generate_series(1, 20000) g; ANALYZE orders;"
+                ))
+                .await
+                .expect("populate");
+            let before = catalog_hash(&read(&mut client).await).expect("hash");
+            let m = orders_migration();
+            let shape = TableShape::read(&client, "public", "orders")
+                .await
+                .expect("shape");
+            assert_eq!(shape.server_major, major);
+            run_phase(
+                &client,
+                &expand_sql(&m, &shape).expect("expand sql"),
+                LOCK_TIMEOUT,
+                STATEMENT_TIMEOUT,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("expand on {major}: {e}"));
+            let invoker = count(
+                &client,
+                "SELECT count(*) FROM pg_class WHERE relname = 'orders' \
+                 AND 'security_invoker=true' = ANY (reloptions)",
+            )
+            .await;
+            assert_eq!(invoker, i64::from(major >= 15), "Postgres {major}");
+            let new_app = cluster.connect(db).await.expect("connect");
+            new_app
+                .batch_execute(
+                    "SET search_path = public_v2; \
+                     INSERT INTO orders (quantity, note) VALUES (5000000000 / 1000, 'new'); \
+                     UPDATE orders SET note = 'touched' WHERE id = 7",
+                )
+                .await
+                .unwrap_or_else(|e| panic!("new application on {major}: {e:?}"));
+            client
+                .batch_execute("INSERT INTO orders (qty, note) VALUES (3, 'old')")
+                .await
+                .expect("old application");
+            backfill(&client, &m, &shape, &BackfillOptions::default(), &mut |_| {})
+                .await
+                .unwrap_or_else(|e| panic!("backfill on {major}: {e}"));
+            assert_eq!(
+                count(
+                    &client,
+                    "SELECT count(*) FROM orders WHERE _lp_new_qty IS DISTINCT FROM qty::bigint \
+                     OR _lp_new_qty IS NULL"
+                )
+                .await,
+                0,
+                "Postgres {major}"
+            );
+            if complete {
+                let c = complete_sql(&m, &shape).expect("complete sql");
+                run_phase(&client, &c.validate, LOCK_TIMEOUT, STATEMENT_TIMEOUT)
+                    .await
+                    .expect("validate");
+                run_phase(&client, &c.contract, LOCK_TIMEOUT, STATEMENT_TIMEOUT)
+                    .await
+                    .unwrap_or_else(|e| panic!("contract on {major}: {e}"));
+                assert_eq!(
+                    count(&client, "SELECT quantity FROM orders WHERE note = 'new'").await,
+                    5_000_000
+                );
+                assert_eq!(
+                    count(&new_app, "SELECT count(*) FROM orders").await,
+                    20_002,
+                    "the version schema's view after complete"
+                );
+            } else {
+                run_phase(
+                    &client,
+                    &rollback_sql(&m, &shape).expect("rollback sql"),
+                    LOCK_TIMEOUT,
+                    STATEMENT_TIMEOUT,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("rollback on {major}: {e}"));
+                assert_eq!(
+                    catalog_hash(&read(&mut client).await).expect("hash"),
+                    before,
+                    "Postgres {major}"
+                );
+                assert_eq!(
+                    count(&client, "SELECT qty::bigint FROM orders WHERE note = 'new'").await,
+                    5_000_000
+                );
+            }
+        }
+        eprintln!("Postgres {major}: expand, backfill, complete and rollback pass");
+    }
 }

@@ -181,7 +181,11 @@ impl TableShape {
     }
 
     /// Reads the shape of `schema.table` from a live database (one catalog query).
-    pub async fn read(client: &Client, schema: &str, table: &str) -> Result<TableShape, OnlineError> {
+    pub async fn read(
+        client: &Client,
+        schema: &str,
+        table: &str,
+    ) -> Result<TableShape, OnlineError> {
         let rows = client
             .query(
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
@@ -270,7 +274,9 @@ pub enum OnlineError {
         why: &'static str,
     },
     /// Changes on more than one table (not supported yet).
-    #[error("online migration {version}: changes span {first} and {other}; one table per migration")]
+    #[error(
+        "online migration {version}: changes span {first} and {other}; one table per migration"
+    )]
     SeveralTables {
         /// The version.
         version: String,
@@ -514,14 +520,16 @@ impl OnlineMigration {
             if shape.column(&c.new_column()).is_some() {
                 return Err(OnlineError::Conflict {
                     column: c.column.clone(),
-                    why: format!("{} exists already (another migration under way?)", c.new_column()),
+                    why: format!(
+                        "{} exists already (another migration under way?)",
+                        c.new_column()
+                    ),
                 });
             }
             // The new name may be a changed column's old name (it is gone in the new shape),
             // not an unchanged column's.
             let target = c.final_name();
-            if target != c.column && shape.column(target).is_some() && !changed.contains(target)
-            {
+            if target != c.column && shape.column(target).is_some() && !changed.contains(target) {
                 return Err(OnlineError::Conflict {
                     column: c.column.clone(),
                     why: format!("the table already has a column {target:?}"),
@@ -577,10 +585,12 @@ pub fn expand_sql(m: &OnlineMigration, shape: &TableShape) -> Result<Vec<String>
     let function = qualified(&shape.schema, &sync_function(&shape.table, &m.version));
     let mut sql = Vec::new();
     for c in &m.changes {
-        let old = shape.column(&c.column).ok_or_else(|| OnlineError::NoSuchColumn {
-            table: t.clone(),
-            column: c.column.clone(),
-        })?;
+        let old = shape
+            .column(&c.column)
+            .ok_or_else(|| OnlineError::NoSuchColumn {
+                table: t.clone(),
+                column: c.column.clone(),
+            })?;
         let ty = c.new_type.as_deref().unwrap_or(&old.data_type);
         let new = quote_ident(&c.new_column());
         // Without a default: every row that exists now reads NULL, which is how the backfill
@@ -589,7 +599,9 @@ pub fn expand_sql(m: &OnlineMigration, shape: &TableShape) -> Result<Vec<String>
         if let Some(d) = &old.default {
             // Future inserts of the new application that omit the column get the old default
             // (auto-updatable views fall back to the table's defaults).
-            sql.push(format!("ALTER TABLE {t} ALTER COLUMN {new} SET DEFAULT {d}"));
+            sql.push(format!(
+                "ALTER TABLE {t} ALTER COLUMN {new} SET DEFAULT {d}"
+            ));
         }
         if c.set_not_null || old.not_null {
             sql.push(format!(
@@ -617,7 +629,13 @@ pub fn expand_sql(m: &OnlineMigration, shape: &TableShape) -> Result<Vec<String>
     let ups: String = m
         .changes
         .iter()
-        .map(|c| format!("      NEW.{} := ({});\n", quote_ident(&c.new_column()), c.up))
+        .map(|c| {
+            format!(
+                "      NEW.{} := ({});\n",
+                quote_ident(&c.new_column()),
+                c.up
+            )
+        })
         .collect();
     let downs: String = m
         .changes
@@ -716,7 +734,10 @@ pub fn complete_sql(m: &OnlineMigration, shape: &TableShape) -> Result<CompleteS
     let mut out = CompleteSql {
         validate: Vec::new(),
         contract: vec![
-            format!("DROP TRIGGER {} ON {t}", quote_ident(&sync_trigger(&m.version))),
+            format!(
+                "DROP TRIGGER {} ON {t}",
+                quote_ident(&sync_trigger(&m.version))
+            ),
             format!(
                 "DROP FUNCTION {}()",
                 qualified(&shape.schema, &sync_function(&shape.table, &m.version))
@@ -724,10 +745,12 @@ pub fn complete_sql(m: &OnlineMigration, shape: &TableShape) -> Result<CompleteS
         ],
     };
     for c in &m.changes {
-        let old = shape.column(&c.column).ok_or_else(|| OnlineError::NoSuchColumn {
-            table: t.clone(),
-            column: c.column.clone(),
-        })?;
+        let old = shape
+            .column(&c.column)
+            .ok_or_else(|| OnlineError::NoSuchColumn {
+                table: t.clone(),
+                column: c.column.clone(),
+            })?;
         let new = quote_ident(&c.new_column());
         let check = quote_ident(&c.not_null_check());
         if c.set_not_null || old.not_null {
@@ -738,8 +761,10 @@ pub fn complete_sql(m: &OnlineMigration, shape: &TableShape) -> Result<CompleteS
             out.contract
                 .push(format!("ALTER TABLE {t} DROP CONSTRAINT {check}"));
         }
-        out.contract
-            .push(format!("ALTER TABLE {t} DROP COLUMN {}", quote_ident(&c.column)));
+        out.contract.push(format!(
+            "ALTER TABLE {t} DROP COLUMN {}",
+            quote_ident(&c.column)
+        ));
     }
     // Renames last: a new name may be another changed column's old name, dropped above.
     for c in &m.changes {
@@ -769,7 +794,10 @@ pub fn rollback_sql(m: &OnlineMigration, shape: &TableShape) -> Result<Vec<Strin
     m.validate()?;
     let t = shape.qualified();
     let mut sql = vec![
-        format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(&m.version_schema()?)),
+        format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote_ident(&m.version_schema()?)
+        ),
         format!(
             "DROP TRIGGER IF EXISTS {} ON {t}",
             quote_ident(&sync_trigger(&m.version))
@@ -929,7 +957,13 @@ pub async fn backfill(
     let unfilled: Vec<String> = m
         .changes
         .iter()
-        .map(|c| format!("({} IS NULL AND ({}) IS NOT NULL)", quote_ident(&c.new_column()), c.up))
+        .map(|c| {
+            format!(
+                "({} IS NULL AND ({}) IS NOT NULL)",
+                quote_ident(&c.new_column()),
+                c.up
+            )
+        })
         .collect();
     let (sets, unfilled) = (sets.join(", "), unfilled.join(" OR "));
     let batch_size = opts.batch_size.max(1);
@@ -969,7 +1003,13 @@ pub async fn backfill(
         );
         let mut attempt = 0u32;
         let outcome = loop {
-            match batch(client, &sql, opts.statement_timeout + Duration::from_secs(2)).await {
+            match batch(
+                client,
+                &sql,
+                opts.statement_timeout + Duration::from_secs(2),
+            )
+            .await
+            {
                 Ok(o) => break o,
                 Err(failure) => {
                     let _ = client.batch_execute("ROLLBACK").await;
@@ -1114,7 +1154,10 @@ mod tests {
         let sql = expand_sql(&migration(), &shape()).expect("expand");
         let all = sql.join(";\n");
         assert!(all.contains("ADD COLUMN \"_lp_new_qty\" bigint"), "{all}");
-        assert!(all.contains("CHECK (\"_lp_new_qty\" IS NOT NULL) NOT VALID"), "{all}");
+        assert!(
+            all.contains("CHECK (\"_lp_new_qty\" IS NOT NULL) NOT VALID"),
+            "{all}"
+        );
         assert!(all.contains("CREATE SCHEMA \"public_v2\""), "{all}");
         assert!(all.contains("WITH (security_invoker = true)"), "{all}");
         assert!(all.contains("\"_lp_new_qty\" AS \"quantity\""), "{all}");
@@ -1125,9 +1168,14 @@ mod tests {
 
         let c = complete_sql(&migration(), &shape()).expect("complete");
         assert_eq!(c.validate.len(), 1);
-        assert!(c.contract.last().is_some_and(|s| s.contains("RENAME COLUMN")));
+        assert!(c
+            .contract
+            .last()
+            .is_some_and(|s| s.contains("RENAME COLUMN")));
         let r = rollback_sql(&migration(), &shape()).expect("rollback");
-        assert!(r.iter().any(|s| s.contains("DROP COLUMN IF EXISTS \"_lp_new_qty\"")));
+        assert!(r
+            .iter()
+            .any(|s| s.contains("DROP COLUMN IF EXISTS \"_lp_new_qty\"")));
     }
 
     #[test]
@@ -1143,13 +1191,19 @@ mod tests {
         let mut m = migration();
         m.changes[0].table = "other".into();
         m.changes.push(migration().changes[0].clone());
-        assert!(matches!(m.validate(), Err(OnlineError::SeveralTables { .. })));
+        assert!(matches!(
+            m.validate(),
+            Err(OnlineError::SeveralTables { .. })
+        ));
         let mut m = migration();
         m.version = "V 2".into();
         assert!(matches!(m.validate(), Err(OnlineError::BadVersion(_))));
         let mut m = migration();
         m.changes[0].column = "x".repeat(60);
-        assert!(matches!(m.validate(), Err(OnlineError::BadIdentifier { .. })));
+        assert!(matches!(
+            m.validate(),
+            Err(OnlineError::BadIdentifier { .. })
+        ));
         let mut m = migration();
         m.changes[0].column = "id".into();
         assert!(matches!(
@@ -1158,6 +1212,9 @@ mod tests {
         ));
         let mut m = migration();
         m.changes[0].new_name = Some("id".into());
-        assert!(matches!(m.validate_against(&shape()), Err(OnlineError::Conflict { .. })));
+        assert!(matches!(
+            m.validate_against(&shape()),
+            Err(OnlineError::Conflict { .. })
+        ));
     }
 }
