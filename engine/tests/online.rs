@@ -607,12 +607,11 @@ fn matrix() -> Vec<lockplane_engine::cluster::PgBinaries> {
 async fn expand_complete_and_rollback_on_every_listed_postgres_version() {
     for bins in matrix() {
         let major = bins.major;
-        let cluster = tokio::task::spawn_blocking(move || {
-            lockplane_engine::cluster::Cluster::start(&bins)
-        })
-        .await
-        .expect("join")
-        .expect("start cluster");
+        let cluster =
+            tokio::task::spawn_blocking(move || lockplane_engine::cluster::Cluster::start(&bins))
+                .await
+                .expect("join")
+                .expect("start cluster");
         for (db, complete) in [("complete", true), ("rollback", false)] {
             cluster.create_database(db).await.expect("create database");
             let mut client = cluster.connect(db).await.expect("connect");
@@ -657,9 +656,15 @@ async fn expand_complete_and_rollback_on_every_listed_postgres_version() {
                 .batch_execute("INSERT INTO orders (qty, note) VALUES (3, 'old')")
                 .await
                 .expect("old application");
-            backfill(&client, &m, &shape, &BackfillOptions::default(), &mut |_| {})
-                .await
-                .unwrap_or_else(|e| panic!("backfill on {major}: {e}"));
+            backfill(
+                &client,
+                &m,
+                &shape,
+                &BackfillOptions::default(),
+                &mut |_| {},
+            )
+            .await
+            .unwrap_or_else(|e| panic!("backfill on {major}: {e}"));
             assert_eq!(
                 count(
                     &client,

@@ -206,7 +206,7 @@ impl TableShape {
             .await
             .map_err(|e| OnlineError::Postgres {
                 what: format!("reading the shape of {}", qualified(schema, table)),
-                failure: PgFailure::from_error(&e),
+                failure: Box::new(PgFailure::from_error(&e)),
             })?;
         if rows.is_empty() {
             return Err(OnlineError::NoSuchTable {
@@ -352,8 +352,8 @@ pub enum OnlineError {
     Postgres {
         /// What was being done.
         what: String,
-        /// Postgres' report.
-        failure: PgFailure,
+        /// Postgres' report (boxed: it is large and errors travel by value).
+        failure: Box<PgFailure>,
     },
     /// A backfill batch failed (after its retries, for lock failures); resume after
     /// `resume_after`.
@@ -365,8 +365,8 @@ pub enum OnlineError {
         resume_after: Option<String>,
         /// Rows filled by this run before the failure.
         rows_done: u64,
-        /// Postgres' report.
-        failure: PgFailure,
+        /// Postgres' report (boxed: it is large and errors travel by value).
+        failure: Box<PgFailure>,
     },
 }
 
@@ -843,7 +843,7 @@ pub async fn run_phase(
             let _ = client.batch_execute("ROLLBACK").await;
             Err(OnlineError::Postgres {
                 what: "running an online migration phase".into(),
-                failure,
+                failure: Box::new(failure),
             })
         }
     }
@@ -1023,7 +1023,7 @@ pub async fn backfill(
                         table: t,
                         resume_after: p.last_key,
                         rows_done: p.rows_filled,
-                        failure,
+                        failure: Box::new(failure),
                     });
                 }
             }
@@ -1105,7 +1105,7 @@ async fn estimate(client: &Client, shape: &TableShape) -> Result<Option<u64>, On
         .await
         .map_err(|e| OnlineError::Postgres {
             what: "reading the table's estimated rows".into(),
-            failure: PgFailure::from_error(&e),
+            failure: Box::new(PgFailure::from_error(&e)),
         })?;
     let n: f64 = row.get(0);
     // -1 (Postgres 14+): never vacuumed nor analysed.
