@@ -715,3 +715,78 @@ async fn expand_complete_and_rollback_on_every_listed_postgres_version() {
         eprintln!("Postgres {major}: expand, backfill, complete and rollback pass");
     }
 }
+
+/// The backfill's future dropped mid-way (its task aborted, its connection closed): the
+/// batch in flight may still commit on the server or roll back, either way a backfill from
+/// the start fills exactly the rows left.
+#[tokio::test]
+async fn backfill_dropped_mid_way_resumes_from_the_start() {
+    let (db, client) = orders_db().await;
+    let m = orders_migration();
+    let shape = TableShape::read(&client, "public", "orders")
+        .await
+        .expect("shape");
+    run_phase(
+        &client,
+        &expand_sql(&m, &shape).expect("expand sql"),
+        LOCK_TIMEOUT,
+        STATEMENT_TIMEOUT,
+    )
+    .await
+    .expect("expand");
+    let worker = connect_as(&db, "lp-backfill-dropped", None).await;
+    let (batches_tx, mut batches_rx) = tokio::sync::watch::channel(0u64);
+    let (m2, shape2) = (m.clone(), shape.clone());
+    let run = tokio::spawn(async move {
+        let opts = BackfillOptions {
+            batch_size: 2_000,
+            ..BackfillOptions::default()
+        };
+        backfill(&worker, &m2, &shape2, &opts, &mut |p| {
+            let _ = batches_tx.send(p.batches);
+        })
+        .await
+    });
+    while *batches_rx.borrow_and_update() < 10 {
+        batches_rx.changed().await.expect("progress");
+    }
+    run.abort();
+    assert!(run.await.is_err_and(|e| e.is_cancelled()));
+    // Wait until the server has let the session go (its last batch committed or not).
+    for _ in 0..500 {
+        let left = count(
+            &client,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lp-backfill-dropped'",
+        )
+        .await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let filled = count(
+        &client,
+        "SELECT count(*) FROM orders WHERE _lp_new_qty IS NOT NULL",
+    )
+    .await;
+    assert!((20_000..ROWS).contains(&filled), "{filled}");
+    let rest = backfill(
+        &client,
+        &m,
+        &shape,
+        &BackfillOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .expect("resume");
+    report("backfill after a dropped one", &rest.progress);
+    assert_eq!(filled as u64 + rest.progress.rows_filled, ROWS as u64);
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM orders WHERE _lp_new_qty IS DISTINCT FROM qty::bigint"
+        )
+        .await,
+        0
+    );
+}
