@@ -323,6 +323,16 @@ pub enum OnlineError {
         /// `up` or `down`.
         which: &'static str,
     },
+    /// An `up`/`down` that is not one SQL expression.
+    #[error("column {column:?}: the `{which}` expression is refused: {why}")]
+    BadExpression {
+        /// The column.
+        column: String,
+        /// `up` or `down`.
+        which: &'static str,
+        /// Why.
+        why: String,
+    },
     /// A column changed twice, or renamed onto a name in use.
     #[error("column {column:?}: {why}")]
     Conflict {
@@ -432,11 +442,12 @@ impl OnlineMigration {
                 check_ident("new column name", n)?;
             }
             if let Some(t) = &c.new_type {
-                if t.trim().is_empty() || t.contains(';') {
+                // Type-name mode accepts exactly one type name: nothing can ride along.
+                if pg_query::parse(t, pg_query::ParserOptions::TYPE_NAME).is_err() {
                     return Err(OnlineError::BadIdentifier {
                         what: "type",
                         name: t.clone(),
-                        why: "empty or holding `;`",
+                        why: "not one type name",
                     });
                 }
             }
@@ -457,6 +468,7 @@ impl OnlineMigration {
                         which,
                     });
                 }
+                check_expression(&c.column, which, e)?;
             }
             if !seen.insert(c.column.clone()) {
                 return Err(OnlineError::Conflict {
@@ -546,6 +558,53 @@ impl OnlineMigration {
     }
 }
 
+/// An expression in parentheses, the closing one on its own line so a trailing `--` comment
+/// cannot swallow it.
+fn paren(expression: &str) -> String {
+    format!("({expression}\n)")
+}
+
+/// Refuses an `up`/`down` that is not exactly one expression: it is spliced into a trigger
+/// function and an `UPDATE`, so a `;`, a `FROM`, a second target or the function body's
+/// dollar quote must not get through. (The caller still runs it past the SQL guard: this
+/// checks its shape, not which functions it calls.)
+fn check_expression(column: &str, which: &'static str, text: &str) -> Result<(), OnlineError> {
+    use pg_query::NodeEnum as N;
+    let bad = |why: String| OnlineError::BadExpression {
+        column: column.to_owned(),
+        which,
+        why,
+    };
+    if text.contains("$lp_sync$") {
+        return Err(bad("holds the trigger body's quote `$lp_sync$`".into()));
+    }
+    let sql = format!("SELECT {}", paren(text));
+    let parsed = pg_query::parse(&sql, 0).map_err(|e| bad(e.to_string()))?;
+    let stmt = match parsed.protobuf.stmts.as_slice() {
+        [stmt] => stmt.stmt.as_ref().and_then(|n| n.node.as_ref()),
+        _ => None,
+    };
+    match stmt {
+        Some(N::SelectStmt(s))
+            if s.target_list.len() == 1
+                && s.from_clause.is_empty()
+                && s.where_clause.is_none()
+                && s.group_clause.is_empty()
+                && s.having_clause.is_none()
+                && s.sort_clause.is_empty()
+                && s.limit_count.is_none()
+                && s.limit_offset.is_none()
+                && s.into_clause.is_none()
+                && s.with_clause.is_none()
+                && s.locking_clause.is_empty()
+                && s.larg.is_none() =>
+        {
+            Ok(())
+        }
+        _ => Err(bad("not one expression".into())),
+    }
+}
+
 /// The trigger function keeping both representations in sync (in the table's schema).
 fn sync_function(table: &str, version: &str) -> String {
     format!("_lp_sync_{table}_{version}")
@@ -631,16 +690,22 @@ pub fn expand_sql(m: &OnlineMigration, shape: &TableShape) -> Result<Vec<String>
         .iter()
         .map(|c| {
             format!(
-                "      NEW.{} := ({});\n",
+                "      NEW.{} := {};\n",
                 quote_ident(&c.new_column()),
-                c.up
+                paren(&c.up)
             )
         })
         .collect();
     let downs: String = m
         .changes
         .iter()
-        .map(|c| format!("      NEW.{} := ({});\n", quote_ident(&c.column), c.down))
+        .map(|c| {
+            format!(
+                "      NEW.{} := {};\n",
+                quote_ident(&c.column),
+                paren(&c.down)
+            )
+        })
         .collect();
     // A new-side update of a row the backfill has not reached yet (its new column NULL before
     // and after) first gets its new value from the old one: else `down(NULL)` would overwrite
@@ -651,8 +716,8 @@ pub fn expand_sql(m: &OnlineMigration, shape: &TableShape) -> Result<Vec<String>
         .map(|c| {
             let new = quote_ident(&c.new_column());
             format!(
-                "      IF NEW.{new} IS NULL AND OLD.{new} IS NULL THEN NEW.{new} := ({}); END IF;\n",
-                c.up
+                "      IF NEW.{new} IS NULL AND OLD.{new} IS NULL THEN NEW.{new} := {}; END IF;\n",
+                paren(&c.up)
             )
         })
         .collect();
@@ -951,7 +1016,7 @@ pub async fn backfill(
         .iter()
         .map(|c| {
             let new = quote_ident(&c.new_column());
-            format!("{new} = COALESCE({new}, ({}))", c.up)
+            format!("{new} = COALESCE({new}, {})", paren(&c.up))
         })
         .collect();
     let unfilled: Vec<String> = m
@@ -959,9 +1024,9 @@ pub async fn backfill(
         .iter()
         .map(|c| {
             format!(
-                "({} IS NULL AND ({}) IS NOT NULL)",
+                "({} IS NULL AND {} IS NOT NULL)",
                 quote_ident(&c.new_column()),
-                c.up
+                paren(&c.up)
             )
         })
         .collect();
@@ -1194,6 +1259,29 @@ mod tests {
         assert!(matches!(
             m.validate(),
             Err(OnlineError::SeveralTables { .. })
+        ));
+        for evil in [
+            "1); DROP TABLE x; SELECT (1",
+            "qty FROM pg_class",
+            "1), (2",
+            "$lp_sync$",
+        ] {
+            let mut m = migration();
+            m.changes[0].up = evil.into();
+            assert!(
+                matches!(m.validate(), Err(OnlineError::BadExpression { .. })),
+                "{evil}"
+            );
+        }
+        let mut m = migration();
+        m.changes[0].up = "(SELECT max(x) FROM y) + qty -- trailing".into();
+        m.validate()
+            .expect("a sub-query and a comment are one expression");
+        let mut m = migration();
+        m.changes[0].new_type = Some("bigint; DROP TABLE x".into());
+        assert!(matches!(
+            m.validate(),
+            Err(OnlineError::BadIdentifier { .. })
         ));
         let mut m = migration();
         m.version = "V 2".into();
