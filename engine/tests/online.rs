@@ -264,7 +264,16 @@ async fn type_change_with_rename_under_traffic_then_complete() {
     let rows_before = count(&client, "SELECT count(*) FROM orders").await;
     assert_eq!(total, rows_before);
 
-    let c = complete_sql(&m, &shape).expect("complete sql");
+    // Complete works from the shape read mid-migration (after a restart, say).
+    let mid = TableShape::read(&client, "public", "orders")
+        .await
+        .expect("shape mid-migration");
+    assert!(mid.columns.iter().any(|c| c.name == "_lp_new_qty"));
+    assert!(matches!(
+        expand_sql(&m, &mid),
+        Err(OnlineError::Conflict { .. })
+    ));
+    let c = complete_sql(&m, &mid).expect("complete sql");
     run_phase(&client, &c.validate, LOCK_TIMEOUT, STATEMENT_TIMEOUT)
         .await
         .expect("validate");
@@ -789,4 +798,35 @@ async fn backfill_dropped_mid_way_resumes_from_the_start() {
         .await,
         0
     );
+}
+
+/// A column other objects depend on is refused, naming them: complete would drop them.
+#[tokio::test]
+async fn a_column_with_dependents_is_refused_naming_them() {
+    let (_, client) = database_with(
+        "CREATE TABLE orders (id bigint PRIMARY KEY, qty integer NOT NULL, note text);
+         CREATE INDEX orders_qty_ix ON orders (qty);
+         CREATE VIEW big_orders AS SELECT id FROM orders WHERE qty > 100;",
+    )
+    .await;
+    let shape = TableShape::read(&client, "public", "orders")
+        .await
+        .expect("shape");
+    match expand_sql(&orders_migration(), &shape) {
+        Err(OnlineError::Dependents { column, dependents }) => {
+            assert_eq!(column, "qty");
+            let text = dependents.join(", ");
+            assert!(text.contains("orders_qty_ix"), "{text}");
+            assert!(text.contains("big_orders"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let id = shape.columns.iter().find(|c| c.name == "id").expect("id");
+    assert!(!id.dependents.is_empty(), "the primary key depends on id");
+    let note = shape
+        .columns
+        .iter()
+        .find(|c| c.name == "note")
+        .expect("note");
+    assert!(note.dependents.is_empty(), "{:?}", note.dependents);
 }

@@ -132,6 +132,10 @@ pub struct ShapeColumn {
     pub default: Option<String>,
     /// Identity or generated: such columns cannot be changed online.
     pub computed: bool,
+    /// Objects that depend on the column (indexes, constraints, views, sequences, …), as
+    /// Postgres describes them: complete would drop them with the old column, so a change
+    /// of such a column is refused until the mechanics carry them over.
+    pub dependents: Vec<String>,
 }
 
 /// What the mechanics need to know about the table a migration changes.
@@ -150,17 +154,45 @@ pub struct TableShape {
 }
 
 impl TableShape {
-    /// The shape of `table` (`schema.name`) as an introspected catalog holds it.
+    /// The shape of `table` (`schema.name`) as an introspected catalog holds it. The catalog
+    /// does not say which views read a column, and a constraint or index counts as a
+    /// dependent when its definition mentions the column's name anywhere (erring towards
+    /// refusing); [`read`](Self::read) asks Postgres and is exact.
     pub fn from_catalog(schema: &str, name: &str, table: &Table, server_major: u32) -> TableShape {
+        let mentions = |definition: String, column: &str| definition.contains(column);
         let columns = table
             .columns_in_order()
             .into_iter()
-            .map(|(name, c)| ShapeColumn {
-                name: name.clone(),
-                data_type: c.data_type.clone(),
-                not_null: c.not_null,
-                default: c.default.clone(),
-                computed: c.identity.is_some() || c.generated.is_some(),
+            .map(|(col, c)| {
+                let mut dependents: Vec<String> = table
+                    .constraints
+                    .iter()
+                    .filter(|(_, k)| !matches!(k.definition, ConstraintDef::PrimaryKey { .. }))
+                    .filter(|(_, k)| {
+                        mentions(
+                            serde_json::to_string(&k.definition).unwrap_or_default(),
+                            col,
+                        )
+                    })
+                    .map(|(n, _)| format!("constraint {n}"))
+                    .collect();
+                dependents.extend(
+                    table
+                        .indexes
+                        .iter()
+                        .filter(|(_, i)| {
+                            mentions(serde_json::to_string(i).unwrap_or_default(), col)
+                        })
+                        .map(|(n, _)| format!("index {n}")),
+                );
+                ShapeColumn {
+                    name: col.clone(),
+                    data_type: c.data_type.clone(),
+                    not_null: c.not_null,
+                    default: c.default.clone(),
+                    computed: c.identity.is_some() || c.generated.is_some(),
+                    dependents,
+                }
             })
             .collect();
         let primary_key = table
@@ -192,7 +224,17 @@ impl TableShape {
                         pg_get_expr(d.adbin, d.adrelid), \
                         (a.attidentity <> '' OR a.attgenerated <> ''), \
                         COALESCE(a.attnum = ANY (i.indkey), false), \
-                        current_setting('server_version_num')::int / 10000 \
+                        current_setting('server_version_num')::int / 10000, \
+                        ARRAY(SELECT pg_describe_object(dep.classid, dep.objid, dep.objsubid) \
+                              FROM pg_depend dep \
+                              WHERE dep.refclassid = 'pg_class'::regclass \
+                                AND dep.refobjid = a.attrelid AND dep.refobjsubid = a.attnum \
+                                AND dep.deptype IN ('n', 'a') \
+                                AND dep.classid <> 'pg_attrdef'::regclass \
+                                AND NOT EXISTS (SELECT 1 FROM pg_constraint k \
+                                  WHERE dep.classid = 'pg_constraint'::regclass \
+                                    AND k.oid = dep.objid AND k.contype = 'n') \
+                              ORDER BY 1) \
                  FROM pg_attribute a \
                  JOIN pg_class c ON c.oid = a.attrelid \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -234,6 +276,7 @@ impl TableShape {
                 not_null: r.get(2),
                 default: r.get(3),
                 computed: r.get(4),
+                dependents: r.get(7),
             });
         }
         // Key order is `indkey` order; the query gives attnum order, which is the same for
@@ -332,6 +375,14 @@ pub enum OnlineError {
         which: &'static str,
         /// Why.
         why: String,
+    },
+    /// A changed column other objects depend on (complete would drop them with it).
+    #[error("column {column:?} cannot be changed online yet: {} depend on it", dependents.join(", "))]
+    Dependents {
+        /// The column.
+        column: String,
+        /// The dependent objects.
+        dependents: Vec<String>,
     },
     /// A column changed twice, or renamed onto a name in use.
     #[error("column {column:?}: {why}")]
@@ -529,13 +580,10 @@ impl OnlineMigration {
                     why: "primary key columns are the backfill's keyset",
                 });
             }
-            if shape.column(&c.new_column()).is_some() {
-                return Err(OnlineError::Conflict {
+            if !col.dependents.is_empty() {
+                return Err(OnlineError::Dependents {
                     column: c.column.clone(),
-                    why: format!(
-                        "{} exists already (another migration under way?)",
-                        c.new_column()
-                    ),
+                    dependents: col.dependents.clone(),
                 });
             }
             // The new name may be a changed column's old name (it is gone in the new shape),
@@ -639,6 +687,17 @@ fn declare(vars: &[(String, String)], table: &str) -> String {
 /// trigger touch no rows). Run [`backfill`] after it.
 pub fn expand_sql(m: &OnlineMigration, shape: &TableShape) -> Result<Vec<String>, OnlineError> {
     m.validate_against(shape)?;
+    for c in &m.changes {
+        if shape.column(&c.new_column()).is_some() {
+            return Err(OnlineError::Conflict {
+                column: c.column.clone(),
+                why: format!(
+                    "{} exists already (expanded before, or another migration under way)",
+                    c.new_column()
+                ),
+            });
+        }
+    }
     let t = shape.qualified();
     let version_schema = m.version_schema()?;
     let function = qualified(&shape.schema, &sync_function(&shape.table, &m.version));
@@ -1188,6 +1247,7 @@ mod tests {
             not_null: nn,
             default: None,
             computed: false,
+            dependents: Vec::new(),
         };
         TableShape {
             schema: "public".into(),
