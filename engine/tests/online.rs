@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::{database_with, read};
 use lockplane_engine::online::{
-    backfill, complete_sql, expand_sql, rollback_sql, run_phase, BackfillOptions, BackfillProgress,
-    ColumnChange, OnlineError, OnlineMigration, TableShape,
+    backfill, complete_sql, expand_sql, rollback_sql, run_phase, unfilled_rows, BackfillOptions,
+    BackfillProgress, ColumnChange, OnlineError, OnlineMigration, TableShape,
 };
 use lockplane_engine::{catalog_hash, testkit};
 use tokio_postgres::Client;
@@ -547,6 +547,10 @@ async fn backfill_cancelled_mid_way_resumes_and_fills_each_row_once() {
         other => panic!("the backfill was not cancelled: {other:?}"),
     };
     eprintln!("cancelled after key {resume_after:?}, {first_run} rows filled");
+    assert_eq!(
+        unfilled_rows(&client, &m, &shape).await.expect("unfilled"),
+        ROWS as u64 - first_run
+    );
     assert!(
         first_run >= 20_000 && first_run < ROWS as u64,
         "{first_run}"
@@ -582,6 +586,10 @@ async fn backfill_cancelled_mid_way_resumes_and_fills_each_row_once() {
     .await
     .expect("again");
     report("backfill again from the start", &third.progress);
+    assert_eq!(
+        unfilled_rows(&client, &m, &shape).await.expect("unfilled"),
+        0
+    );
     assert_eq!(third.progress.rows_filled, 0);
     assert_eq!(third.progress.rows_scanned, ROWS as u64);
     assert_eq!(

@@ -45,9 +45,14 @@
 //! # Not covered yet
 //!
 //! One table per migration; a single-column primary key (the keyset), which a change may
-//! not touch; identity and generated columns are refused. Indexes, constraints, grants and
-//! comments on a changed column are not carried to the new column (complete drops the old
-//! column with them); grants on the version schema and its views are the caller's. The
+//! not touch; identity and generated columns are refused. A column that indexes,
+//! constraints, views or sequences depend on is refused, naming them
+//! ([`OnlineError::Dependents`]): carrying them to the new column is not done yet, and
+//! complete would drop them with the old one. Column grants and comments are not carried
+//! over; grants on the version schema and its views are the caller's. Nothing here records
+//! state: the caller (the ledger, later) keeps which phase a migration is in and the
+//! backfill's last key, and must not complete before the backfill has finished
+//! ([`unfilled_rows`] is the check: complete would lose the values of rows never filled). The
 //! views are `security_invoker` on Postgres 15 and later; Postgres 14 has no such option, so
 //! there the views run with their owner's privileges (row-level security of the table is
 //! then checked as the owner: grant the views carefully).
@@ -1217,6 +1222,40 @@ async fn batch(
         }
     }
     Ok(None)
+}
+
+/// How many rows still need the backfill (new column `NULL` where `up` gives a value): `0`
+/// is complete's precondition. One scan of the table, under no lock but `ACCESS SHARE`.
+pub async fn unfilled_rows(
+    client: &Client,
+    m: &OnlineMigration,
+    shape: &TableShape,
+) -> Result<u64, OnlineError> {
+    m.validate_against(shape)?;
+    let unfilled: Vec<String> = m
+        .changes
+        .iter()
+        .map(|c| {
+            format!(
+                "({} IS NULL AND {} IS NOT NULL)",
+                quote_ident(&c.new_column()),
+                paren(&c.up)
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT count(*) FROM {} WHERE {}",
+        shape.qualified(),
+        unfilled.join(" OR ")
+    );
+    let row = client
+        .query_one(&sql, &[])
+        .await
+        .map_err(|e| OnlineError::Postgres {
+            what: "counting the rows the backfill has not filled".into(),
+            failure: Box::new(PgFailure::from_error(&e)),
+        })?;
+    Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
 async fn estimate(client: &Client, shape: &TableShape) -> Result<Option<u64>, OnlineError> {
