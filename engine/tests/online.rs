@@ -389,7 +389,8 @@ fn scores_migration() -> OnlineMigration {
             new_type: None,
             set_not_null: true,
             up: "COALESCE(score, 0)".into(),
-            down: "score".into(),
+            // The type stays: `down` is the new column itself.
+            down: String::new(),
         }],
     }
 }

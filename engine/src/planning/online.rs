@@ -90,10 +90,12 @@ pub struct ColumnChange {
     /// Whether the new shape makes the column `NOT NULL`.
     pub set_not_null: bool,
     /// SQL expression over the old row's columns (by their old names) giving the new value,
-    /// e.g. `qty::bigint` or `COALESCE(score, 0)`.
+    /// e.g. `qty::bigint` or `COALESCE(score, 0)`. May be left empty for a plain rename
+    /// (it is then the old column); a type change or a new `NOT NULL` needs it.
     pub up: String,
     /// SQL expression over the new row's columns (changed ones by their new names) giving the
-    /// old value, e.g. `quantity::integer`.
+    /// old value, e.g. `quantity::integer`. May be left empty when the type stays (it is then
+    /// the new column); a type change needs it.
     pub down: String,
 }
 
@@ -106,6 +108,25 @@ impl ColumnChange {
     /// The temporary column holding the new representation: `_lp_new_<column>`.
     pub fn new_column(&self) -> String {
         format!("{NEW_COLUMN_PREFIX}{}", self.column)
+    }
+
+    /// The `up` expression in effect: the given one, or the old column for a plain rename.
+    pub fn up_sql(&self) -> String {
+        if self.up.trim().is_empty() && self.new_type.is_none() && !self.set_not_null {
+            quote_ident(&self.column)
+        } else {
+            self.up.clone()
+        }
+    }
+
+    /// The `down` expression in effect: the given one, or the new column when the type
+    /// stays (a rename, a new `NOT NULL`: every new value is a valid old one).
+    pub fn down_sql(&self) -> String {
+        if self.down.trim().is_empty() && self.new_type.is_none() {
+            quote_ident(self.final_name())
+        } else {
+            self.down.clone()
+        }
     }
 
     /// The `NOT VALID` check standing for the new `NOT NULL` until complete.
@@ -515,16 +536,17 @@ impl OnlineMigration {
                     column: c.column.clone(),
                 });
             }
-            // Every online change keeps two representations in sync: both directions are
-            // needed (a rename alone is `up = old`, `down = new`, and must say so).
-            for (which, e) in [("up", &c.up), ("down", &c.down)] {
+            // Every online change keeps two representations in sync, so both directions are
+            // needed; only the ones that are the plain column may be left out (see
+            // `ColumnChange::up`).
+            for (which, e) in [("up", c.up_sql()), ("down", c.down_sql())] {
                 if e.trim().is_empty() {
                     return Err(OnlineError::MissingExpression {
                         column: c.column.clone(),
                         which,
                     });
                 }
-                check_expression(&c.column, which, e)?;
+                check_expression(&c.column, which, &e)?;
             }
             if !seen.insert(c.column.clone()) {
                 return Err(OnlineError::Conflict {
@@ -756,7 +778,7 @@ pub fn expand_sql(m: &OnlineMigration, shape: &TableShape) -> Result<Vec<String>
             format!(
                 "      NEW.{} := {};\n",
                 quote_ident(&c.new_column()),
-                paren(&c.up)
+                paren(&c.up_sql())
             )
         })
         .collect();
@@ -767,7 +789,7 @@ pub fn expand_sql(m: &OnlineMigration, shape: &TableShape) -> Result<Vec<String>
             format!(
                 "      NEW.{} := {};\n",
                 quote_ident(&c.column),
-                paren(&c.down)
+                paren(&c.down_sql())
             )
         })
         .collect();
@@ -781,7 +803,7 @@ pub fn expand_sql(m: &OnlineMigration, shape: &TableShape) -> Result<Vec<String>
             let new = quote_ident(&c.new_column());
             format!(
                 "      IF NEW.{new} IS NULL AND OLD.{new} IS NULL THEN NEW.{new} := {}; END IF;\n",
-                paren(&c.up)
+                paren(&c.up_sql())
             )
         })
         .collect();
@@ -1080,7 +1102,7 @@ pub async fn backfill(
         .iter()
         .map(|c| {
             let new = quote_ident(&c.new_column());
-            format!("{new} = COALESCE({new}, {})", paren(&c.up))
+            format!("{new} = COALESCE({new}, {})", paren(&c.up_sql()))
         })
         .collect();
     let unfilled: Vec<String> = m
@@ -1090,7 +1112,7 @@ pub async fn backfill(
             format!(
                 "({} IS NULL AND {} IS NOT NULL)",
                 quote_ident(&c.new_column()),
-                paren(&c.up)
+                paren(&c.up_sql())
             )
         })
         .collect();
@@ -1239,7 +1261,7 @@ pub async fn unfilled_rows(
             format!(
                 "({} IS NULL AND {} IS NOT NULL)",
                 quote_ident(&c.new_column()),
-                paren(&c.up)
+                paren(&c.up_sql())
             )
         })
         .collect();
@@ -1371,6 +1393,23 @@ mod tests {
                 matches!(m.validate(), Err(OnlineError::BadExpression { .. })),
                 "{evil}"
             );
+        }
+        // A plain rename needs neither expression, a new NOT NULL only `up`.
+        let mut m = migration();
+        m.changes[0].new_type = None;
+        m.changes[0].up = String::new();
+        m.changes[0].down = String::new();
+        m.validate().expect("a rename derives both");
+        assert_eq!(
+            (m.changes[0].up_sql(), m.changes[0].down_sql()),
+            ("\"qty\"".to_owned(), "\"quantity\"".to_owned())
+        );
+        m.changes[0].set_not_null = true;
+        match m.validate() {
+            Err(OnlineError::MissingExpression { column, which }) => {
+                assert_eq!((column.as_str(), which), ("qty", "up"));
+            }
+            other => panic!("{other:?}"),
         }
         let mut m = migration();
         m.changes[0].up = "(SELECT max(x) FROM y) + qty -- trailing".into();
