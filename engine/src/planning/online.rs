@@ -555,13 +555,14 @@ impl OnlineMigration {
                 });
             }
         }
-        let finals: Vec<&str> = self.changes.iter().map(ColumnChange::final_name).collect();
-        let unique: BTreeSet<&str> = finals.iter().copied().collect();
-        if unique.len() != finals.len() {
-            return Err(OnlineError::Conflict {
-                column: self.changes[0].column.clone(),
-                why: "two changes end with the same name".into(),
-            });
+        let mut finals = BTreeSet::new();
+        for c in &self.changes {
+            if !finals.insert(c.final_name()) {
+                return Err(OnlineError::Conflict {
+                    column: c.column.clone(),
+                    why: format!("another change also ends named {:?}", c.final_name()),
+                });
+            }
         }
         Ok(())
     }
