@@ -12,7 +12,7 @@
 //! - [`live`] (reading live, throwaway servers): [`connect`], [`introspect`](mod@introspect),
 //!   [`cluster`], [`testkit`];
 //! - [`planning`] (plans as values, proofs on shadows): [`diff`], [`compile`], [`plan`],
-//!   [`merge`], [`review`], [`pgroll`], [`shadow`], [`proposal`];
+//!   [`merge`], [`online`], [`review`], [`pgroll`], [`shadow`], [`proposal`];
 //! - [`applying`] (the only writer of a managed schema): [`exec`];
 //! - [`agent`] (agents' statements and RLS): [`guard`], [`session`], [`policy`];
 //! - [`ledger`] (events and pure folds over them): [`events`], [`projection`].
@@ -37,7 +37,7 @@ pub use ledger::{events, projection};
 pub use live::{cluster, connect, introspect, testkit};
 pub use model::{catalog, dsl, hash, ident, normalize};
 pub(crate) use planning::viewdeps;
-pub use planning::{compile, diff, merge, pgroll, plan, proposal, review, shadow};
+pub use planning::{compile, diff, merge, online, pgroll, plan, proposal, review, shadow};
 
 pub use catalog::{Catalog, Manifest};
 pub use hash::{catalog_hash, CatalogHash};

@@ -11,6 +11,7 @@
 //! - [`plan`]: the hashed `Plan` value, its reverse, table statistics;
 //! - [`merge`]: three-way catalog merges (proposals, rebases, documents with a base);
 //! - [`review`]: a plan's SQL read back with Postgres' parser;
+//! - [`online`]: expand/contract column changes (both shapes live, triggers, backfill);
 //! - [`pgroll`]: a plan as pgroll migrations (pure), and pgroll's code-level rules;
 //! - [`shadow`]: reproducing live, materialising documents, proving plans and their reverse;
 //! - [`proposal`]: the one path from a document to a proven plan.
@@ -18,6 +19,7 @@
 pub mod compile;
 pub mod diff;
 pub mod merge;
+pub mod online;
 pub mod pgroll;
 pub mod plan;
 pub mod proposal;
