@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{database_with, read};
+use common::{connect_as, database_with, read};
 use lockplane_engine::catalog::Catalog;
 use lockplane_engine::diff::Renames;
 use lockplane_engine::events::StepOutcome;
@@ -16,7 +16,7 @@ use lockplane_engine::exec::{
     apply, run_with_timeout, ApplyError, ApplyOptions, ResumePoint, StepProgress,
 };
 use lockplane_engine::plan::{plan, read_stats, HazardKind, Plan};
-use lockplane_engine::{catalog_hash, testkit, CatalogHash};
+use lockplane_engine::{catalog_hash, CatalogHash};
 use tokio_postgres::Client;
 
 /// A database holding `a` (plus `data`), and the plan from it to the schema `b` (built in a
@@ -50,15 +50,6 @@ fn quick() -> ApplyOptions {
         lock_wait: Duration::from_secs(2),
         ..ApplyOptions::default()
     }
-}
-
-async fn connect_as(db: &str, application_name: &str) -> Client {
-    let cluster = testkit::shared_cluster().expect("cluster");
-    let mut config = cluster.config(db);
-    config.application_name(application_name);
-    lockplane_engine::connect::connect(&config.into())
-        .await
-        .expect("connect")
 }
 
 const POPULATED: &str = "INSERT INTO t SELECT g, 'n' || g FROM generate_series(1, 500) g";

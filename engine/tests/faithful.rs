@@ -308,16 +308,8 @@ async fn pagila_plans_to_nothing_through_its_own_document() {
 /// nothing through its own document.
 #[tokio::test]
 async fn the_readme_example_and_pagila_on_every_postgres_version() {
-    use lockplane_engine::cluster::{Cluster, PgBinaries};
-    let mut all = vec![PgBinaries::locate(None).expect("local Postgres binaries")];
-    let listed = std::env::var("LOCKPLANE_PG_MATRIX").unwrap_or_default();
-    for spec in listed.split_whitespace() {
-        let (_, dir) = spec.split_once('=').expect("major=bin_dir");
-        let bins = PgBinaries::locate(Some(std::path::Path::new(dir))).expect("matrix binaries");
-        if all.iter().all(|b| b.major != bins.major) {
-            all.push(bins);
-        }
-    }
+    use lockplane_engine::cluster::Cluster;
+    let all = testkit::pg_matrix().expect("the matrix's Postgres binaries");
     let pagila = testkit::corpus_sql("pagila-schema.sql");
     for bins in all {
         let major = bins.major;

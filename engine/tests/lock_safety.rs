@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{database_with, read};
+use common::{connect_as, database_with, read};
 use lockplane_engine::diff::Renames;
 use lockplane_engine::exec::{
     apply, ApplyError, ApplyOptions, LockWait, ProgressSink, StepProgress,
 };
 use lockplane_engine::plan::{plan, read_stats, LockLevel, Plan};
-use lockplane_engine::{catalog_hash, testkit, CatalogHash};
+use lockplane_engine::{catalog_hash, CatalogHash};
 use tokio_postgres::Client;
 
 const BEFORE: &str = "
@@ -54,15 +54,6 @@ async fn setup() -> (String, Client, Plan) {
         p.steps
     );
     (name, client, p)
-}
-
-async fn connect_as(db: &str, application_name: &str) -> Client {
-    let cluster = testkit::shared_cluster().expect("cluster");
-    let mut config = cluster.config(db);
-    config.application_name(application_name);
-    lockplane_engine::connect::connect(&config.into())
-        .await
-        .expect("connect")
 }
 
 /// Four sessions reading and updating single rows of `t` until stopped; returns the worst

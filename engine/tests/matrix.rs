@@ -9,19 +9,14 @@ use lockplane_engine::{catalog_hash, introspect, testkit, CatalogHash, Introspec
 const CORPUS: [&str; 2] = ["chinook-schema.sql", "pagila-schema.sql"];
 
 fn matrix() -> Vec<PgBinaries> {
-    let mut all = vec![PgBinaries::locate(None).expect("local Postgres binaries")];
-    let listed = std::env::var("LOCKPLANE_PG_MATRIX").unwrap_or_default();
-    if listed.trim().is_empty() {
+    if std::env::var("LOCKPLANE_PG_MATRIX")
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
         eprintln!("LOCKPLANE_PG_MATRIX is empty: comparing the local server with itself only");
     }
-    for spec in listed.split_whitespace() {
-        let (_, dir) = spec.split_once('=').expect("major=bin_dir");
-        let bins = PgBinaries::locate(Some(std::path::Path::new(dir))).expect("matrix binaries");
-        if all.iter().all(|b| b.major != bins.major) {
-            all.push(bins);
-        }
-    }
-    all
+    testkit::pg_matrix().expect("the matrix's Postgres binaries")
 }
 
 async fn corpus_hashes(bins: PgBinaries, corpus: &[(String, String)]) -> Vec<CatalogHash> {

@@ -606,17 +606,7 @@ async fn backfill_cancelled_mid_way_resumes_and_fills_each_row_once() {
 /// The server builds `LOCKPLANE_PG_MATRIX` lists (`major=bin_dir` pairs, as for
 /// `tests/matrix.rs`), the local one always included.
 fn matrix() -> Vec<lockplane_engine::cluster::PgBinaries> {
-    use lockplane_engine::cluster::PgBinaries;
-    let mut all = vec![PgBinaries::locate(None).expect("local Postgres binaries")];
-    let listed = std::env::var("LOCKPLANE_PG_MATRIX").unwrap_or_default();
-    for spec in listed.split_whitespace() {
-        let (_, dir) = spec.split_once('=').expect("major=bin_dir");
-        let bins = PgBinaries::locate(Some(std::path::Path::new(dir))).expect("matrix binaries");
-        if all.iter().all(|b| b.major != bins.major) {
-            all.push(bins);
-        }
-    }
-    all
+    lockplane_engine::testkit::pg_matrix().expect("the matrix's Postgres binaries")
 }
 
 /// Expand, writes from both sides, backfill, complete (and, on a second database, rollback)

@@ -474,3 +474,47 @@ async fn sessions_never_see_each_others_context() {
     })
     .await;
 }
+
+/// An agent's `ALTER` through `run_sql` behind a session idle in a transaction on the table
+/// gives up within the short lock timeout (`55P03`) instead of queueing the application's
+/// queries behind it until the statement timeout; nothing is changed.
+#[tokio::test]
+async fn a_blocked_write_gives_up_within_the_lock_timeout() {
+    scenario(|db, _| async move {
+        let blocker = connect(&db).await;
+        blocker
+            .batch_execute("BEGIN; SELECT count(*) FROM gate")
+            .await
+            .expect("block");
+        let mut c = connect(&db).await;
+        let started = std::time::Instant::now();
+        let err = run_sql(
+            &mut c,
+            "ALTER TABLE gate ADD COLUMN y int",
+            &ctx(None, None, None),
+            AccessMode::Schema,
+            None,
+            T,
+        )
+        .await
+        .expect_err("blocked");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "waited {took:?}: {err}");
+        match &err {
+            SessionError::Postgres { failure, .. } => {
+                assert_eq!(failure.sqlstate.as_deref(), Some("55P03"), "{err}")
+            }
+            other => panic!("unexpected: {other}"),
+        }
+        blocker.batch_execute("ROLLBACK").await.expect("release");
+        assert_eq!(
+            count(
+                &c,
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'gate'"
+            )
+            .await,
+            1
+        );
+    })
+    .await;
+}

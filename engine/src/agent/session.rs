@@ -738,7 +738,10 @@ fn one_statement(text: &str) -> Result<(), SessionError> {
     }
 }
 
-/// `BEGIN [READ ONLY]` and `SET LOCAL statement_timeout`.
+/// `BEGIN [READ ONLY]` and `SET LOCAL statement_timeout`; a writing transaction also gets the
+/// short `lock_timeout` applies use ([`crate::exec::DEFAULT_LOCK_TIMEOUT`]): an agent's `ALTER`
+/// waiting for its lock must not queue the application's queries behind it for long (it fails
+/// with `55P03` instead, and can be sent again).
 pub(crate) async fn begin(
     client: &Client,
     read_only: bool,
@@ -749,10 +752,14 @@ pub(crate) async fn begin(
         .unwrap_or(u64::MAX)
         .max(1);
     // Numbers only: nothing from the caller is in this text.
-    let text = format!(
-        "BEGIN{}; SET LOCAL statement_timeout = '{millis}ms'",
-        if read_only { " READ ONLY" } else { "" }
-    );
+    let text = if read_only {
+        format!("BEGIN READ ONLY; SET LOCAL statement_timeout = '{millis}ms'")
+    } else {
+        format!(
+            "BEGIN; SET LOCAL statement_timeout = '{millis}ms'; SET LOCAL lock_timeout = '{}ms'",
+            crate::exec::DEFAULT_LOCK_TIMEOUT.as_millis()
+        )
+    };
     if let Err(failure) = run_with_timeout(client, &text, backstop(timeout)).await {
         rollback(client).await;
         return Err(SessionError::Postgres {

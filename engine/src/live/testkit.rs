@@ -22,6 +22,22 @@ pub fn shared_cluster() -> Result<&'static Cluster, ClusterError> {
     })
 }
 
+/// The server builds tests run on: the local one, then each `major=bin_dir` pair listed in
+/// `LOCKPLANE_PG_MATRIX` (set by `make test`) of another major version.
+pub fn pg_matrix() -> Result<Vec<crate::cluster::PgBinaries>, ClusterError> {
+    use crate::cluster::PgBinaries;
+    let mut all = vec![PgBinaries::locate(None)?];
+    let listed = std::env::var("LOCKPLANE_PG_MATRIX").unwrap_or_default();
+    for spec in listed.split_whitespace() {
+        let dir = spec.split_once('=').map_or(spec, |(_, dir)| dir);
+        let bins = PgBinaries::locate(Some(std::path::Path::new(dir)))?;
+        if all.iter().all(|b| b.major != bins.major) {
+            all.push(bins);
+        }
+    }
+    Ok(all)
+}
+
 /// Creates a new, empty database on the shared cluster and returns its name.
 pub async fn fresh_database(prefix: &str) -> Result<String, ClusterError> {
     let cluster = shared_cluster()?;

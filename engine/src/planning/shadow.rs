@@ -1078,8 +1078,9 @@ impl Forward<'_> {
         let mut report = ShadowReport {
             base_hash: shadow.base_hash.clone(),
             target_hash: self.target_hash.clone(),
-            target: self.target.clone(),
-            reached: self.reached.clone(),
+            // The clone is dropped right after: its catalog moves into the report.
+            target: std::mem::take(&mut self.target),
+            reached: std::mem::take(&mut self.reached),
             forward: self.report.clone(),
             reverse: None,
             reverse_run: None,

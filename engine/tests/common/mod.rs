@@ -6,6 +6,17 @@ use lockplane_engine::catalog::{Catalog, Table};
 use lockplane_engine::{catalog_hash, introspect, testkit, CatalogHash, IntrospectOptions};
 use tokio_postgres::Client;
 
+/// A connection to `db` on the shared cluster under `application_name` (how other sessions,
+/// and a blocked apply's message, tell it apart).
+pub async fn connect_as(db: &str, application_name: &str) -> Client {
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let mut config = cluster.config(db);
+    config.application_name(application_name);
+    lockplane_engine::connect::connect(&config.into())
+        .await
+        .expect("connect")
+}
+
 /// A fresh database with `sql` applied, and a connection to it.
 pub async fn database_with(sql: &str) -> (String, Client) {
     let name = testkit::fresh_database("t").await.expect("fresh database");

@@ -10,7 +10,7 @@
 mod audit;
 mod introspect;
 pub(crate) mod ledger;
-mod plan;
+pub(crate) mod plan;
 mod sandbox;
 mod time;
 

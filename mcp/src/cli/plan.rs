@@ -81,16 +81,30 @@ pub(crate) struct ApplyArgs {
     /// Database to apply to (else DATABASE_URL, else the PG* variables).
     #[arg(long)]
     database_url: Option<String>,
-    /// `lock_timeout` of every statement, in milliseconds: how long the application's queries
-    /// on a table may queue behind a statement waiting for its lock.
+    #[command(flatten)]
+    locks: LockArgs,
+    /// The database's id in the ledger; default `host:port/dbname`.
+    #[arg(long, env = "LOCKPLANE_DB_ID", value_name = "ID")]
+    db_id: Option<String>,
+    /// Continue an apply of this plan that stopped in its steps run alone (after its
+    /// transaction committed), after the last step the ledger records as applied.
+    #[arg(long)]
+    resume: bool,
+}
+
+/// How applies wait for locks and bound statements: the flags of `apply` and `serve`.
+#[derive(clap::Args)]
+pub(crate) struct LockArgs {
+    /// `lock_timeout` of every statement an apply runs, in milliseconds: how long the
+    /// application's queries on a table may queue behind a statement waiting for its lock.
     #[arg(long, default_value_t = 500)]
     lock_timeout_ms: u64,
     /// How many more times a phase that could not get its lock is tried (rolled back whole,
     /// after a growing pause, each wait reported with who blocks it).
     #[arg(long, default_value_t = 10)]
     lock_retries: u32,
-    /// `statement_timeout` of each statement of the transaction (table rewrites included),
-    /// in seconds.
+    /// `statement_timeout` of each statement of an apply's transaction (table rewrites
+    /// included) and of `apply_sql`, in seconds.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     statement_timeout: u64,
     /// Seconds to wait for the database's apply lock while other applies (of any process,
@@ -103,13 +117,16 @@ pub(crate) struct ApplyArgs {
         value_name = "SECONDS"
     )]
     lock_wait: u64,
-    /// The database's id in the ledger; default `host:port/dbname`.
-    #[arg(long, env = "LOCKPLANE_DB_ID", value_name = "ID")]
-    db_id: Option<String>,
-    /// Continue an apply of this plan that stopped in its steps run alone (after its
-    /// transaction committed), after the last step the ledger records as applied.
-    #[arg(long)]
-    resume: bool,
+}
+
+impl LockArgs {
+    /// Sets these in the runtime's configuration.
+    pub(crate) fn configure(&self, config: &mut Config) {
+        config.lock_timeout = Duration::from_millis(self.lock_timeout_ms);
+        config.lock_retries = self.lock_retries;
+        config.statement_timeout = Duration::from_secs(self.statement_timeout);
+        config.lock_wait = Duration::from_secs(self.lock_wait);
+    }
 }
 
 /// A runtime for one CLI command: the same one `serve` and embedding programs use, on the
@@ -127,13 +144,22 @@ pub(crate) async fn runtime(
     if let Some(url) = settings.shadow_url {
         config.shadow = ShadowConfig::Url(url.to_owned());
     }
-    if let Some(apply) = settings.apply {
-        config.lock_timeout = Duration::from_millis(apply.lock_timeout_ms);
-        config.lock_retries = apply.lock_retries;
-        config.statement_timeout = Duration::from_secs(apply.statement_timeout);
-        config.lock_wait = Duration::from_secs(apply.lock_wait);
+    if let Some(locks) = settings.locks {
+        locks.configure(&mut config);
     }
     Ok(Lockplane::open(config).await?)
+}
+
+/// [`runtime`] with the database of `--database-url` attached ([`attach`]).
+pub(crate) async fn attached(
+    at: &ledger::LedgerAt,
+    settings: Settings<'_>,
+    url: Option<&str>,
+    db_id: Option<&str>,
+) -> Result<(Lockplane, DatabaseId), CliError> {
+    let runtime = runtime(at, settings).await?;
+    let db = attach(&runtime, url, db_id).await?;
+    Ok((runtime, db))
 }
 
 /// What a CLI command sets in its runtime.
@@ -145,7 +171,7 @@ pub(crate) struct Settings<'a> {
     /// `--keep-shadow`.
     pub(crate) keep_shadow: bool,
     /// `lockplane apply`'s timeouts and retries.
-    pub(crate) apply: Option<&'a ApplyArgs>,
+    pub(crate) locks: Option<&'a LockArgs>,
 }
 
 impl Default for Settings<'_> {
@@ -154,7 +180,7 @@ impl Default for Settings<'_> {
             shadow_url: None,
             dry_run: true,
             keep_shadow: false,
-            apply: None,
+            locks: None,
         }
     }
 }
@@ -250,22 +276,18 @@ pub(crate) async fn run_plan(
             lockplane_engine::dsl::load_file_text(&name, &text).map(|_| ())
         })
     };
-    let attached = async {
-        let settings = Settings {
-            shadow_url: args.shadow_url.as_deref(),
-            dry_run: !args.no_shadow,
-            keep_shadow: args.keep_shadow,
-            apply: None,
-        };
-        let runtime = runtime(at, settings).await?;
-        let db = attach(
-            &runtime,
-            args.database_url.as_deref(),
-            args.db_id.as_deref(),
-        )
-        .await?;
-        Ok::<_, CliError>((runtime, db))
+    let settings = Settings {
+        shadow_url: args.shadow_url.as_deref(),
+        dry_run: !args.no_shadow,
+        keep_shadow: args.keep_shadow,
+        locks: None,
     };
+    let attached = attached(
+        at,
+        settings,
+        args.database_url.as_deref(),
+        args.db_id.as_deref(),
+    );
     let (checked, attached) = tokio::join!(checked, attached);
     checked.map_err(|e| CliError::Usage(format!("reading {name}: {e}")))??;
     let (runtime, db) = attached?;
@@ -474,14 +496,14 @@ pub(crate) async fn run_apply(
         }
     }
     let settings = Settings {
-        apply: Some(&args),
+        locks: Some(&args.locks),
         ..Settings::default()
     };
-    let runtime = runtime(at, settings).await?;
     // Attaching reconciles an apply a stopped process left open (recorded as applied when its
     // target is live).
-    let db = attach(
-        &runtime,
+    let (runtime, db) = attached(
+        at,
+        settings,
         args.database_url.as_deref(),
         args.db_id.as_deref(),
     )

@@ -83,25 +83,8 @@ pub(crate) struct ServeArgs {
     /// Do not dry-run plans (and their reverse) on the shadow before recording them.
     #[arg(long)]
     no_dry_run: bool,
-    /// Seconds an apply waits for the database's apply lock while other applies (of any
-    /// process) run.
-    #[arg(
-        long,
-        env = "LOCKPLANE_LOCK_WAIT",
-        default_value_t = 30,
-        value_name = "SECONDS"
-    )]
-    lock_wait: u64,
-    /// `lock_timeout` of every statement an apply runs, in milliseconds.
-    #[arg(long, default_value_t = 500)]
-    lock_timeout_ms: u64,
-    /// How many more times an apply tries a phase that could not get its lock.
-    #[arg(long, default_value_t = 10)]
-    lock_retries: u32,
-    /// `statement_timeout` of each statement of an apply's transaction and of `apply_sql`,
-    /// in seconds.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-    statement_timeout: u64,
+    #[command(flatten)]
+    locks: crate::cli::plan::LockArgs,
     /// Keep live's reproduction on the --shadow-url server for the next plan (a server that
     /// is Lockplane's alone); the throwaway shadow cluster always does.
     #[arg(long, env = "LOCKPLANE_KEEP_SHADOW")]
@@ -175,10 +158,7 @@ pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(
     config.access_mode = args.access_mode;
     config.allowed_roles = args.allowed_roles.clone();
     config.dry_run = !args.no_dry_run;
-    config.lock_wait = Duration::from_secs(args.lock_wait);
-    config.lock_timeout = Duration::from_millis(args.lock_timeout_ms);
-    config.lock_retries = args.lock_retries;
-    config.statement_timeout = Duration::from_secs(args.statement_timeout);
+    args.locks.configure(&mut config);
     config.keep_reproductions = args.keep_shadow;
     if let Some(shadow) = &args.shadow_url {
         config.shadow = ShadowConfig::Url(shadow.clone());
