@@ -754,3 +754,79 @@ async fn a_blocked_apply_names_the_blocker_and_changes_nothing() {
     let applied = lockplane(&ledger, &url, &["apply", plan_s]);
     assert!(applied.status.success(), "{}", text(&applied.stderr));
 }
+
+/// `lockplane plan --keep-shadow --shadow-url …` keeps live's reproduction on that server; a
+/// second plan against the unchanged database uses it (no second one is kept) and proves the
+/// same plan.
+#[tokio::test]
+async fn keep_shadow_keeps_one_reproduction_and_plans_the_same_again() {
+    let url = database("CREATE TABLE users (id bigint PRIMARY KEY, email text)").await;
+    let cluster = testkit::shared_cluster().expect("cluster");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let doc = dir.path().join("schema.yaml");
+    std::fs::write(&doc, DESIRED).expect("write");
+    let doc_s = doc.to_str().expect("path");
+    let shadow = cluster.url("postgres");
+    let plan = |out: &str| {
+        let out = dir.path().join(out);
+        let run = lockplane(
+            &ledger,
+            &url,
+            &[
+                "plan",
+                "-f",
+                doc_s,
+                "--shadow-url",
+                &shadow,
+                "--keep-shadow",
+                "--out",
+                out.to_str().expect("path"),
+            ],
+        );
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        assert!(
+            text(&run.stdout).contains("shadow dry run: ok"),
+            "{}",
+            text(&run.stdout)
+        );
+        let plan: Value =
+            serde_json::from_str(&std::fs::read_to_string(out).expect("plan")).expect("json");
+        plan["plan_id"].as_str().expect("plan id").to_owned()
+    };
+    let admin = cluster.connect("postgres").await.expect("connect");
+    let source = format!(
+        "lockplane: reproduction of {}",
+        lockplane_engine::connect::resolve(Some(&url))
+            .expect("url")
+            .describe()
+    );
+    let kept = || async {
+        admin
+            .query(
+                "SELECT datname::text FROM pg_database \
+                 WHERE shobj_description(oid, 'pg_database') = $1",
+                &[&source],
+            )
+            .await
+            .expect("kept")
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    let first = plan("first.json");
+    let after_first = kept().await;
+    assert_eq!(after_first.len(), 1, "{after_first:?}");
+    let second = plan("second.json");
+    assert_eq!(kept().await, after_first);
+    assert_eq!(
+        first, second,
+        "the same live, document and proof give the same plan"
+    );
+    for name in after_first {
+        admin
+            .batch_execute(&format!("DROP DATABASE \"{name}\""))
+            .await
+            .expect("drop the kept reproduction");
+    }
+}
