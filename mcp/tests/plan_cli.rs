@@ -590,10 +590,27 @@ async fn ctrl_c_during_plan_leaves_no_directory() {
     while leftovers() > 0 && waited.elapsed() < std::time::Duration::from_secs(15) {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    assert_eq!(
-        leftovers(),
-        0,
-        "lockplane-pg-* directories left in {}",
+    let left: Vec<String> = std::fs::read_dir(&tmp)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("lockplane-pg-"))
+                .map(|e| {
+                    // What is inside says which stage the interrupt hit.
+                    let inside: Vec<String> = std::fs::read_dir(e.path())
+                        .map(|d| {
+                            d.filter_map(Result::ok)
+                                .map(|f| f.file_name().to_string_lossy().into_owned())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    format!("{} {inside:?}", e.file_name().to_string_lossy())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "lockplane-pg-* directories left in {}: {left:?}",
         tmp.display()
     );
 }

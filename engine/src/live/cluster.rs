@@ -435,7 +435,9 @@ fn free_port() -> Result<u16, ClusterError> {
 #[derive(Debug)]
 pub struct Cluster {
     bins: PgBinaries,
-    dir: Option<tempfile::TempDir>,
+    /// The cluster's own directory (the data directory, socket and log inside), removed on
+    /// shutdown.
+    dir: Option<PathBuf>,
     data: PathBuf,
     port: u16,
     run_as: Option<RunAs>,
@@ -570,21 +572,14 @@ impl Cluster {
     /// directory still to be made.
     fn new_dir(bins: &PgBinaries, setup: &ClusterSetup) -> Result<Cluster, ClusterError> {
         let run_as = RunAs::needed()?;
-        let dir = tempfile::Builder::new()
-            .prefix("lockplane-pg-")
-            .tempdir()
-            .map_err(io_err("cannot create a temporary directory"))?;
-        let root = dir.path().to_path_buf();
+        let (root, reaper) = reserve_dir()?;
         if let Some(user) = &run_as {
             chown(&root, user)?;
         }
         let data = root.join("data");
-        // The reaper first: an interrupt during initdb or start-up (Ctrl-C reaches our whole
-        // process group) must not leave the directory behind.
-        let reaper = spawn_reaper(&data, &root).ok();
         Ok(Cluster {
             bins: bins.clone(),
-            dir: Some(dir),
+            dir: Some(root),
             data,
             port: 0,
             run_as,
@@ -691,18 +686,84 @@ impl Cluster {
     }
 }
 
+/// Makes a fresh directory for a cluster under the temporary directory, its reaper already
+/// watching it.
+///
+/// The reaper is started before the directory exists: an interrupt that lands between the two
+/// (Ctrl-C reaches our whole process group, and a forked child is in that group until it calls
+/// `setsid`) then leaves at most a reaper with nothing to remove, never a directory nobody will
+/// remove. `Command::spawn` returns only once the reaper has exec'd, so past it the reaper is in
+/// its own session.
+fn reserve_dir() -> Result<(PathBuf, Option<Child>), ClusterError> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        // The process id makes the name ours alone among running processes; a directory of
+        // that name can only be a dead process's leftover.
+        let root = std::env::temp_dir().join(format!(
+            "lockplane-pg-{}-{}-{nanos:08x}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let data = root.join("data");
+        let reaper = spawn_reaper(&data, &root).ok();
+        match fs::DirBuilder::new().mode(0o700).create(&root) {
+            Ok(()) => return Ok((root, reaper)),
+            Err(e) => {
+                // SIGKILL: this reaper must not clean up a directory that is not ours.
+                if let Some(mut reaper) = reaper {
+                    let _ = reaper.kill();
+                    let _ = reaper.wait();
+                }
+                if e.kind() != std::io::ErrorKind::AlreadyExists || attempt >= 10 {
+                    return Err(io_err("cannot create a temporary directory")(e));
+                }
+            }
+        }
+    }
+}
+
 /// Starts the process that cleans up `root` (stopping the server of `data` first, if one
 /// runs) when this process dies without dropping the cluster.
+///
+/// It cleans up what an interrupt can leave mid-flight: a server that `pg_ctl` had started
+/// (the postmaster runs in its own session, so it outlives the Ctrl-C that killed us) but
+/// had not yet written its pid file, an `initdb` still removing its work. So it retries until
+/// the directory is gone, for ten seconds at most. A process counts as alive while it is not a
+/// zombie: where nothing reaps orphans, an exited postmaster stays a zombie and `kill -0`
+/// would wait on it for ever.
 fn spawn_reaper(data: &Path, root: &Path) -> Result<Child, ClusterError> {
     let script = r#"
         parent="$1"; data="$2"; root="$3"
-        while kill -0 "$parent" 2>/dev/null; do sleep 1; done
-        pm=$(head -n 1 "$data/postmaster.pid" 2>/dev/null)
-        if [ -n "$pm" ]; then
-          kill -QUIT "$pm" 2>/dev/null
-          while kill -0 "$pm" 2>/dev/null; do sleep 0.1; done
-        fi
-        rm -rf "$root"
+        alive() {
+          if [ -r "/proc/$$/stat" ]; then
+            st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+            [ -n "$st" ] && [ "${st%% *}" != Z ]
+          else
+            kill -0 "$1" 2>/dev/null
+          fi
+        }
+        while alive "$parent"; do sleep 1; done
+        tries=0
+        while [ -e "$root" ] && [ "$tries" -lt 50 ]; do
+          tries=$((tries + 1))
+          pm=$(head -n 1 "$data/postmaster.pid" 2>/dev/null)
+          if [ -n "$pm" ] && alive "$pm"; then
+            kill -QUIT "$pm" 2>/dev/null
+            n=0
+            while alive "$pm" && [ "$n" -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+            kill -KILL "$pm" 2>/dev/null
+          fi
+          rm -rf "$root" 2>/dev/null
+          [ -e "$root" ] && sleep 0.2
+        done
     "#;
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
@@ -808,16 +869,15 @@ impl Cluster {
         let stopped = self.bins.run(
             &self.bins.program("pg_ctl"),
             &["-D", &data, "-m", "immediate", "-w", "stop"],
-            Some(dir.path()),
+            Some(&dir),
             self.run_as.as_ref(),
         );
         if let Some(mut reaper) = self.reaper.take() {
             let _ = reaper.kill();
             let _ = reaper.wait();
         }
-        let removed = dir
-            .close()
-            .map_err(io_err("cannot remove the cluster directory"));
+        let removed =
+            fs::remove_dir_all(&dir).map_err(io_err("cannot remove the cluster directory"));
         stopped.map(|_| ())?;
         removed
     }
