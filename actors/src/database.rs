@@ -53,6 +53,12 @@ pub(crate) enum Command {
         confirmation: Option<String>,
     },
     Recover,
+    PlanOnline {
+        name: String,
+        text: String,
+        version: String,
+    },
+    Online(crate::online::Step),
 }
 
 /// What a command answers.
@@ -62,6 +68,8 @@ pub(crate) enum Answer {
     Applied(Box<Applied>),
     Sql(Box<SqlResult>),
     Recovered(Option<Recovery>),
+    OnlinePlan(Box<crate::online::OnlinePlan>),
+    Online(Box<crate::online::OnlineOutcome>),
 }
 
 /// A command with the actor (agent or user) issuing it.
@@ -127,6 +135,16 @@ impl Handler<Mutate> for DatabaseActor {
                     .await
                     .map(|r| Answer::Sql(Box::new(r))),
                 Command::Recover => ops::recover(&shared, &db).await.map(Answer::Recovered),
+                Command::PlanOnline {
+                    name,
+                    text,
+                    version,
+                } => crate::online::plan(&shared, &db, &name, &text, &version, actor)
+                    .await
+                    .map(|p| Answer::OnlinePlan(Box::new(p))),
+                Command::Online(step) => crate::online::run(&shared, &db, step, actor)
+                    .await
+                    .map(|o| Answer::Online(Box::new(o))),
             }
         };
         AtomicResponse::new(Box::pin(work.into_actor(self)))

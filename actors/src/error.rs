@@ -148,6 +148,10 @@ pub enum Error {
     /// The ledger failed (held by another process, unwritable, corrupt).
     #[error("ledger: {0}")]
     Ledger(#[from] lockplane_store::StoreError),
+    /// An online migration was refused or a phase of it failed (the database and its
+    /// recorded phase are at the phase's start).
+    #[error("{0}")]
+    Online(Box<lockplane_engine::online::OnlineError>),
     /// The runtime is shutting down or one of its actors stopped.
     #[error("the Lockplane runtime is not running: {0}")]
     Stopped(String),
@@ -184,6 +188,7 @@ impl Error {
             Error::Session(_) => "sql_refused",
             Error::Policy(_) => "policy",
             Error::Ledger(_) => "ledger",
+            Error::Online(_) => "online_migration",
             Error::Stopped(_) => "stopped",
         }
     }
@@ -192,6 +197,12 @@ impl Error {
 impl From<actix::MailboxError> for Error {
     fn from(e: actix::MailboxError) -> Self {
         Error::Stopped(e.to_string())
+    }
+}
+
+impl From<lockplane_engine::online::OnlineError> for Error {
+    fn from(e: lockplane_engine::online::OnlineError) -> Self {
+        Error::Online(Box::new(e))
     }
 }
 

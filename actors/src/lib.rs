@@ -60,6 +60,7 @@ mod config;
 mod database;
 mod error;
 mod ledger;
+mod online;
 mod ops;
 
 use std::collections::BTreeMap;
@@ -83,6 +84,7 @@ pub use lockplane_engine::policy::{Command as PolicyCommand, PolicyVerdict};
 pub use lockplane_engine::projection::PlanView;
 pub use lockplane_engine::session::SessionContext;
 pub use lockplane_engine::CatalogHash;
+pub use online::{OnlineOutcome, OnlinePlan, ProgressFn};
 pub use ops::{Applied, ApplyControl, Drift, Introspection, Proposal, Recovery, SqlResult};
 
 use database::{Answer, Attach, Command, DatabaseActor, Mutate, Registry};
@@ -462,6 +464,86 @@ impl Lockplane {
         };
         match self.mutate(db, command, actor).await? {
             Answer::Sql(r) => Ok(*r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Plans an online (expand/contract) migration of version `version` from live to the
+    /// document `text` (its file `name`, for errors) and records it. Refused when the document
+    /// changes anything but column renames, type changes and new `NOT NULL`s of one table, or
+    /// a change lacks its `up:`/`down:`.
+    pub async fn plan_online(
+        &self,
+        db: &DatabaseId,
+        name: &str,
+        text: &str,
+        version: &str,
+        actor: &str,
+    ) -> Result<OnlinePlan, Error> {
+        let command = Command::PlanOnline {
+            name: name.to_owned(),
+            text: text.to_owned(),
+            version: version.to_owned(),
+        };
+        match self.mutate(db, command, actor).await? {
+            Answer::OnlinePlan(p) => Ok(*p),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Starts an online migration (expand, then backfill in batches of `batch_size` rows,
+    /// `progress` called after each), or resumes one that stopped; under the database's
+    /// advisory lock; recorded.
+    pub async fn start_online(
+        &self,
+        db: &DatabaseId,
+        migration: lockplane_engine::online::OnlineMigration,
+        batch_size: u32,
+        progress: Option<ProgressFn>,
+        actor: &str,
+    ) -> Result<OnlineOutcome, Error> {
+        let step = online::Step::Start {
+            migration: Box::new(migration),
+            batch_size,
+            progress,
+        };
+        self.online(db, step, actor).await
+    }
+
+    /// Completes (contracts) the online migration `version`; recorded.
+    pub async fn complete_online(
+        &self,
+        db: &DatabaseId,
+        version: &str,
+        actor: &str,
+    ) -> Result<OnlineOutcome, Error> {
+        let step = online::Step::Complete {
+            version: version.to_owned(),
+        };
+        self.online(db, step, actor).await
+    }
+
+    /// Rolls the online migration `version` back (before complete); recorded.
+    pub async fn rollback_online(
+        &self,
+        db: &DatabaseId,
+        version: &str,
+        actor: &str,
+    ) -> Result<OnlineOutcome, Error> {
+        let step = online::Step::Rollback {
+            version: version.to_owned(),
+        };
+        self.online(db, step, actor).await
+    }
+
+    async fn online(
+        &self,
+        db: &DatabaseId,
+        step: online::Step,
+        actor: &str,
+    ) -> Result<OnlineOutcome, Error> {
+        match self.mutate(db, Command::Online(step), actor).await? {
+            Answer::Online(o) => Ok(*o),
             _ => Err(unexpected()),
         }
     }

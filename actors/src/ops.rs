@@ -376,7 +376,10 @@ async fn read_schemas(db: &Db, schemas: &[String]) -> Result<(Catalog, Client), 
     Ok((catalog, client))
 }
 
-async fn live_hash(client: &mut Client, db: &Db) -> Result<(Catalog, CatalogHash), Error> {
+pub(crate) async fn live_hash(
+    client: &mut Client,
+    db: &Db,
+) -> Result<(Catalog, CatalogHash), Error> {
     let catalog = introspect(client, &IntrospectOptions::default())
         .await
         .map_err(|e| db_error(db, e))?;

@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 
 use lockplane_engine::events::{
     self, ApplyFailed, ApplyStarted, Approval, BlobRef, CatalogIntrospected, ContextSet,
-    DriftDetected, Event, PlanApplied, PlanConfirmed, PlanProposed, PlanSummary, PlansMerged,
-    Receipt, SqlApplied, StepApplied, StepOutcome, StepReceipt, Timing, EVENT_KINDS,
+    DriftDetected, Event, OnlineMigrated, PlanApplied, PlanConfirmed, PlanProposed, PlanSummary,
+    PlansMerged, Receipt, SqlApplied, StepApplied, StepOutcome, StepReceipt, Timing, EVENT_KINDS,
 };
 use lockplane_engine::projection::Projections;
 use lockplane_engine::{testkit, CatalogHash};
@@ -277,6 +277,21 @@ fn script() -> Result<Script, Box<dyn std::error::Error>> {
                 expected_hash: h(4),
                 live_hash: h(9),
                 manifest: None,
+            }),
+            vec![],
+        ),
+        (
+            Event::OnlineMigrated(OnlineMigrated {
+                actor: s("user:ops"),
+                database: s(A),
+                version: s("v2"),
+                table: s("public.orders"),
+                phase: s("expanded"),
+                migration: s("{}"),
+                before_hash: Some(h(9)),
+                after_hash: Some(h(10)),
+                rows_filled: None,
+                error: None,
             }),
             vec![],
         ),

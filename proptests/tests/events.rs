@@ -7,8 +7,8 @@
 
 use lockplane_engine::events::{
     self, ApplyFailed, ApplyStarted, Approval, BlobRef, CatalogIntrospected, ContextSet,
-    DriftDetected, Event, PlanApplied, PlanConfirmed, PlanProposed, PlanSummary, PlansMerged,
-    Receipt, SqlApplied, StepApplied, StepOutcome, StepReceipt, Timing,
+    DriftDetected, Event, OnlineMigrated, PlanApplied, PlanConfirmed, PlanProposed, PlanSummary,
+    PlansMerged, Receipt, SqlApplied, StepApplied, StepOutcome, StepReceipt, Timing,
 };
 use lockplane_engine::projection::Projections;
 use lockplane_engine::CatalogHash;
@@ -310,6 +310,33 @@ fn event() -> impl Strategy<Value = Event> {
                 })
             }
         ),
+        (
+            who(),
+            (text(), text(), text(), text()),
+            (opt(hash()), opt(hash())),
+            (opt(0u64..1_000_000), opt(text()))
+        )
+            .prop_map(
+                |(
+                    (actor, database),
+                    (version, table, phase, migration),
+                    (before_hash, after_hash),
+                    (rows_filled, error),
+                )| {
+                    Event::OnlineMigrated(OnlineMigrated {
+                        actor,
+                        database,
+                        version,
+                        table,
+                        phase,
+                        migration,
+                        before_hash,
+                        after_hash,
+                        rows_filled,
+                        error,
+                    })
+                }
+            ),
     ]
 }
 

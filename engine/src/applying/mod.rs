@@ -8,5 +8,8 @@
 //!
 //! - [`exec`]: confirmation, lock, base/target checks, transaction and steps run alone,
 //!   retries, cancellation, receipts, resume.
+//! - [`rollout`]: an online (expand/contract) migration's phases — start (expand, backfill),
+//!   complete, rollback — with its state in the database, each phase resumable.
 
 pub mod exec;
+pub mod rollout;

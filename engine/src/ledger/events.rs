@@ -39,7 +39,7 @@ use crate::hash::{canonical_json, sha3_256_hex, CanonicalError, CatalogHash, HAS
 pub const EVENT_FORMAT_VERSION: u16 = 1;
 
 /// Every event kind, as written in the ledger record's `kind`, in a stable order.
-pub const EVENT_KINDS: [&str; 11] = [
+pub const EVENT_KINDS: [&str; 12] = [
     "CatalogIntrospected",
     "PlanProposed",
     "PlansMerged",
@@ -51,6 +51,7 @@ pub const EVENT_KINDS: [&str; 11] = [
     "SqlApplied",
     "ContextSet",
     "DriftDetected",
+    "OnlineMigrated",
 ];
 
 /// The address of a ledger blob: `"sha3-256:" + hex(SHA3-256(bytes))`.
@@ -315,6 +316,33 @@ pub struct ContextSet {
     pub tenant_id: Option<String>,
 }
 
+/// An online (expand/contract) migration was planned or moved to another phase, or a
+/// phase failed (`lockplane plan --online`, `apply`, `complete`, `rollback`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineMigrated {
+    /// Who did it.
+    pub actor: String,
+    /// The database.
+    pub database: String,
+    /// The migration's version (its version schema is `<schema>_<version>`).
+    pub version: String,
+    /// The changed table, `schema.table`.
+    pub table: String,
+    /// `planned`, `expanded`, `backfilled`, `completed`, `rolled_back` — the phase reached —
+    /// or `failed`.
+    pub phase: String,
+    /// The migration (its column changes with `up`/`down`) as JSON.
+    pub migration: String,
+    /// The live catalog hash before, when read.
+    pub before_hash: Option<CatalogHash>,
+    /// The live catalog hash after, when read.
+    pub after_hash: Option<CatalogHash>,
+    /// Rows the backfill filled in this run, when one ran.
+    pub rows_filled: Option<u64>,
+    /// Why it failed, for `failed`.
+    pub error: Option<String>,
+}
+
 /// The live catalog is not what the ledger last knew.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriftDetected {
@@ -509,6 +537,8 @@ pub enum Event {
     ContextSet(ContextSet),
     /// See [`DriftDetected`].
     DriftDetected(DriftDetected),
+    /// See [`OnlineMigrated`].
+    OnlineMigrated(OnlineMigrated),
 }
 
 macro_rules! each_event {
@@ -525,6 +555,7 @@ macro_rules! each_event {
             Event::SqlApplied($e) => $body,
             Event::ContextSet($e) => $body,
             Event::DriftDetected($e) => $body,
+            Event::OnlineMigrated($e) => $body,
         }
     };
 }
@@ -544,6 +575,7 @@ impl Event {
             Event::SqlApplied(_) => "SqlApplied",
             Event::ContextSet(_) => "ContextSet",
             Event::DriftDetected(_) => "DriftDetected",
+            Event::OnlineMigrated(_) => "OnlineMigrated",
         }
     }
 
@@ -570,7 +602,8 @@ impl Event {
             | Event::PlanApplied(_)
             | Event::ApplyFailed(_)
             | Event::SqlApplied(_)
-            | Event::ContextSet(_) => Vec::new(),
+            | Event::ContextSet(_)
+            | Event::OnlineMigrated(_) => Vec::new(),
         }
     }
 
@@ -645,6 +678,15 @@ impl Event {
                 short(&e.expected_hash.0),
                 short(&e.live_hash.0)
             ),
+            Event::OnlineMigrated(e) => match &e.error {
+                None => format!("online migration {} of {}: {}", e.version, e.table, e.phase),
+                Some(error) => format!(
+                    "online migration {} of {}: failed: {}",
+                    e.version,
+                    e.table,
+                    one_line(error, 60)
+                ),
+            },
         }
     }
 }

@@ -253,6 +253,13 @@ pub enum Change {
         /// The statement as given.
         input: String,
     },
+    /// A phase of an online migration.
+    Online {
+        /// The migration's version.
+        version: String,
+        /// The phase reached (`expanded`, `backfilled`, `completed`, `rolled_back`).
+        phase: String,
+    },
 }
 
 /// How a history entry ended.
@@ -608,6 +615,33 @@ impl DatabaseView {
                     user_id: e.user_id.clone(),
                     tenant_id: e.tenant_id.clone(),
                 });
+            }
+            Event::OnlineMigrated(e) => {
+                // A plan only reads; every other phase changed the database (or failed).
+                if e.phase != "planned" {
+                    self.history.push(HistoryEntry {
+                        seq,
+                        at,
+                        actor: e.actor.clone(),
+                        change: Change::Online {
+                            version: e.version.clone(),
+                            phase: e.phase.clone(),
+                        },
+                        before_hash: e.before_hash.clone(),
+                        after_hash: e.after_hash.clone(),
+                        outcome: match &e.error {
+                            None => Outcome::Applied,
+                            Some(error) => Outcome::Failed {
+                                error: error.clone(),
+                            },
+                        },
+                        receipt_hash: String::new(),
+                        approval: None,
+                    });
+                }
+                if let Some(hash) = &e.after_hash {
+                    self.set_live(hash, seq, at, event.kind());
+                }
             }
             Event::DriftDetected(e) => {
                 self.keep_manifest(&e.live_hash, e.manifest.as_ref());

@@ -62,7 +62,9 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::catalog::{ConstraintDef, Table};
+use crate::catalog::{Catalog, ConstraintDef, Table};
+use crate::diff::Change;
+use crate::dsl::Document;
 use crate::exec::{backoff, run_with_timeout, PgFailure};
 use crate::ident::{qualified, quote_ident, quote_literal};
 
@@ -75,7 +77,7 @@ pub const NEW_COLUMN_PREFIX: &str = "_lp_new_";
 const MAX_IDENT_BYTES: usize = 63;
 
 /// One column changed incompatibly: renamed, retyped, made `NOT NULL`, or several at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ColumnChange {
     /// The table's schema.
     pub schema: String,
@@ -136,7 +138,7 @@ impl ColumnChange {
 }
 
 /// A set of column changes released together as one version of the schema.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OnlineMigration {
     /// The version's name (lower-case letters, digits, `_`): the version schema is
     /// `<schema>_<version>`.
@@ -402,6 +404,65 @@ pub enum OnlineError {
         /// Why.
         why: String,
     },
+    /// The document changes something an online migration does not carry.
+    #[error(
+        "an online migration carries column renames, type changes and new NOT NULLs only; \
+         plan these first with `lockplane plan` (without --online): {}",
+        changes.join("; ")
+    )]
+    NotOnline {
+        /// What else the document changes, as the plan's steps describe it.
+        changes: Vec<String>,
+    },
+    /// No migration of that version was started on this database.
+    #[error("no online migration {0:?} was started on this database")]
+    UnknownVersion(String),
+    /// The migration is not in a phase the operation can run from.
+    #[error("online migration {version} is {phase}; this needs it {wanted}")]
+    WrongPhase {
+        /// The version.
+        version: String,
+        /// Where it is.
+        phase: &'static str,
+        /// Where it must be.
+        wanted: &'static str,
+    },
+    /// Complete asked for before every row was filled.
+    #[error(
+        "online migration {version}: {rows} rows are not backfilled yet; run `lockplane apply` \
+         on the migration again to finish the backfill, then complete"
+    )]
+    Unfinished {
+        /// The version.
+        version: String,
+        /// Rows left.
+        rows: u64,
+    },
+    /// The recorded state does not fit.
+    #[error("online migration {version}: {why}")]
+    State {
+        /// The version.
+        version: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The document changes no column.
+    #[error("the document changes no column of the live database: nothing to migrate online")]
+    NothingToChange,
+    /// A document column whose change needs `up:`/`down:` and lacks it.
+    #[error("{at}: column {column}: {what} needs `{which}:` in the document ({hint})")]
+    NeedsExpression {
+        /// `file:line:col` of the column in the document.
+        at: String,
+        /// `schema.table.column` (its new name).
+        column: String,
+        /// The change (`a type change`, `a new NOT NULL`).
+        what: &'static str,
+        /// `up` or `down`.
+        which: &'static str,
+        /// What the expression computes, with an example.
+        hint: String,
+    },
     /// A changed column other objects depend on (complete would drop them with it).
     #[error("column {column:?} cannot be changed online yet: {} depend on it", dependents.join(", "))]
     Dependents {
@@ -455,6 +516,220 @@ pub enum OnlineError {
         /// Postgres' report (boxed: it is large and errors travel by value).
         failure: Box<PgFailure>,
     },
+}
+
+/// The online migration that takes `live` to the document: each column the document
+/// renames (`renamed_from:`), retypes or makes `NOT NULL` becomes a [`ColumnChange`] with the
+/// column's `up:`/`down:` from the document. `desired` is the document's catalog scoped to
+/// live ([`crate::dsl::scope_to_live`]).
+///
+/// Refused, naming what: any other change (plan it first without `--online`), a type change
+/// or new `NOT NULL` without `up:`, a type change without `down:`. Pure.
+pub fn derive(
+    live: &Catalog,
+    desired: &Catalog,
+    document: &Document,
+    version: &str,
+) -> Result<OnlineMigration, OnlineError> {
+    let renames = crate::dsl::renames(document);
+    let changes = crate::diff::diff(live, desired, &renames);
+    // (schema, table, live column) → the change being built; the live name is the key the
+    // mechanics use, the type change and NOT NULL may name the column by its new name.
+    let mut by_column: std::collections::BTreeMap<ColumnKey, ColumnChange> =
+        std::collections::BTreeMap::new();
+    let mut renamed: std::collections::BTreeMap<ColumnKey, String> =
+        std::collections::BTreeMap::new();
+    for change in &changes {
+        if let Change::RenameColumn {
+            schema,
+            table,
+            from,
+            to,
+        } = change
+        {
+            renamed.insert((schema.clone(), table.clone(), to.clone()), from.clone());
+        }
+    }
+    let mut other = Vec::new();
+    let mut retyped: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for (i, change) in changes.iter().enumerate() {
+        match change {
+            Change::RenameColumn {
+                schema,
+                table,
+                from,
+                to,
+            } => {
+                entry(&mut by_column, &renamed, schema, table, from).new_name = Some(to.clone());
+            }
+            Change::AlterColumnType {
+                schema,
+                table,
+                column,
+                to,
+                collation_from,
+                collation_to,
+                ..
+            } if collation_from == collation_to => {
+                entry(&mut by_column, &renamed, schema, table, column).new_type = Some(to.clone());
+                retyped.insert((schema.clone(), table.clone(), column.clone()));
+            }
+            Change::SetNotNull {
+                schema,
+                table,
+                column,
+                ..
+            } => {
+                entry(&mut by_column, &renamed, schema, table, column).set_not_null = true;
+            }
+            _ => other.push(i),
+        }
+    }
+    // A type change drops the default before and sets it after (Postgres would print it with
+    // the old type's cast); expand carries the default over to the new column itself.
+    other.retain(|&i| match &changes[i] {
+        Change::SetDefault {
+            schema,
+            table,
+            column,
+            ..
+        }
+        | Change::DropDefault {
+            schema,
+            table,
+            column,
+            ..
+        } => !retyped.contains(&(schema.clone(), table.clone(), column.clone())),
+        _ => true,
+    });
+    if !other.is_empty() {
+        return Err(OnlineError::NotOnline {
+            changes: describe_changes(live, desired, &changes, &other),
+        });
+    }
+    if by_column.is_empty() {
+        return Err(OnlineError::NothingToChange);
+    }
+    let mut out = Vec::new();
+    for (_, mut c) in by_column {
+        let decl = document
+            .schemas
+            .iter()
+            .find(|s| s.name == c.schema)
+            .and_then(|s| s.tables.iter().find(|t| t.name == c.table))
+            .and_then(|t| t.columns.iter().find(|col| col.name == c.final_name()));
+        let at = |key: &str| match decl {
+            Some(d) => {
+                let span = d.origin.field(key);
+                format!("{}:{}:{}", document.file, span.line, span.column)
+            }
+            None => document.file.clone(),
+        };
+        let path = format!("{}.{}.{}", c.schema, c.table, c.final_name());
+        c.up = decl.and_then(|d| d.up.clone()).unwrap_or_default();
+        c.down = decl.and_then(|d| d.down.clone()).unwrap_or_default();
+        let what = if c.new_type.is_some() {
+            "a type change"
+        } else {
+            "a new NOT NULL"
+        };
+        if (c.new_type.is_some() || c.set_not_null) && c.up.trim().is_empty() {
+            return Err(OnlineError::NeedsExpression {
+                at: at("type"),
+                column: path,
+                what,
+                which: "up",
+                hint: format!(
+                    "the new value computed from the old row, e.g. `up: {}`",
+                    match &c.new_type {
+                        Some(t) => format!("{}::{t}", quote_ident(&c.column)),
+                        None => format!("COALESCE({}, <value>)", quote_ident(&c.column)),
+                    }
+                ),
+            });
+        }
+        if c.new_type.is_some() && c.down.trim().is_empty() {
+            let old_type = live
+                .schemas
+                .get(&c.schema)
+                .and_then(|s| s.tables.get(&c.table))
+                .and_then(|t| t.columns.get(&c.column))
+                .map(|col| col.data_type.clone())
+                .unwrap_or_else(|| "<old type>".into());
+            return Err(OnlineError::NeedsExpression {
+                at: at("type"),
+                column: path,
+                what,
+                which: "down",
+                hint: format!(
+                    "the old value computed from the new row, e.g. `down: {}::{old_type}`",
+                    quote_ident(c.final_name())
+                ),
+            });
+        }
+        out.push(c);
+    }
+    let m = OnlineMigration {
+        version: version.to_owned(),
+        changes: out,
+    };
+    m.validate()?;
+    Ok(m)
+}
+
+type ColumnKey = (String, String, String);
+
+/// The change being built for `schema.table.column`, keyed by the column's live name (a
+/// type change or `NOT NULL` may name it by its new one).
+fn entry<'a>(
+    by_column: &'a mut std::collections::BTreeMap<ColumnKey, ColumnChange>,
+    renamed: &std::collections::BTreeMap<ColumnKey, String>,
+    schema: &str,
+    table: &str,
+    column: &str,
+) -> &'a mut ColumnChange {
+    let live_name = renamed
+        .get(&(schema.to_owned(), table.to_owned(), column.to_owned()))
+        .cloned()
+        .unwrap_or_else(|| column.to_owned());
+    by_column
+        .entry((schema.to_owned(), table.to_owned(), live_name.clone()))
+        .or_insert_with(|| ColumnChange {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            column: live_name,
+            new_name: None,
+            new_type: None,
+            set_not_null: false,
+            up: String::new(),
+            down: String::new(),
+        })
+}
+
+/// The plan's step summaries for `which` of `changes` (what the user would see planned).
+fn describe_changes(
+    live: &Catalog,
+    desired: &Catalog,
+    changes: &[Change],
+    which: &[usize],
+) -> Vec<String> {
+    let stats = crate::plan::TableStats::default();
+    let steps =
+        crate::compile::compile_with_origins(live, desired, changes, &stats).unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    for &i in which {
+        let mut said = false;
+        for (step, origin) in &steps {
+            if *origin == i && !out.contains(&step.summary) {
+                out.push(step.summary.clone());
+                said = true;
+            }
+        }
+        if !said {
+            out.push(format!("{:?}", changes[i]));
+        }
+    }
+    out
 }
 
 fn check_ident(what: &'static str, name: &str) -> Result<(), OnlineError> {
@@ -868,7 +1143,7 @@ fn view_sql(m: &OnlineMigration, shape: &TableShape, version_schema: &str) -> St
 /// The two transactions of complete: `validate` scans under `SHARE UPDATE EXCLUSIVE` (writes
 /// go on); `contract` takes `ACCESS EXCLUSIVE` briefly and scans nothing (`SET NOT NULL` uses
 /// the validated check).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CompleteSql {
     /// First transaction: validate the `NOT NULL` checks.
     pub validate: Vec<String>,

@@ -360,6 +360,7 @@ fn render_database(db: &DatabaseView, out: &mut String) {
         let what = match &entry.change {
             Change::Plan { plan_id } => format!("plan {}", short(plan_id)),
             Change::Sql { input } => format!("sql {input:?}"),
+            Change::Online { version, phase } => format!("online {version} {phase}"),
         };
         let outcome = match &entry.outcome {
             Outcome::Applied => "applied".to_owned(),

@@ -1,6 +1,7 @@
 //! The human CLI: argument parsing, dispatch, and the errors it renders.
 //!
 //! - [`introspect`]: `lockplane introspect` (reads a database, records it in the ledger);
+//! - [`online`]: `plan --online`, `apply` of an online migration, `complete`, `rollback`;
 //! - [`sandbox`]: `lockplane sandbox` (a throwaway Postgres for demos and trials);
 //! - [`audit`]: `lockplane audit …` (read, check and export the ledger);
 //! - `validate` and `schema` (here): check a DSL document, print the DSL's JSON Schema;
@@ -10,6 +11,7 @@
 mod audit;
 mod introspect;
 pub(crate) mod ledger;
+mod online;
 pub(crate) mod plan;
 mod sandbox;
 mod time;
@@ -80,6 +82,13 @@ enum Command {
     /// database's advisory lock, runs the steps with timeouts, verifies the target hash, and
     /// records the outcome. A plan that can lose data needs `--confirm PLAN_ID`.
     Apply(plan::ApplyArgs),
+    /// Complete an online migration started with `lockplane apply`: validate its NOT NULLs,
+    /// drop the old columns and the sync trigger, give the new columns their final names.
+    /// Run it once every application reads the new shape.
+    Complete(online::VersionArgs),
+    /// Roll an online migration back before it is completed: drop what its expand added; the
+    /// old columns were never touched.
+    Rollback(online::VersionArgs),
     /// Check a schema document (YAML or JSON DSL): report every problem with file:line:column
     /// and path, or print the catalog hash the document describes on its own.
     Validate {
@@ -255,6 +264,16 @@ impl From<lockplane_actors::Error> for CliError {
             }
             E::Apply(_) => CliError::ApplyFailed(e.to_string()),
             E::Database { .. } => CliError::Database(e.to_string()),
+            E::Online(ref o)
+                if matches!(
+                    o.as_ref(),
+                    lockplane_engine::online::OnlineError::Postgres { .. }
+                        | lockplane_engine::online::OnlineError::Backfill { .. }
+                ) =>
+            {
+                CliError::ApplyFailed(e.to_string())
+            }
+            E::Online(_) => CliError::Refused(e.to_string()),
             E::InvalidDocument(_) => CliError::Usage(e.to_string()),
             E::UnknownPlan { .. }
             | E::Conflict { .. }
@@ -314,6 +333,8 @@ pub(crate) async fn run() -> Result<(), CliError> {
         Command::Sandbox { pg_bin } => sandbox::run(pg_bin).await,
         Command::Plan(args) => plan::run_plan(&at, &actor, args).await,
         Command::Apply(args) => plan::run_apply(&at, &actor, args).await,
+        Command::Complete(args) => online::complete(&at, &actor, args).await,
+        Command::Rollback(args) => online::rollback(&at, &actor, args).await,
         Command::Validate { file } => validate(&file),
         Command::Schema => print(
             &serde_json::to_string_pretty(&lockplane_engine::dsl::json_schema())

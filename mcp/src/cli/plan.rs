@@ -56,6 +56,15 @@ pub(crate) struct PlanArgs {
     /// The database's id in the ledger; default `host:port/dbname`.
     #[arg(long, env = "LOCKPLANE_DB_ID", value_name = "ID")]
     db_id: Option<String>,
+    /// Plan an online (expand/contract) migration instead: the document's column renames,
+    /// type changes and new NOT NULLs of one table (with their `up:`/`down:`), rolled out
+    /// while old and new applications run side by side. `--out` writes the file `apply`
+    /// starts it from.
+    #[arg(long, requires = "version")]
+    online: bool,
+    /// The online migration's version: its version schema is `<schema>_<version>`.
+    #[arg(long, value_name = "NAME")]
+    version: Option<String>,
 }
 
 /// What `lockplane plan` prints on standard output.
@@ -90,6 +99,9 @@ pub(crate) struct ApplyArgs {
     /// transaction committed), after the last step the ledger records as applied.
     #[arg(long)]
     resume: bool,
+    /// For an online migration: rows per backfill batch (one short transaction each).
+    #[arg(long, default_value_t = 5_000, value_name = "ROWS")]
+    batch_size: u32,
 }
 
 /// How applies wait for locks and bound statements: the flags of `apply` and `serve`.
@@ -268,6 +280,20 @@ pub(crate) async fn run_plan(
         source,
     })?;
     let name = args.file.display().to_string();
+    if args.online {
+        return super::online::plan(
+            at,
+            actor,
+            &name,
+            &text,
+            args.version.as_deref().unwrap_or_default(),
+            args.database_url.as_deref(),
+            args.db_id.as_deref(),
+            args.out.as_deref(),
+            args.json || args.format == Some(PlanFormat::Json),
+        )
+        .await;
+    }
     // Read here first: its problems are shown with their places in the file. A large
     // document takes a second or more to read: meanwhile the runtime starts and attaches.
     let checked = {
@@ -470,6 +496,19 @@ pub(crate) async fn run_apply(
         path: args.plan.clone(),
         source,
     })?;
+    if super::online::is_online_file(&text) {
+        return super::online::start(
+            at,
+            actor,
+            &args.plan,
+            &text,
+            args.database_url.as_deref(),
+            args.db_id.as_deref(),
+            &args.locks,
+            args.batch_size,
+        )
+        .await;
+    }
     let plan: Plan = serde_json::from_str(&text)
         .map_err(|e| CliError::Usage(format!("{} is not a plan: {e}", args.plan.display())))?;
     let computed = plan.computed_id().map_err(failed)?;

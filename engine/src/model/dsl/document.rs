@@ -229,6 +229,12 @@ pub struct ColumnDecl {
     pub data_type: String,
     /// The column's previous name: plan a rename. Not in the catalog.
     pub renamed_from: Option<String>,
+    /// For an online (expand/contract) change: the new value as an SQL expression over the
+    /// old row's columns (`qty::bigint`). Not in the catalog.
+    pub up: Option<String>,
+    /// For an online change: the old value as an SQL expression over the new row's columns
+    /// (`quantity::integer`). Not in the catalog.
+    pub down: Option<String>,
     /// `pk: true`: single-column primary key named `<table>_pkey`.
     pub pk: bool,
     /// `not_null`; `None` when not written (implied by `pk`, identity and serial).

@@ -427,6 +427,8 @@ fn table_decl(
             name: cname.clone(),
             data_type,
             renamed_from: None,
+            up: None,
+            down: None,
             pk: pk_shorthand && in_pk,
             not_null: (c.not_null && !implied).then_some(true),
             unique: column_unique.contains(cname),

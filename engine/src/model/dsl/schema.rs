@@ -298,6 +298,14 @@ pub fn json_schema() -> Value {
                 ),
                 ("renamed_from", string("previous name: plan a rename")),
                 (
+                    "up",
+                    sql("online change: the new value from the old row (`qty::bigint`)"),
+                ),
+                (
+                    "down",
+                    sql("online change: the old value from the new row (`quantity::int`)"),
+                ),
+                (
                     "pk",
                     boolean("single-column primary key named <table>_pkey"),
                 ),

@@ -161,6 +161,8 @@ fn column(c: &ColumnDecl) -> Out {
     f.str("name", &c.name)
         .opt_str("renamed_from", &c.renamed_from)
         .str("type", &c.data_type)
+        .opt_sql("up", &c.up)
+        .opt_sql("down", &c.down)
         .flag("pk", c.pk);
     if let Some(nn) = c.not_null {
         f.put("not_null", Out::Bool(nn));
