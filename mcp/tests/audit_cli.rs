@@ -417,7 +417,11 @@ fn audit_reads_checks_and_exports_a_ledger() -> TestResult {
     assert!(db_a.contains("approved by user:ann (seq 5)"), "{db_a}");
     assert!(db_a.contains("p1  merged (into m)"), "{db_a}");
     assert!(
-        db_a.contains(&format!("live catalog: {} (seq 14, DriftDetected", h(9))),
+        db_a.contains(&format!("live catalog: {} (seq 15, OnlineMigrated", h(10))),
+        "{db_a}"
+    );
+    assert!(
+        db_a.contains("online v2 expanded by user:ops: applied"),
         "{db_a}"
     );
     assert!(db_b.contains("q  failed (seq 13: lock timeout)"), "{db_b}");
