@@ -510,6 +510,44 @@ impl Lockplane {
         self.online(db, step, actor).await
     }
 
+    /// Starts (or resumes) the online migration `version` as `plan_online` recorded it.
+    pub async fn start_online_version(
+        &self,
+        db: &DatabaseId,
+        version: &str,
+        batch_size: u32,
+        progress: Option<ProgressFn>,
+        actor: &str,
+    ) -> Result<OnlineOutcome, Error> {
+        let view = self
+            .online_migrations(db)
+            .await?
+            .remove(version)
+            .ok_or_else(|| {
+                Error::from(lockplane_engine::online::OnlineError::UnknownVersion(
+                    version.to_owned(),
+                ))
+            })?;
+        let migration = serde_json::from_str(&view.migration).map_err(|e| {
+            Error::from(lockplane_engine::online::OnlineError::State {
+                version: version.to_owned(),
+                why: format!("the recorded migration does not read back: {e}"),
+            })
+        })?;
+        self.start_online(db, migration, batch_size, progress, actor)
+            .await
+    }
+
+    /// The online migrations the ledger holds for `db`, by version.
+    pub async fn online_migrations(
+        &self,
+        db: &DatabaseId,
+    ) -> Result<std::collections::BTreeMap<String, lockplane_engine::projection::OnlineView>, Error>
+    {
+        let (db, _) = self.db(db)?;
+        Ok(ops::database_view(&self.inner.shared, &db).await?.online)
+    }
+
     /// Completes (contracts) the online migration `version`; recorded.
     pub async fn complete_online(
         &self,

@@ -173,6 +173,14 @@ pub(crate) async fn run(
     step: Step,
     actor: &str,
 ) -> Result<OnlineOutcome, Error> {
+    crate::ops::schema_access(
+        shared,
+        match &step {
+            Step::Start { .. } => "starting an online migration",
+            Step::Complete { .. } => "completing an online migration",
+            Step::Rollback { .. } => "rolling back an online migration",
+        },
+    )?;
     let mut client = connect(db).await?;
     let key = exec::acquire_lock(&client, shared.config.lock_wait).await?;
     let (_, before_hash) = match live_hash(&mut client, db).await {

@@ -824,7 +824,7 @@ fn guard_plan(plan: &Plan) -> Result<(), Error> {
 }
 
 /// Applying changes the schema: only a server in `schema` mode does it.
-fn schema_access(shared: &Shared, what: &'static str) -> Result<(), Error> {
+pub(crate) fn schema_access(shared: &Shared, what: &'static str) -> Result<(), Error> {
     let mode = shared.config.access_mode;
     if mode.allows(AccessMode::Schema) {
         Ok(())

@@ -109,13 +109,35 @@ async fn stdio_tools_schemas_and_the_plan_workflow() {
     command.push("--stdio".to_owned());
 
     let schemas = drive(json!({"transport": "stdio", "scenario": "schemas", "command": command}));
-    assert_eq!(schemas["tools"].as_array().map(Vec::len), Some(13));
+    assert_eq!(schemas["tools"].as_array().map(Vec::len), Some(17));
     let report = drive(json!({
         "transport": "stdio", "scenario": "workflow", "command": command, "role": ROLE,
     }));
     // Over stdio the client and server agree on the newest protocol.
     assert_eq!(report["protocol"], "2026-07-28", "{report}");
     check_workflow_left(&url, &ledger, &report).await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "CREATE SCHEMA ol; CREATE TABLE ol.orders (id bigint PRIMARY KEY, qty integer); \
+             INSERT INTO ol.orders SELECT g, g % 100 FROM generate_series(1, 20000) g",
+        )
+        .await
+        .expect("ol.orders");
+    let online = drive(json!({"transport": "stdio", "scenario": "online", "command": command}));
+    assert_eq!(online["phase"], "completed", "{online}");
+    let wrong: i64 = client
+        .query_one(
+            "SELECT count(*) FROM ol.orders WHERE quantity IS DISTINCT FROM id % 100",
+            &[],
+        )
+        .await
+        .expect("quantity")
+        .get(0);
+    assert_eq!(wrong, 0, "every row carried over by the online migration");
 }
 
 /// One raw HTTP/1.1 initialize POST; the status code.

@@ -84,7 +84,7 @@ fn assert_strict_clean(target: &[String]) {
     let listed: Value = serde_json::from_str(&stdout).expect("tools/list JSON");
     assert_eq!(
         listed["tools"].as_array().map(Vec::len),
-        Some(13),
+        Some(17),
         "{stdout}"
     );
 }
@@ -133,7 +133,7 @@ async fn typescript_sdk_and_inspector_over_stdio() {
     let command = stdio_command(&ledger, &url, &shadow);
 
     let schemas = drive(json!({"transport": "stdio", "scenario": "schemas", "command": command}));
-    assert_eq!(schemas["tools"].as_array().map(Vec::len), Some(13));
+    assert_eq!(schemas["tools"].as_array().map(Vec::len), Some(17));
     assert_eq!(schemas["protocol"], "2025-11-25", "{schemas}");
     let report = drive(json!({
         "transport": "stdio", "scenario": "workflow", "command": command, "role": ROLE,

@@ -119,6 +119,25 @@ pub struct DatabaseView {
     /// database, the first recorded kept.
     #[serde(default)]
     pub manifests: BTreeMap<CatalogHash, BlobRef>,
+    /// Online migrations by version: the last phase recorded and the migration as planned.
+    #[serde(default)]
+    pub online: BTreeMap<String, OnlineView>,
+}
+
+/// An online migration as the ledger knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineView {
+    /// The changed table, `schema.table`.
+    pub table: String,
+    /// The last phase recorded (`planned`, `expanded`, `backfilled`, `completed`,
+    /// `rolled_back`), a failure not counted: the database stays where the phase started.
+    pub phase: String,
+    /// The migration as JSON (its column changes with `up`/`down`).
+    pub migration: String,
+    /// Seq of the last record about it.
+    pub seq: u64,
+    /// The last failure, when the last attempt failed.
+    pub error: Option<String>,
 }
 
 /// A catalog hash and the event that recorded it.
@@ -617,6 +636,30 @@ impl DatabaseView {
                 });
             }
             Event::OnlineMigrated(e) => {
+                let entry = self
+                    .online
+                    .entry(e.version.clone())
+                    .or_insert_with(|| OnlineView {
+                        table: e.table.clone(),
+                        phase: e.phase.clone(),
+                        migration: e.migration.clone(),
+                        seq,
+                        error: None,
+                    });
+                entry.seq = seq;
+                match &e.error {
+                    None => {
+                        entry.phase = e.phase.clone();
+                        entry.error = None;
+                        if !e.migration.is_empty() {
+                            entry.migration = e.migration.clone();
+                        }
+                        if !e.table.is_empty() {
+                            entry.table = e.table.clone();
+                        }
+                    }
+                    Some(error) => entry.error = Some(error.clone()),
+                }
                 // A plan only reads; every other phase changed the database (or failed).
                 if e.phase != "planned" {
                     self.history.push(HistoryEntry {

@@ -318,6 +318,65 @@ pub struct PolicyEvaluateParams {
     pub context: Option<ContextParams>,
 }
 
+/// `plan_online` input.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PlanOnlineParams {
+    /// The desired schema (YAML or JSON DSL): the live schema with column renames
+    /// (`renamed_from`), type changes and new `not_null`s of one table, each with `up:` (the
+    /// new value from the old row) and, for type changes, `down:` (the old value from the new
+    /// row).
+    pub desired: String,
+    /// The migration's version (lower-case letters, digits, `_`): the new application puts
+    /// the version schema `<schema>_<version>` first in its search_path.
+    pub version: String,
+    /// A file name for error positions (default `desired.yaml`).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `start_online` input.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct StartOnlineParams {
+    /// The version given to plan_online.
+    pub version: String,
+    /// Rows per backfill batch (default 5000).
+    #[serde(default)]
+    pub batch_size: Option<u32>,
+}
+
+/// `complete_online` / `rollback_online` input.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct OnlineVersionParams {
+    /// The online migration's version.
+    pub version: String,
+}
+
+/// `plan_online` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PlanOnlineOutput {
+    /// The migration and the SQL of each phase: `{migration, expand, complete{validate,
+    /// contract}, rollback, estimated_rows, base_hash}`.
+    #[schemars(with = "JsonObject")]
+    pub plan: Value,
+    /// The schema the new application puts first in its search_path.
+    pub version_schema: String,
+    /// Seq of the `OnlineMigrated` (planned) record.
+    pub seq: u64,
+}
+
+/// `start_online` / `complete_online` / `rollback_online` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OnlineStepOutput {
+    /// The phase reached: `expanded` (backfill unfinished), `backfilled`, `completed`,
+    /// `rolled_back`.
+    pub phase: String,
+    /// `{version, table, expanded, rows_filled, rows_filled_total, before_hash, after_hash}`.
+    #[schemars(with = "JsonObject")]
+    pub outcome: Value,
+    /// Seq of the `OnlineMigrated` record.
+    pub seq: u64,
+}
+
 /// `confirm_plan` input.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ConfirmPlanParams {
@@ -1005,6 +1064,121 @@ impl LockplaneMcp {
         }))
     }
 
+    /// Plans an online migration.
+    #[tool(
+        description = "Plan an online (expand/contract) migration of version `version` from \
+                       the live schema to `desired`: column renames, type changes and new NOT \
+                       NULLs of one table, rolled out while the old application (base schema) \
+                       and the new one (version schema first in its search_path) run side by \
+                       side. Refuses other changes and changes without their up/down, naming \
+                       them. Returns the SQL of expand, complete and rollback; recorded. Then \
+                       start_online.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn plan_online(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(p): Parameters<PlanOnlineParams>,
+    ) -> Result<Json<PlanOnlineOutput>, ToolError> {
+        let name = p.name.unwrap_or_else(|| "desired.yaml".to_owned());
+        let plan = self
+            .shared
+            .runtime
+            .plan_online(
+                &self.shared.db,
+                &name,
+                &p.desired,
+                &p.version,
+                &self.actor(&ctx),
+            )
+            .await?;
+        Ok(Json(PlanOnlineOutput {
+            version_schema: plan.version_schema.clone(),
+            seq: plan.seq,
+            plan: to_json(&plan)?,
+        }))
+    }
+
+    /// Starts or resumes an online migration.
+    #[tool(
+        description = "Start (or resume) the online migration `version` planned with \
+                       plan_online: expand (new columns, sync trigger, version schema) in one \
+                       short transaction, then backfill existing rows in keyset batches. \
+                       Resumable: call again after a failure. Returns the phase reached \
+                       (`backfilled` when done); recorded. Then deploy the new application and \
+                       call complete_online (or rollback_online).",
+        annotations(
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn start_online(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(p): Parameters<StartOnlineParams>,
+    ) -> Result<Json<OnlineStepOutput>, ToolError> {
+        let o = self
+            .shared
+            .runtime
+            .start_online_version(
+                &self.shared.db,
+                &p.version,
+                p.batch_size.unwrap_or(5_000).max(1),
+                None,
+                &self.actor(&ctx),
+            )
+            .await?;
+        online_output(&o)
+    }
+
+    /// Completes an online migration.
+    #[tool(
+        description = "Complete the online migration `version` once every application reads \
+                       the new shape: validate its NOT NULLs, drop the old columns and the sync \
+                       trigger, give the new columns their final names. Refused while rows are \
+                       unfilled. Drops the old representation: the old application stops \
+                       working. Recorded.",
+        annotations(destructive_hint = true, open_world_hint = false)
+    )]
+    async fn complete_online(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(p): Parameters<OnlineVersionParams>,
+    ) -> Result<Json<OnlineStepOutput>, ToolError> {
+        let o = self
+            .shared
+            .runtime
+            .complete_online(&self.shared.db, &p.version, &self.actor(&ctx))
+            .await?;
+        online_output(&o)
+    }
+
+    /// Rolls an online migration back.
+    #[tool(
+        description = "Roll the online migration `version` back before it is completed: drop \
+                       the version schema, the sync trigger and the new columns. The old \
+                       columns were never touched, so the old application loses nothing; the \
+                       new application's writes survive in them. Recorded.",
+        annotations(destructive_hint = true, open_world_hint = false)
+    )]
+    async fn rollback_online(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(p): Parameters<OnlineVersionParams>,
+    ) -> Result<Json<OnlineStepOutput>, ToolError> {
+        let o = self
+            .shared
+            .runtime
+            .rollback_online(&self.shared.db, &p.version, &self.actor(&ctx))
+            .await?;
+        online_output(&o)
+    }
+
     /// Checks drift.
     #[tool(
         description = "Compare the live catalog with what the ledger last recorded; records \
@@ -1069,6 +1243,14 @@ fn router() -> ToolRouter<LockplaneMcp> {
         }
     }
     router
+}
+
+fn online_output(o: &lockplane_actors::OnlineOutcome) -> Result<Json<OnlineStepOutput>, ToolError> {
+    Ok(Json(OnlineStepOutput {
+        phase: o.phase.name().to_owned(),
+        outcome: to_json(o)?,
+        seq: o.seq,
+    }))
 }
 
 fn proposal_output(p: lockplane_actors::Proposal) -> Result<Json<ProposalOutput>, ToolError> {

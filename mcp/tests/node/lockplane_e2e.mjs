@@ -31,9 +31,10 @@ const sdkVersion = JSON.parse(
 ).version;
 
 const TOOLS = [
-  "apply_plan", "apply_sql", "audit_log", "check_drift", "confirm_plan", "diff_catalog",
-  "explain_sql", "introspect_catalog", "list_plans", "merge_plans", "policy_evaluate",
-  "set_context", "verify_ledger",
+  "apply_plan", "apply_sql", "audit_log", "check_drift", "complete_online", "confirm_plan",
+  "diff_catalog", "explain_sql", "introspect_catalog", "list_plans", "merge_plans",
+  "plan_online", "policy_evaluate", "rollback_online", "set_context", "start_online",
+  "verify_ledger",
 ];
 
 const ID = "{ name: id, type: bigint, pk: true }";

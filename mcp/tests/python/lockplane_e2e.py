@@ -39,6 +39,10 @@ TOOLS = {
     "verify_ledger": ([], ["ok", "records_checked"]),
     "audit_log": ([], ["entries"]),
     "check_drift": ([], ["drifted", "live_hash"]),
+    "plan_online": (["desired", "version"], ["plan", "version_schema"]),
+    "start_online": (["version"], ["phase", "outcome"]),
+    "complete_online": (["version"], ["phase", "outcome"]),
+    "rollback_online": (["version"], ["phase", "outcome"]),
 }
 
 # Optional inputs each tool must declare (beyond the required ones).
@@ -49,6 +53,8 @@ OPTIONAL_INPUTS = {
     "policy_evaluate": ["row", "context"],
     "set_context": ["role", "user_id", "tenant_id"],
     "audit_log": ["limit"],
+    "plan_online": ["name"],
+    "start_online": ["batch_size"],
 }
 
 
@@ -425,7 +431,44 @@ async def agent(cfg):
         return {"outcome": "applied", "resulting_hash": r.structured_content["resulting_hash"]}
 
 
-SCENARIOS = {"agent": agent, "schemas": schemas, "workflow": workflow, "contexts": contexts, "unauthorized": unauthorized,
+ONLINE_V2 = """version: 1
+schemas:
+  ol:
+    tables:
+      orders:
+        columns:
+          - { name: id, type: bigint, pk: true }
+          - { name: quantity, renamed_from: qty, type: bigint, up: "qty::bigint", down: "quantity::integer" }
+"""
+
+
+async def online(cfg):
+    """An online migration through the tools: plan_online, start_online, complete_online, on
+    `ol.orders(id, qty)` of 20000 rows (made by the Rust side)."""
+    async with connect(cfg) as client:
+        # A document an online migration cannot carry is refused by name.
+        await fails(client, "plan_online", {"desired": ONLINE_V2.replace(', down: "quantity::integer"', ""),
+                                             "version": "v2"}, "online_migration")
+        planned = await ok(client, "plan_online", {"desired": ONLINE_V2, "version": "v2"})
+        assert planned["version_schema"] == "ol_v2", planned
+        assert any("_lp_new_qty" in s for s in planned["plan"]["expand"]), planned
+        started = await ok(client, "start_online", {"version": "v2", "batch_size": 3000})
+        assert started["phase"] == "backfilled", started
+        assert started["outcome"]["rows_filled"] == 20000, started
+        completed = await ok(client, "complete_online", {"version": "v2"})
+        assert completed["phase"] == "completed", completed
+        after = await ok(client, "introspect_catalog")
+        columns = after["catalog"]["schemas"]["ol"]["tables"]["orders"]["columns"]
+        assert columns["quantity"]["type"] == "bigint", columns
+        assert "qty" not in columns, columns
+        await fails(client, "rollback_online", {"version": "v2"}, "online_migration")
+        log = await ok(client, "audit_log", {"limit": 100})
+        kinds = [e["kind"] for e in log["entries"]]
+        assert kinds.count("OnlineMigrated") >= 4, kinds
+        return {"phase": completed["phase"]}
+
+
+SCENARIOS = {"agent": agent, "online": online, "schemas": schemas, "workflow": workflow, "contexts": contexts, "unauthorized": unauthorized,
              "readme": readme, "stateless": stateless}
 
 
