@@ -829,3 +829,92 @@ async fn a_column_with_dependents_is_refused_naming_them() {
         .expect("note");
     assert!(note.dependents.is_empty(), "{:?}", note.dependents);
 }
+
+/// The version schema's view carries the table's grants (with `USAGE` on the schema) and
+/// comments: a role the old application used reaches the new shape the same way, and what it
+/// may not do on the table it may not do through the view.
+#[tokio::test]
+async fn the_view_carries_grants_and_comments() {
+    let (db, client) = populated(
+        &format!(
+            "{ORDERS}
+             DO $$ BEGIN CREATE ROLE lp_online_app NOLOGIN;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+             GRANT SELECT, UPDATE ON orders TO lp_online_app;
+             COMMENT ON TABLE orders IS 'what customers ordered';
+             COMMENT ON COLUMN orders.qty IS 'how many';"
+        ),
+        "INSERT INTO orders (qty, note) SELECT g, 'seed' FROM generate_series(1, 100) g",
+    )
+    .await;
+    let m = orders_migration();
+    let shape = TableShape::read(&client, "public", "orders")
+        .await
+        .expect("shape");
+    assert!(
+        shape
+            .grants
+            .contains(&("lp_online_app".to_owned(), "update".to_owned())),
+        "{:?}",
+        shape.grants
+    );
+    run_phase(
+        &client,
+        &expand_sql(&m, &shape).expect("expand sql"),
+        LOCK_TIMEOUT,
+        STATEMENT_TIMEOUT,
+    )
+    .await
+    .expect("expand");
+    let (comment_table, comment_column): (Option<String>, Option<String>) = {
+        let r = client
+            .query_one(
+                "SELECT obj_description('public_v2.orders'::regclass, 'pg_class'), \
+                        col_description('public_v2.orders'::regclass, \
+                          (SELECT attnum FROM pg_attribute \
+                           WHERE attrelid = 'public_v2.orders'::regclass AND attname = 'quantity'))",
+                &[],
+            )
+            .await
+            .expect("comments");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(comment_table.as_deref(), Some("what customers ordered"));
+    assert_eq!(
+        comment_column.as_deref(),
+        Some("how many"),
+        "under the new name"
+    );
+    let mid = TableShape::read(&client, "public", "orders")
+        .await
+        .expect("shape");
+    backfill(&client, &m, &mid, &BackfillOptions::default(), &mut |_| {})
+        .await
+        .expect("backfill");
+    // As the application's role, through the version schema: what the table allows.
+    client
+        .batch_execute(
+            "BEGIN; SET LOCAL ROLE lp_online_app; SET LOCAL search_path TO public_v2, public; \
+             UPDATE orders SET quantity = quantity + 1 WHERE id = 1; COMMIT",
+        )
+        .await
+        .expect("select and update through the view as the application's role");
+    let denied = client
+        .batch_execute(
+            "BEGIN; SET LOCAL ROLE lp_online_app; \
+             INSERT INTO public_v2.orders (quantity, note) VALUES (1, 'x'); COMMIT",
+        )
+        .await;
+    let _ = client.batch_execute("ROLLBACK").await;
+    let code = denied
+        .expect_err("no INSERT on the table, none through the view")
+        .code()
+        .map(|c| c.code().to_owned());
+    assert_eq!(code.as_deref(), Some("42501"), "insufficient_privilege");
+    let qty = count(&client, "SELECT qty::bigint FROM orders WHERE id = 1").await;
+    assert_eq!(
+        qty, 2,
+        "the update reached the old column through the trigger"
+    );
+    let _ = db;
+}

@@ -49,8 +49,9 @@
 //! constraints, views or sequences depend on is refused, naming them
 //! ([`OnlineError::Dependents`]): carrying them to the new column is not done yet, and
 //! complete would drop them with the old one. Column grants and comments are not carried
-//! over; grants on the version schema and its views are the caller's. Nothing here records
-//! state: the caller (the ledger, later) keeps which phase a migration is in and the
+//! over to the new column itself; the version schema's view carries the table's grants (with
+//! `USAGE` on the schema) and its comments. Nothing here records state:
+//! [`crate::rollout`] keeps which phase a migration is in and the
 //! backfill's last key, and must not complete before the backfill has finished
 //! ([`unfilled_rows`] is the check: complete would lose the values of rows never filled). The
 //! views are `security_invoker` on Postgres 15 and later; Postgres 14 has no such option, so
@@ -164,6 +165,8 @@ pub struct ShapeColumn {
     /// Postgres describes them: complete would drop them with the old column, so a change
     /// of such a column is refused until the mechanics carry them over.
     pub dependents: Vec<String>,
+    /// `COMMENT ON COLUMN`: carried to the version schema's view column.
+    pub comment: Option<String>,
 }
 
 /// What the mechanics need to know about the table a migration changes.
@@ -179,6 +182,13 @@ pub struct TableShape {
     pub primary_key: Vec<String>,
     /// The server's major version (`security_invoker` views need 15).
     pub server_major: u32,
+    /// Table privileges granted to roles other than the owner (`(grantee, privilege)`,
+    /// grantee `public` for PUBLIC): mirrored on the version schema's view, with `USAGE` on
+    /// the version schema, so the new application's roles reach the new shape as they reach
+    /// the table. Column privileges are not mirrored.
+    pub grants: Vec<(String, String)>,
+    /// `COMMENT ON TABLE`: carried to the view.
+    pub comment: Option<String>,
 }
 
 impl TableShape {
@@ -220,6 +230,7 @@ impl TableShape {
                     default: c.default.clone(),
                     computed: c.identity.is_some() || c.generated.is_some(),
                     dependents,
+                    comment: c.comment.clone(),
                 }
             })
             .collect();
@@ -237,6 +248,12 @@ impl TableShape {
             columns,
             primary_key,
             server_major,
+            grants: table
+                .grants
+                .iter()
+                .map(|g| (g.grantee.clone(), g.privilege.clone()))
+                .collect(),
+            comment: table.comment.clone(),
         }
     }
 
@@ -262,7 +279,8 @@ impl TableShape {
                                 AND NOT EXISTS (SELECT 1 FROM pg_constraint k \
                                   WHERE dep.classid = 'pg_constraint'::regclass \
                                     AND k.oid = dep.objid AND k.contype = 'n') \
-                              ORDER BY 1) \
+                              ORDER BY 1), \
+                        col_description(a.attrelid, a.attnum) \
                  FROM pg_attribute a \
                  JOIN pg_class c ON c.oid = a.attrelid \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -284,12 +302,43 @@ impl TableShape {
                 table: table.to_owned(),
             });
         }
+        let extra = client
+            .query_one(
+                "SELECT obj_description(c.oid, 'pg_class'), \
+                        ARRAY(SELECT CASE WHEN g.grantee = 0 THEN 'public' \
+                                          ELSE pg_get_userbyid(g.grantee)::text END \
+                              FROM aclexplode(c.relacl) g \
+                              WHERE g.grantee <> c.relowner ORDER BY 1, g.privilege_type), \
+                        ARRAY(SELECT lower(g.privilege_type) \
+                              FROM aclexplode(c.relacl) g \
+                              WHERE g.grantee <> c.relowner \
+                              ORDER BY CASE WHEN g.grantee = 0 THEN 'public' \
+                                            ELSE pg_get_userbyid(g.grantee)::text END, \
+                                       g.privilege_type) \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| OnlineError::Postgres {
+                what: format!("reading the grants of {}", qualified(schema, table)),
+                failure: Box::new(PgFailure::from_error(&e)),
+            })?;
+        let decode = |e: tokio_postgres::Error| OnlineError::Postgres {
+            what: format!("reading the grants of {}", qualified(schema, table)),
+            failure: Box::new(PgFailure::from_error(&e)),
+        };
+        let comment: Option<String> = extra.try_get(0).map_err(decode)?;
+        let grantees: Vec<String> = extra.try_get(1).map_err(decode)?;
+        let privileges: Vec<String> = extra.try_get(2).map_err(decode)?;
         let mut shape = TableShape {
             schema: schema.to_owned(),
             table: table.to_owned(),
             columns: Vec::new(),
             primary_key: Vec::new(),
             server_major: 0,
+            grants: grantees.into_iter().zip(privileges).collect(),
+            comment,
         };
         let mut key: Vec<(usize, String)> = Vec::new();
         for r in &rows {
@@ -305,6 +354,7 @@ impl TableShape {
                 default: r.get(3),
                 computed: r.get(4),
                 dependents: r.get(7),
+                comment: r.get(8),
             });
         }
         // Key order is `indkey` order; the query gives attnum order, which is the same for
@@ -1108,7 +1158,60 @@ pub fn expand_sql(m: &OnlineMigration, shape: &TableShape) -> Result<Vec<String>
 
     sql.push(format!("CREATE SCHEMA {}", quote_ident(&version_schema)));
     sql.push(view_sql(m, shape, &version_schema));
+    sql.extend(view_extras_sql(m, shape, &version_schema));
     Ok(sql)
+}
+
+/// What the view carries over from the table: its grants (with `USAGE` on the version schema
+/// for each grantee) and its comments, the columns' under their new names.
+fn view_extras_sql(m: &OnlineMigration, shape: &TableShape, version_schema: &str) -> Vec<String> {
+    let view = qualified(version_schema, &shape.table);
+    let role = |g: &str| {
+        if g == "public" {
+            "PUBLIC".to_owned()
+        } else {
+            quote_ident(g)
+        }
+    };
+    let mut sql = Vec::new();
+    let grantees: BTreeSet<&str> = shape.grants.iter().map(|(g, _)| g.as_str()).collect();
+    for g in grantees {
+        sql.push(format!(
+            "GRANT USAGE ON SCHEMA {} TO {}",
+            quote_ident(version_schema),
+            role(g)
+        ));
+    }
+    for (g, privilege) in &shape.grants {
+        // TRUNCATE, REFERENCES and TRIGGER mean nothing on a view.
+        if matches!(
+            privilege.as_str(),
+            "select" | "insert" | "update" | "delete"
+        ) {
+            sql.push(format!(
+                "GRANT {} ON {view} TO {}",
+                privilege.to_uppercase(),
+                role(g)
+            ));
+        }
+    }
+    if let Some(comment) = &shape.comment {
+        sql.push(format!(
+            "COMMENT ON VIEW {view} IS {}",
+            quote_literal(comment)
+        ));
+    }
+    for c in &shape.columns {
+        if let Some(comment) = &c.comment {
+            let name = change_of(m, &c.name).map_or(c.name.as_str(), |ch| ch.final_name());
+            sql.push(format!(
+                "COMMENT ON COLUMN {view}.{} IS {}",
+                quote_ident(name),
+                quote_literal(comment)
+            ));
+        }
+    }
+    sql
 }
 
 /// The version schema's view of the table in the new shape.
@@ -1585,6 +1688,7 @@ mod tests {
             default: None,
             computed: false,
             dependents: Vec::new(),
+            comment: None,
         };
         TableShape {
             schema: "public".into(),
@@ -1592,6 +1696,8 @@ mod tests {
             columns: vec![col("id", "bigint", true), col("qty", "integer", true)],
             primary_key: vec!["id".into()],
             server_major: 16,
+            grants: vec![("app".into(), "select".into())],
+            comment: None,
         }
     }
 
