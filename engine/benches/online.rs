@@ -98,7 +98,7 @@ fn application(
                     i += 7919;
                     let id = (i * 104_729 % rows + 1) as i64;
                     let started = Instant::now();
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         client.query_opt(&read, &[&id]).await?;
                     } else {
                         client.execute(&write, &[&id]).await?;
