@@ -962,7 +962,13 @@ impl OnlineMigration {
 /// An expression in parentheses, the closing one on its own line so a trailing `--` comment
 /// cannot swallow it.
 fn paren(expression: &str) -> String {
-    format!("({expression}\n)")
+    // A line comment at the end of the expression would swallow a closing parenthesis on
+    // the same line.
+    if expression.contains("--") {
+        format!("({expression}\n)")
+    } else {
+        format!("({expression})")
+    }
 }
 
 /// Refuses an `up`/`down` that is not exactly one expression: it is spliced into a trigger
