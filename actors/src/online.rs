@@ -32,6 +32,9 @@ pub struct OnlinePlan {
     pub version_schema: String,
     /// Expand: one transaction.
     pub expand: Vec<String>,
+    /// Indexes of the changed columns built again on the new ones, each statement alone,
+    /// before the backfill.
+    pub indexes: Vec<String>,
     /// Complete: validate, then contract.
     pub complete: CompleteSql,
     /// Rollback: one transaction.
@@ -100,6 +103,10 @@ pub(crate) async fn plan(
     let (schema, table) = migration.table()?;
     let shape = TableShape::read(&client, schema, table).await?;
     let expand = online::expand_sql(&migration, &shape)?;
+    let indexes = online::carried_indexes(&migration, &shape)
+        .into_iter()
+        .map(|i| i.create)
+        .collect();
     // Complete runs on the expanded table; its statements are the same names either way.
     let complete = online::complete_sql(&migration, &shape)?;
     let rollback = online::rollback_sql(&migration, &shape)?;
@@ -135,6 +142,7 @@ pub(crate) async fn plan(
         version_schema: migration.version_schema()?,
         migration,
         expand,
+        indexes,
         complete,
         rollback,
         estimated_rows,

@@ -16,6 +16,7 @@ use lockplane_engine::online::{
     backfill, complete_sql, expand_sql, rollback_sql, run_phase, unfilled_rows, BackfillOptions,
     BackfillProgress, ColumnChange, OnlineError, OnlineMigration, TableShape,
 };
+use lockplane_engine::rollout::{self, Timeouts};
 use lockplane_engine::{catalog_hash, testkit};
 use tokio_postgres::Client;
 
@@ -804,7 +805,8 @@ async fn backfill_dropped_mid_way_resumes_from_the_start() {
 async fn a_column_with_dependents_is_refused_naming_them() {
     let (_, client) = database_with(
         "CREATE TABLE orders (id bigint PRIMARY KEY, qty integer NOT NULL, note text);
-         CREATE INDEX orders_qty_ix ON orders (qty);
+         CREATE INDEX orders_qty_ix ON orders ((qty * 2));
+         CREATE INDEX orders_plain_qty_ix ON orders (qty);
          CREATE VIEW big_orders AS SELECT id FROM orders WHERE qty > 100;",
     )
     .await;
@@ -815,8 +817,15 @@ async fn a_column_with_dependents_is_refused_naming_them() {
         Err(OnlineError::Dependents { column, dependents }) => {
             assert_eq!(column, "qty");
             let text = dependents.join(", ");
-            assert!(text.contains("orders_qty_ix"), "{text}");
+            assert!(
+                text.contains("orders_qty_ix"),
+                "an expression index: {text}"
+            );
             assert!(text.contains("big_orders"), "{text}");
+            assert!(
+                !text.contains("orders_plain_qty_ix"),
+                "a plain index is carried over, not refused: {text}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -917,4 +926,112 @@ async fn the_view_carries_grants_and_comments() {
         "the update reached the old column through the trigger"
     );
     let _ = db;
+}
+
+/// Indexes and unique constraints on a changed column are built again on the new column while
+/// the migration runs (concurrently, before the backfill) and take the old names at complete:
+/// a plain index, a multi-column one, and a unique constraint that goes on refusing
+/// duplicates throughout, on both sides.
+#[tokio::test]
+async fn indexes_and_unique_constraints_are_carried_to_the_new_columns() {
+    let (_, client) = populated(
+        "CREATE TABLE items (id bigint PRIMARY KEY, qty integer, code text UNIQUE, note text);
+         CREATE INDEX items_qty_idx ON items (qty);
+         CREATE INDEX items_qty_note_idx ON items (qty, note) WHERE note IS NOT NULL;",
+        "INSERT INTO items SELECT g, g % 50, 'c' || g, 'n' FROM generate_series(1, 20000) g;
+         ANALYZE items;",
+    )
+    .await;
+    let m = OnlineMigration {
+        version: "v2".into(),
+        changes: vec![
+            ColumnChange {
+                schema: "public".into(),
+                table: "items".into(),
+                column: "qty".into(),
+                new_name: Some("quantity".into()),
+                new_type: Some("bigint".into()),
+                set_not_null: false,
+                up: "qty::bigint".into(),
+                down: "quantity::integer".into(),
+            },
+            ColumnChange {
+                schema: "public".into(),
+                table: "items".into(),
+                column: "code".into(),
+                new_name: Some("sku".into()),
+                new_type: None,
+                set_not_null: false,
+                up: String::new(),
+                down: String::new(),
+            },
+        ],
+    };
+    let t = Timeouts::default();
+    rollout::start(&client, &m, &t, &BackfillOptions::default(), &mut |_| {})
+        .await
+        .expect("start");
+    let valid = count(
+        &client,
+        "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE c.relname LIKE '\\_lp\\_new\\_items%' AND i.indisvalid",
+    )
+    .await;
+    assert_eq!(valid, 3, "the three indexes built on the new columns");
+    // Uniqueness holds on both sides during the migration.
+    let dup_old = client
+        .batch_execute("INSERT INTO items (id, qty, code) VALUES (900001, 1, 'c1')")
+        .await;
+    assert_eq!(
+        dup_old
+            .err()
+            .and_then(|e| e.code().map(|c| c.code().to_owned())),
+        Some("23505".into())
+    );
+    let dup_new = client
+        .batch_execute(
+            "BEGIN; SET LOCAL search_path TO public_v2, public; \
+             INSERT INTO items (id, quantity, sku) VALUES (900002, 1, 'c2'); COMMIT",
+        )
+        .await;
+    let _ = client.batch_execute("ROLLBACK").await;
+    assert_eq!(
+        dup_new
+            .err()
+            .and_then(|e| e.code().map(|c| c.code().to_owned())),
+        Some("23505".into())
+    );
+    rollout::complete(&client, "v2", &t)
+        .await
+        .expect("complete");
+    let defs: Vec<String> = client
+        .query(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'items' ORDER BY indexname",
+            &[],
+        )
+        .await
+        .expect("indexes")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        defs,
+        vec![
+            "CREATE UNIQUE INDEX items_code_key ON public.items USING btree (sku)".to_owned(),
+            "CREATE UNIQUE INDEX items_pkey ON public.items USING btree (id)".to_owned(),
+            "CREATE INDEX items_qty_idx ON public.items USING btree (quantity)".to_owned(),
+            "CREATE INDEX items_qty_note_idx ON public.items USING btree (quantity, note) \
+             WHERE (note IS NOT NULL)"
+                .to_owned(),
+        ]
+    );
+    let constraint = count(
+        &client,
+        "SELECT count(*) FROM pg_constraint WHERE conname = 'items_code_key' AND contype = 'u'",
+    )
+    .await;
+    assert_eq!(
+        constraint, 1,
+        "the unique constraint, made again from the new index"
+    );
 }

@@ -29,8 +29,8 @@ use tokio_postgres::Client;
 use crate::exec::{backoff, PgFailure};
 use crate::ident::quote_literal;
 use crate::online::{
-    backfill, complete_sql, expand_sql, rollback_sql, run_phase, unfilled_rows, BackfillOptions,
-    BackfillProgress, BackfillReport, OnlineError, OnlineMigration, TableShape,
+    backfill, carried_indexes, complete_sql, expand_sql, rollback_sql, run_phase, unfilled_rows,
+    BackfillOptions, BackfillProgress, BackfillReport, OnlineError, OnlineMigration, TableShape,
 };
 
 /// The table holding each online migration's phase.
@@ -284,6 +284,7 @@ pub async fn start(
         }
     }
     let shape = TableShape::read(client, &schema, &table).await?;
+    build_indexes(client, m, &schema, &table, t).await?;
     let opts = BackfillOptions {
         resume_after: current.last_key.clone(),
         lock_timeout: t.lock_timeout,
@@ -346,6 +347,91 @@ pub async fn start(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Builds the indexes of the changed columns on the new ones (`CREATE INDEX CONCURRENTLY`,
+/// each statement alone: writes go on), before the backfill so that it maintains them. An
+/// index a crashed build left invalid is dropped and built again.
+async fn build_indexes(
+    client: &Client,
+    m: &OnlineMigration,
+    schema: &str,
+    table: &str,
+    t: &Timeouts,
+) -> Result<(), OnlineError> {
+    // The indexes to carry are those of the table before expand: read its shape as the old
+    // application sees it (the new indexes, on `_lp_new_` columns, are not changed columns).
+    let shape = TableShape::read(client, schema, table).await?;
+    for index in carried_indexes(m, &shape) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // A build that failed (a lock it lost, a crash) leaves an invalid index, which
+            // `IF NOT EXISTS` would keep.
+            let invalid = client
+                .query_opt(
+                    "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relname = $2 AND NOT i.indisvalid",
+                    &[&schema, &index.new],
+                )
+                .await
+                .map_err(pg("checking an index build"))?
+                .is_some();
+            let mut ran = Ok(());
+            if invalid {
+                ran = run_alone(
+                    client,
+                    &format!(
+                        "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                        crate::ident::qualified(schema, &index.new)
+                    ),
+                    t,
+                )
+                .await;
+            }
+            if ran.is_ok() {
+                ran = run_alone(client, &index.create, t).await;
+            }
+            match ran {
+                Ok(()) => break,
+                Err(failure)
+                    if attempt <= t.lock_retries
+                        && matches!(failure.sqlstate.as_deref(), Some("55P03" | "40P01")) =>
+                {
+                    tokio::time::sleep(backoff(Duration::from_millis(250), attempt)).await;
+                }
+                Err(failure) => {
+                    return Err(OnlineError::Postgres {
+                        what: format!("building index {} on the new columns", index.new),
+                        failure: Box::new(failure),
+                    })
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One statement outside a transaction (`CONCURRENTLY` needs it) with the phase's short
+/// lock timeout and its statement timeout.
+async fn run_alone(client: &Client, sql: &str, t: &Timeouts) -> Result<(), PgFailure> {
+    let settings = format!(
+        "SET lock_timeout = '{}ms'; SET statement_timeout = '{}ms'",
+        t.lock_timeout.as_millis().max(1),
+        t.statement_timeout.as_millis().max(1)
+    );
+    client
+        .batch_execute(&settings)
+        .await
+        .map_err(|e| PgFailure::from_error(&e))?;
+    let ran =
+        crate::exec::run_with_timeout(client, sql, t.statement_timeout + Duration::from_secs(2))
+            .await;
+    let _ = client
+        .batch_execute("RESET lock_timeout; RESET statement_timeout")
+        .await;
+    ran.map(|_| ())
 }
 
 async fn started(client: &Client, version: &str) -> Result<State, OnlineError> {

@@ -45,10 +45,12 @@
 //! # Not covered yet
 //!
 //! One table per migration; a single-column primary key (the keyset), which a change may
-//! not touch; identity and generated columns are refused. A column that indexes,
-//! constraints, views or sequences depend on is refused, naming them
-//! ([`OnlineError::Dependents`]): carrying them to the new column is not done yet, and
-//! complete would drop them with the old one. Column grants and comments are not carried
+//! not touch; identity and generated columns are refused. Indexes and unique constraints on
+//! a changed column are carried over ([`carried_indexes`]: built again on the new column
+//! `CONCURRENTLY` after expand, given the old names by complete) when their keys are plain
+//! columns and no predicate names the column. A column that anything else depends on
+//! (expression indexes, foreign keys, checks, views, sequences) is refused, naming them
+//! ([`OnlineError::Dependents`]): complete would drop them with the old column. Column grants and comments are not carried
 //! over to the new column itself; the version schema's view carries the table's grants (with
 //! `USAGE` on the schema) and its comments. Nothing here records state:
 //! [`crate::rollout`] keeps which phase a migration is in and the
@@ -169,6 +171,38 @@ pub struct ShapeColumn {
     pub comment: Option<String>,
 }
 
+/// An index of the table a migration changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeIndex {
+    /// Its name.
+    pub name: String,
+    /// `pg_get_indexdef`.
+    pub definition: String,
+    /// It backs the primary key.
+    pub primary: bool,
+    /// The unique constraint it backs, if any.
+    pub constraint: Option<String>,
+    /// Key columns in order; `None` for an expression.
+    pub key: Vec<Option<String>>,
+    /// The partial index's predicate.
+    pub predicate: Option<String>,
+}
+
+/// An index on a changed column, built again on the new column (`CREATE INDEX CONCURRENTLY`
+/// after expand) and given the old one's name (and constraint) by complete.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CarriedIndex {
+    /// The index on the old column.
+    pub old: String,
+    /// The index on the new column while the migration runs: `_lp_new_<old>`.
+    pub new: String,
+    /// The statement that builds it.
+    pub create: String,
+    /// The unique constraint the old index backed, made again from the new index by
+    /// complete.
+    pub constraint: Option<String>,
+}
+
 /// What the mechanics need to know about the table a migration changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableShape {
@@ -189,6 +223,9 @@ pub struct TableShape {
     pub grants: Vec<(String, String)>,
     /// `COMMENT ON TABLE`: carried to the view.
     pub comment: Option<String>,
+    /// Its indexes ([`read`](Self::read) only; from a catalog, none, so an index on a changed
+    /// column stays a refused dependent).
+    pub indexes: Vec<ShapeIndex>,
 }
 
 impl TableShape {
@@ -254,6 +291,7 @@ impl TableShape {
                 .map(|g| (g.grantee.clone(), g.privilege.clone()))
                 .collect(),
             comment: table.comment.clone(),
+            indexes: Vec::new(),
         }
     }
 
@@ -331,6 +369,42 @@ impl TableShape {
         let comment: Option<String> = extra.try_get(0).map_err(decode)?;
         let grantees: Vec<String> = extra.try_get(1).map_err(decode)?;
         let privileges: Vec<String> = extra.try_get(2).map_err(decode)?;
+        let index_rows = client
+            .query(
+                "SELECT ic.relname::text, pg_get_indexdef(i.indexrelid), i.indisprimary, \
+                        (SELECT k.conname::text FROM pg_constraint k \
+                         WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid \
+                           AND k.contype = 'u'), \
+                        ARRAY(SELECT a.attname::text \
+                              FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+                              LEFT JOIN pg_attribute a \
+                                ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                              ORDER BY k.ord), \
+                        pg_get_expr(i.indpred, i.indrelid) \
+                 FROM pg_index i \
+                 JOIN pg_class ic ON ic.oid = i.indexrelid \
+                 JOIN pg_class c ON c.oid = i.indrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2 \
+                 ORDER BY 1",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| OnlineError::Postgres {
+                what: format!("reading the indexes of {}", qualified(schema, table)),
+                failure: Box::new(PgFailure::from_error(&e)),
+            })?;
+        let mut indexes = Vec::new();
+        for r in &index_rows {
+            indexes.push(ShapeIndex {
+                name: r.try_get(0).map_err(decode)?,
+                definition: r.try_get(1).map_err(decode)?,
+                primary: r.try_get(2).map_err(decode)?,
+                constraint: r.try_get(3).map_err(decode)?,
+                key: r.try_get(4).map_err(decode)?,
+                predicate: r.try_get(5).map_err(decode)?,
+            });
+        }
         let mut shape = TableShape {
             schema: schema.to_owned(),
             table: table.to_owned(),
@@ -339,6 +413,7 @@ impl TableShape {
             server_major: 0,
             grants: grantees.into_iter().zip(privileges).collect(),
             comment,
+            indexes,
         };
         let mut key: Vec<(usize, String)> = Vec::new();
         for r in &rows {
@@ -933,10 +1008,17 @@ impl OnlineMigration {
                     why: "primary key columns are the backfill's keyset",
                 });
             }
-            if !col.dependents.is_empty() {
+            let carried = carried_indexes(self, shape);
+            let left: Vec<String> = col
+                .dependents
+                .iter()
+                .filter(|d| !carried.iter().any(|i| carries(i, d)))
+                .cloned()
+                .collect();
+            if !left.is_empty() {
                 return Err(OnlineError::Dependents {
                     column: c.column.clone(),
-                    dependents: col.dependents.clone(),
+                    dependents: left,
                 });
             }
             // The new name may be a changed column's old name (it is gone in the new shape),
@@ -1020,6 +1102,100 @@ fn sync_function(table: &str, version: &str) -> String {
 /// The trigger's name on the table.
 fn sync_trigger(version: &str) -> String {
     format!("_lp_sync_{version}")
+}
+
+/// Whether `dependent` (as `pg_describe_object` names a column's dependent) is `index`, or
+/// the unique constraint it backs.
+fn carries(index: &CarriedIndex, dependent: &str) -> bool {
+    let named = |kind: &str, name: &str| {
+        dependent
+            .strip_prefix(kind)
+            .map(|rest| {
+                let object = rest.split(" on ").next().unwrap_or(rest);
+                object == name
+                    || object.ends_with(&format!(".{name}"))
+                    || object == quote_ident(name)
+                    || object.ends_with(&format!(".{}", quote_ident(name)))
+            })
+            .unwrap_or(false)
+    };
+    named("index ", &index.old)
+        || index
+            .constraint
+            .as_deref()
+            .is_some_and(|c| named("constraint ", c))
+}
+
+/// The indexes on changed columns that are built again on the new columns: plain key columns
+/// (no expression), no predicate naming a changed column, not the primary key, a new name
+/// within Postgres' limit. Any other index on a changed column stays a dependent, refused.
+pub fn carried_indexes(m: &OnlineMigration, shape: &TableShape) -> Vec<CarriedIndex> {
+    let changed: BTreeSet<&str> = m.changes.iter().map(|c| c.column.as_str()).collect();
+    let mut out = Vec::new();
+    for index in &shape.indexes {
+        let touched = index
+            .key
+            .iter()
+            .flatten()
+            .any(|k| changed.contains(k.as_str()));
+        if !touched || index.primary || index.key.iter().any(Option::is_none) {
+            continue;
+        }
+        if index
+            .predicate
+            .as_deref()
+            .is_some_and(|p| changed.iter().any(|c| mentions_identifier(p, c)))
+        {
+            continue;
+        }
+        let new = format!("{NEW_COLUMN_PREFIX}{}", index.name);
+        if new.len() > MAX_IDENT_BYTES {
+            continue;
+        }
+        let Some(create) = index_on_new_columns(&index.definition, &new, &changed) else {
+            continue;
+        };
+        out.push(CarriedIndex {
+            old: index.name.clone(),
+            new,
+            create,
+            constraint: index.constraint.clone(),
+        });
+    }
+    out
+}
+
+/// Whether `text` (an SQL expression) holds `name` as an identifier, erring towards yes.
+fn mentions_identifier(text: &str, name: &str) -> bool {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+        .any(|word| word.eq_ignore_ascii_case(name))
+        || text.contains(&quote_ident(name))
+}
+
+/// `definition` (a `CREATE INDEX` as `pg_get_indexdef` prints it) named `name`, built
+/// concurrently if it does not exist yet, on the new columns of the changed ones.
+fn index_on_new_columns(definition: &str, name: &str, changed: &BTreeSet<&str>) -> Option<String> {
+    use pg_query::NodeEnum;
+    let mut parsed = pg_query::parse(definition, 0).ok()?;
+    let stmt = parsed.protobuf.stmts.first_mut()?.stmt.as_mut()?;
+    let Some(NodeEnum::IndexStmt(index)) = stmt.node.as_mut() else {
+        return None;
+    };
+    index.idxname = name.to_owned();
+    index.concurrent = true;
+    index.if_not_exists = true;
+    for param in index.index_params.iter_mut() {
+        let Some(NodeEnum::IndexElem(elem)) = param.node.as_mut() else {
+            return None;
+        };
+        if elem.expr.is_some() {
+            return None;
+        }
+        if changed.contains(elem.name.as_str()) {
+            elem.name = format!("{NEW_COLUMN_PREFIX}{}", elem.name);
+        }
+    }
+    pg_query::deparse(&parsed.protobuf, Default::default()).ok()
 }
 
 fn change_of<'a>(m: &'a OnlineMigration, column: &str) -> Option<&'a ColumnChange> {
@@ -1301,6 +1477,22 @@ pub fn complete_sql(m: &OnlineMigration, shape: &TableShape) -> Result<CompleteS
             "ALTER TABLE {t} DROP COLUMN {}",
             quote_ident(&c.column)
         ));
+    }
+    // The old indexes went with the old columns: the new ones take their names (a unique
+    // constraint made again from its new index renames the index to the constraint's name).
+    for i in carried_indexes(m, shape) {
+        out.contract.push(match &i.constraint {
+            Some(c) => format!(
+                "ALTER TABLE {t} ADD CONSTRAINT {} UNIQUE USING INDEX {}",
+                quote_ident(c),
+                quote_ident(&i.new)
+            ),
+            None => format!(
+                "ALTER INDEX {} RENAME TO {}",
+                qualified(&shape.schema, &i.new),
+                quote_ident(&i.old)
+            ),
+        });
     }
     // Renames last: a new name may be another changed column's old name, dropped above.
     for c in &m.changes {
@@ -1704,6 +1896,7 @@ mod tests {
             server_major: 16,
             grants: vec![("app".into(), "select".into())],
             comment: None,
+            indexes: Vec::new(),
         }
     }
 

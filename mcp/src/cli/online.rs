@@ -133,6 +133,12 @@ fn readable(plan: &OnlinePlan, out: Option<&Path>) -> String {
         "\n1. expand (one transaction; `lockplane apply`):\n{}",
         numbered(&plan.expand)
     ));
+    if !plan.indexes.is_empty() {
+        s.push_str(&format!(
+            "   then the changed columns' indexes on the new ones, each alone:\n{}",
+            numbered(&plan.indexes)
+        ));
+    }
     s.push_str(&format!(
         "2. backfill: {} rows in keyset batches, one short transaction each, resumable\n",
         plan.estimated_rows
