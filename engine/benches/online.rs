@@ -16,7 +16,8 @@
 //!
 //! Run: `cargo bench -p lockplane-engine --bench online` (`LOCKPLANE_BENCH_ROWS` changes the row
 //! count, `LOCKPLANE_BENCH_BATCH` the batch size, `LOCKPLANE_BENCH_PAUSE_MS` the pause between
-//! batches, `LOCKPLANE_BENCH_INTERVAL_US` each session's interval, 0 for flat out).
+//! batches, `LOCKPLANE_BENCH_INTERVAL_US` each session's interval, 0 for flat out,
+//! `LOCKPLANE_BENCH_NO_AUTOVACUUM=1` turns autovacuum off on the table).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -64,6 +65,11 @@ async fn orders(rows: u64) -> BenchResult<String> {
         ))
         .await?;
     client.batch_execute("VACUUM ANALYZE orders").await?;
+    if std::env::var_os("LOCKPLANE_BENCH_NO_AUTOVACUUM").is_some() {
+        client
+            .batch_execute("ALTER TABLE orders SET (autovacuum_enabled = false)")
+            .await?;
+    }
     Ok(db)
 }
 
