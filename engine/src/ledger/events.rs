@@ -975,11 +975,23 @@ mod tests {
                 tenant_id: Some("t-1".into()),
             }),
             Event::DriftDetected(DriftDetected {
-                actor,
-                database,
+                actor: actor.clone(),
+                database: database.clone(),
                 expected_hash: h(2),
                 live_hash: h(9),
                 manifest: Some(BlobRef::of(b"live")),
+            }),
+            Event::OnlineMigrated(OnlineMigrated {
+                actor,
+                database,
+                version: "v2".into(),
+                table: "public.orders".into(),
+                phase: "backfilled".into(),
+                migration: "{\"version\":\"v2\",\"changes\":[]}".into(),
+                before_hash: Some(h(9)),
+                after_hash: Some(h(10)),
+                rows_filled: Some(200_000),
+                error: None,
             }),
         ]
     }

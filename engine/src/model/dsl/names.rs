@@ -239,7 +239,8 @@ pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
                 *c,
             )
         })
-        .filter(|(d, _, _)| *d <= limit)
+        // A distance as long as the candidate rewrites all of it: `nul` is not a typo of `up`.
+        .filter(|(d, _, c)| *d <= limit && *d < c.chars().count())
         .min()
         .map(|(_, _, c)| c)
         .or_else(|| {
