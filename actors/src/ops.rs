@@ -223,7 +223,8 @@ pub struct Drift {
     pub drifted: bool,
     /// What differs, object by object, when the recorded catalog is in the ledger.
     pub differences: Vec<String>,
-    /// Seq of the `DriftDetected` record, when drift was found.
+    /// Seq of the `DriftDetected` record, when drift was found (an earlier one, when this
+    /// check found the same drift again and recorded nothing).
     pub seq: Option<u64>,
 }
 
@@ -499,6 +500,31 @@ async fn compare_with_recorded(
 ) -> Result<Drift, Error> {
     let (bytes, address, live_hash) = manifest(live)?;
     if live_hash == recorded.hash {
+        // The drift recorded last is still there (nothing applied or introspected since):
+        // report it again, and record nothing, so that a schedule checking an unchanged
+        // database does not grow the ledger.
+        if let Some(open) = view
+            .drift
+            .as_ref()
+            .filter(|d| recorded.source == "DriftDetected" && d.seq == recorded.seq)
+        {
+            let differences = match view
+                .manifests
+                .get(&open.expected_hash)
+                .and_then(|a| load_catalog(shared, a).ok())
+            {
+                Some(expected) => exec::describe_drift(&expected, live),
+                None => Vec::new(),
+            };
+            return Ok(Drift {
+                database: db.id.clone(),
+                live_hash,
+                recorded_hash: Some(open.expected_hash.clone()),
+                drifted: true,
+                differences,
+                seq: Some(open.seq),
+            });
+        }
         return Ok(Drift {
             database: db.id.clone(),
             live_hash,
@@ -509,7 +535,7 @@ async fn compare_with_recorded(
         });
     }
     let differences = match recorded_catalog(shared, view).await {
-        Some(expected) => exec::drift(&expected, live),
+        Some(expected) => exec::describe_drift(&expected, live),
         None => Vec::new(),
     };
     let head = record(

@@ -1760,6 +1760,26 @@ pub fn drift(expected: &Catalog, live: &Catalog) -> Vec<String> {
     out
 }
 
+/// What changed from `expected` to `live`, as the plan from one to the other would say it, a
+/// step summary per change (`add column public.accounts.sneaky`, `build index …`): what a
+/// drift report names. The objects [`drift`] lists when the changes cannot be compiled.
+pub fn describe_drift(expected: &Catalog, live: &Catalog) -> Vec<String> {
+    let changes = crate::diff::diff(expected, live, &crate::diff::Renames::none());
+    let stats = crate::plan::TableStats::default();
+    match crate::compile::compile(expected, live, &changes, &stats) {
+        Ok(steps) if !steps.is_empty() => {
+            let mut out: Vec<String> = Vec::new();
+            for step in steps {
+                if !out.contains(&step.summary) {
+                    out.push(step.summary);
+                }
+            }
+            out
+        }
+        _ => drift(expected, live),
+    }
+}
+
 fn diff_map<V: PartialEq>(
     out: &mut Vec<String>,
     kind: &str,

@@ -1,6 +1,7 @@
 //! The human CLI: argument parsing, dispatch, and the errors it renders.
 //!
 //! - [`introspect`]: `lockplane introspect` (reads a database, records it in the ledger);
+//! - [`drift`]: `lockplane drift`, once or `--watch`;
 //! - [`online`]: `plan --online`, `apply` of an online migration, `complete`, `rollback`;
 //! - [`sandbox`]: `lockplane sandbox` (a throwaway Postgres for demos and trials);
 //! - [`audit`]: `lockplane audit …` (read, check and export the ledger);
@@ -9,8 +10,10 @@
 //! - [`ledger`]: opening the ledger and turning its records into events, shared by the above.
 
 mod audit;
+mod drift;
 mod introspect;
 pub(crate) mod ledger;
+pub(crate) use drift::parse_interval;
 mod online;
 pub(crate) mod plan;
 mod sandbox;
@@ -89,6 +92,10 @@ enum Command {
     /// Roll an online migration back before it is completed: drop what its expand added; the
     /// old columns were never touched.
     Rollback(online::VersionArgs),
+    /// Check whether the live schema is still what the ledger last recorded (exit status 2 on
+    /// drift, naming what differs), once or on a schedule (`--watch 5m`). A drift found again
+    /// is recorded once.
+    Drift(drift::Args),
     /// Check a schema document (YAML or JSON DSL): report every problem with file:line:column
     /// and path, or print the catalog hash the document describes on its own.
     Validate {
@@ -186,6 +193,16 @@ pub(crate) enum CliError {
     #[error("{0}")]
     #[diagnostic(code(lockplane::apply_failed))]
     ApplyFailed(String),
+    /// `lockplane drift` found the live schema is not what the ledger recorded.
+    #[error("{0}")]
+    #[diagnostic(
+        code(lockplane::drift),
+        help(
+            "plan the document again (lockplane plan) to see what it would change, or \
+              introspect to accept the live schema"
+        )
+    )]
+    Drifted(String),
     /// Interrupted by a signal; the outcome is recorded.
     #[error("{0}")]
     #[diagnostic(code(lockplane::interrupted))]
@@ -209,7 +226,7 @@ impl CliError {
     /// tell them apart without reading the message.
     pub(crate) fn exit_status(&self) -> u8 {
         match self {
-            CliError::Usage(_) | CliError::Read { .. } => 2,
+            CliError::Usage(_) | CliError::Read { .. } | CliError::Drifted(_) => 2,
             CliError::NeedsConfirmation { .. } => 3,
             CliError::Stale(_) => 4,
             CliError::Refused(_) => 5,
@@ -333,6 +350,7 @@ pub(crate) async fn run() -> Result<(), CliError> {
         Command::Sandbox { pg_bin } => sandbox::run(pg_bin).await,
         Command::Plan(args) => plan::run_plan(&at, &actor, args).await,
         Command::Apply(args) => plan::run_apply(&at, &actor, args).await,
+        Command::Drift(args) => drift::run(&at, &actor, args).await,
         Command::Complete(args) => online::complete(&at, &actor, args).await,
         Command::Rollback(args) => online::rollback(&at, &actor, args).await,
         Command::Validate { file } => validate(&file),

@@ -89,6 +89,11 @@ pub(crate) struct ServeArgs {
     /// is Lockplane's alone); the throwaway shadow cluster always does.
     #[arg(long, env = "LOCKPLANE_KEEP_SHADOW")]
     keep_shadow: bool,
+    /// Check for drift on a schedule (`30s`, `5m`, `1h`): introspect, and record
+    /// `DriftDetected` (once per drift) when the live schema is not what the ledger recorded;
+    /// `check_drift` answers with the latest. Each change of state is logged on stderr.
+    #[arg(long, value_name = "INTERVAL", value_parser = crate::cli::parse_interval)]
+    drift_every: Option<Duration>,
     /// The most bytes one tool answer may take; a larger one is cut and answered with a
     /// `result_too_large` error (common clients refuse messages over 10 MiB).
     #[arg(long, value_name = "BYTES", default_value_t = answer::DEFAULT_MAX_RESULT_BYTES,
@@ -165,6 +170,9 @@ pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(
     }
     let runtime = Lockplane::open(config).await?;
     let db = runtime.attach(&url, args.db_id.as_deref()).await?;
+    if let Some(every) = args.drift_every {
+        tokio::spawn(watch_drift(runtime.clone(), db.clone(), every));
+    }
     let shared = Shared {
         runtime,
         db,
@@ -186,6 +194,38 @@ pub(crate) async fn run(at: &LedgerAt, actor: &str, args: ServeArgs) -> Result<(
             http::serve(shared, options).await
         }
         _ => serve_stdio(shared).await,
+    }
+}
+
+/// Checks for drift every `every` for as long as the server runs (the same runtime call as the
+/// `check_drift` tool, as actor `lockplane-drift`), logging each change of state.
+async fn watch_drift(runtime: Lockplane, db: lockplane_actors::DatabaseId, every: Duration) {
+    let mut last: Option<(bool, String)> = None;
+    loop {
+        tokio::time::sleep(every).await;
+        match runtime.check_drift(&db, "lockplane-drift").await {
+            Ok(d) => {
+                let state = (d.drifted, d.live_hash.0.clone());
+                if last.as_ref() != Some(&state) {
+                    if d.drifted {
+                        eprintln!(
+                            "lockplane: drift on {}: live {} (recorded as seq {}){}",
+                            d.database,
+                            d.live_hash,
+                            d.seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                            d.differences
+                                .iter()
+                                .map(|x| format!("\n  {x}"))
+                                .collect::<String>()
+                        );
+                    } else if last.is_some() {
+                        eprintln!("lockplane: no drift on {}", d.database);
+                    }
+                    last = Some(state);
+                }
+            }
+            Err(e) => eprintln!("lockplane: drift check failed: {e}"),
+        }
     }
 }
 
