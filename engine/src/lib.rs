@@ -32,7 +32,7 @@ pub mod planning;
 // Every module under its own name too, so a concept is found at the first guess (and the
 // paths callers use stay short).
 pub use agent::{guard, policy, session};
-pub use applying::{exec, rollout};
+pub use applying::{exec, init, rollout};
 pub use ledger::{events, projection};
 pub use live::{cluster, connect, introspect, testkit};
 pub use model::{catalog, dsl, hash, ident, normalize};

@@ -8,8 +8,11 @@
 //!
 //! - [`exec`]: confirmation, lock, base/target checks, transaction and steps run alone,
 //!   retries, cancellation, receipts, resume.
+//! - [`init`]: the SQL of `lockplane init` (the least-privilege roles, the managed schemas
+//!   handed to `lp_migrator`, the helper schema);
 //! - [`rollout`]: an online (expand/contract) migration's phases — start (expand, backfill),
 //!   complete, rollback — with its state in the database, each phase resumable.
 
 pub mod exec;
+pub mod init;
 pub mod rollout;

@@ -11,6 +11,7 @@
 
 mod audit;
 mod drift;
+mod init;
 mod introspect;
 pub(crate) mod ledger;
 pub(crate) use drift::parse_interval;
@@ -92,6 +93,10 @@ enum Command {
     /// Roll an online migration back before it is completed: drop what its expand added; the
     /// old columns were never touched.
     Rollback(online::VersionArgs),
+    /// Create the least-privilege roles (lp_migrator owns the managed schemas, no superuser;
+    /// lp_runtime_read / lp_runtime_write for the application) and the helper schema. Prints
+    /// the SQL first; --dry-run only prints it.
+    Init(init::Args),
     /// Check whether the live schema is still what the ledger last recorded (exit status 2 on
     /// drift, naming what differs), once or on a schedule (`--watch 5m`). A drift found again
     /// is recorded once.
@@ -350,6 +355,7 @@ pub(crate) async fn run() -> Result<(), CliError> {
         Command::Sandbox { pg_bin } => sandbox::run(pg_bin).await,
         Command::Plan(args) => plan::run_plan(&at, &actor, args).await,
         Command::Apply(args) => plan::run_apply(&at, &actor, args).await,
+        Command::Init(args) => init::run(args).await,
         Command::Drift(args) => drift::run(&at, &actor, args).await,
         Command::Complete(args) => online::complete(&at, &actor, args).await,
         Command::Rollback(args) => online::rollback(&at, &actor, args).await,
